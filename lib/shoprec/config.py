@@ -1,0 +1,252 @@
+"""Typed, frozen configuration loaded from ``conf/<env>.yaml`` with ``--set key=value`` overrides.
+
+Why pydantic dataclasses: they are ordinary frozen dataclasses (what the rest of the code sees), but
+they validate types and reject unknown keys on construction, and their errors carry the key's full
+path, which we turn into one line naming the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+_STRICT = ConfigDict(extra="forbid", strict=False, validate_default=True)
+ENVIRONMENTS = ("local", "cluster", "databricks")
+#: Where ``conf/`` lives: beside ``lib/`` in a checkout; overridable for installed wheels.
+CONF_DIR_ENV = "SHOPREC_CONF_DIR"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key and where it came from."""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SparkConfig:
+    """How jobs get a SparkSession; ignored where a session already exists (Databricks, clusters)."""
+
+    #: ``None`` leaves the master to spark-submit or the platform.
+    master: str | None = "local[2]"
+    app_name: str = "shoprec"
+    shuffle_partitions: int = Field(default=4, ge=1)
+    driver_memory: str = "4g"
+    #: Maven coordinates of Delta Lake; empty means "the version of the installed delta-spark".
+    delta_package: str = ""
+    #: Ivy cache for Delta's jars, outside the checkout so every clone reuses them.
+    jars_cache: str = "~/.cache/shoprec/ivy"
+    #: Resolve Delta's jars through Ivy; false on clusters that already have them.
+    resolve_delta_jars: bool = True
+    ui_enabled: bool = False
+    #: Extra ``spark.*`` settings, passed through as they are.
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PathsConfig:
+    """Roots for files; ``${root}`` and ``${other_key}`` are expanded in these and in table locations."""
+
+    root: str = "data"
+    raw: str = "${root}/raw"
+    lake: str = "${root}/lake"
+    checkpoints: str = "${root}/checkpoints"
+    models: str = "${root}/models"
+    petastorm_cache: str = "${root}/cache/petastorm"
+    reports: str = "${root}/reports"
+
+
+def _default_tables() -> dict[str, str]:
+    return {
+        "bronze_events": "${lake}/bronze/events",
+        "bronze_catalog": "${lake}/bronze/catalog",
+    }
+
+
+@dataclass(frozen=True, config=_STRICT)
+class GeneratorConfig:
+    """The synthetic shop: sizes, time span, defects and file format of the raw exports."""
+
+    seed: int = 42
+    users: int = Field(default=2000, ge=1)
+    items: int = Field(default=600, ge=10)
+    start_date: date = date(2026, 1, 1)
+    days: int = Field(default=28, ge=1)
+    #: Multiplies users and items; a cluster sets this to reach terabytes.
+    scale: float = Field(default=1.0, gt=0)
+    #: Mean sessions per user over the whole span (each user's rate is drawn around it).
+    sessions_per_user: float = Field(default=6.0, gt=0)
+    #: Exponent of the Zipf-like item popularity.
+    zipf_exponent: float = Field(default=1.0, ge=0)
+    #: Users generated per independent block; memory per task is bounded by this.
+    users_per_block: int = Field(default=1000, ge=1)
+    items_per_block: int = Field(default=20000, ge=1)
+    #: Fraction of catalog items launched during the span rather than before it (cold start).
+    new_item_fraction: float = Field(default=0.15, ge=0, le=1)
+    bad_row_rate: float = Field(default=0.0, ge=0, le=0.5)
+    format: Literal["json", "csv", "parquet"] = "json"
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ShoprecConfig:
+    """Everything a job needs; built once per run and passed down."""
+
+    env: str = "local"
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    tables: dict[str, str] = field(default_factory=_default_tables)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def path(self, name: str) -> str:
+        """A resolved entry of ``paths`` (``raw``, ``lake``...)."""
+        return _expand(getattr(self.paths, name), self.paths, f"paths.{name}")
+
+    def table(self, name: str) -> str:
+        """A table's location: a filesystem path or URI, or a metastore name (``catalog.schema.t``)."""
+        if name not in self.tables:
+            known = ", ".join(sorted(self.tables))
+            raise ConfigError(f"tables.{name}: no such table in the configuration (known: {known})")
+        return _expand(self.tables[name], self.paths, f"tables.{name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_VAR = re.compile(r"\$\{([a-z_]+)\}")
+
+
+def _expand(value: str, paths: PathsConfig, key: str, depth: int = 0) -> str:
+    """Expand ``${name}`` references to other ``paths`` entries, then ``~``."""
+    if depth > 10:
+        raise ConfigError(f"{key}: circular ${{...}} reference in {value!r}")
+
+    def sub(match: re.Match[str]) -> str:
+        ref = match.group(1)
+        if not hasattr(paths, ref):
+            raise ConfigError(f"{key}: unknown reference ${{{ref}}} (known: {', '.join(_fields(paths))})")
+        return _expand(getattr(paths, ref), paths, f"paths.{ref}", depth + 1)
+
+    out = os.path.expanduser(_VAR.sub(sub, value))
+    if depth == 0 and "://" not in out and (out.startswith(".") or "/" in out) and not out.startswith("/"):
+        out = os.path.abspath(out)  # relative local paths: Delta and Spark workers need absolute ones
+    return out
+
+
+def _fields(obj: object) -> list[str]:
+    return list(getattr(obj, "__dataclass_fields__", {}))
+
+
+def is_table_path(location: str) -> bool:
+    """A location with a slash or a URI scheme is a path; otherwise it is a metastore table name."""
+    return "/" in location or "://" in location or location.startswith(".")
+
+
+def default_conf_dir() -> Path:
+    """``conf/`` of the checkout (or ``$SHOPREC_CONF_DIR``)."""
+    if os.environ.get(CONF_DIR_ENV):
+        return Path(os.environ[CONF_DIR_ENV])
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``training.epochs=3`` → (["training", "epochs"], 3); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example --set generator.users=500")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "unexpected_keyword_argument" or err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required value is missing"
+        else:
+            msg = f"{err['msg']} (got {err.get('input')!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> ShoprecConfig:
+    """Validate a plain mapping into a :class:`ShoprecConfig`, naming ``source`` in any error."""
+    try:
+        return ShoprecConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _nest(keys: list[str], value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {keys[-1]: value}
+    for k in reversed(keys[:-1]):
+        out = {k: out}
+    return out
+
+
+def load_config(
+    env: str = "local",
+    overrides: Iterable[str] = (),
+    conf_dir: str | Path | None = None,
+) -> ShoprecConfig:
+    """Load ``conf/<env>.yaml`` and apply ``key=value`` overrides, validating every key and type.
+
+    Args:
+        env: the environment, the name of a YAML file in ``conf_dir``.
+        overrides: ``dotted.key=value`` strings, as given to ``--set``.
+        conf_dir: where the YAML files are (default: the checkout's ``conf/``).
+    """
+    directory = Path(conf_dir) if conf_dir else default_conf_dir()
+    path = directory / f"{env}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+        raise ConfigError(
+            f"environment {env!r}: no file {path} (available: {', '.join(available) or 'none'}); "
+            f"pass --env with one of those"
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    data.setdefault("env", env)
+    cfg = from_dict(data, str(path))  # errors in the file name the file
+    merged = cfg.to_dict()
+    for text in overrides:
+        keys, value = parse_override(text)
+        merged = _merge(merged, _nest(keys, value))
+        from_dict(merged, f"--set {text}")  # errors in an override name the override
+    return from_dict(merged, str(path))
+
+
+def log_config(cfg: ShoprecConfig) -> None:
+    """Log the resolved configuration once at job start (it holds no secrets: only their names)."""
+    log.info("configuration (env=%s):\n%s", cfg.env, yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False))

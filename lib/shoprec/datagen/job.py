@@ -1,0 +1,243 @@
+"""``shoprec generate``: write a synthetic shop's raw exports with Spark, one task per block.
+
+Layout under ``paths.raw``::
+
+    events/event_date=YYYY-MM-DD/part-*.{json,csv,parquet}   behaviour events, by export day
+    catalog/part-*.{json,csv,parquet}                          the catalog export
+    _labels/events/, _labels/catalog/                          (row_key, defect) per spoiled row
+    _manifest.json                                             the generator settings and row counts
+
+The generator owns its output folder and replaces it whole: for one seed it is the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from shoprec import schemas as S
+from shoprec.config import GeneratorConfig, ShoprecConfig
+from shoprec.datagen import defects, shop
+
+log = logging.getLogger(__name__)
+
+_DEFECT_SEED = 20
+_ROW_KEY_COL, _DEFECT_COL = "_row_key", "_defect"
+_LINE = "value"
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    """Where the raw exports went and how many rows each holds."""
+
+    raw_dir: str
+    events_dir: str
+    catalog_dir: str
+    labels_dir: str
+    event_rows: int
+    catalog_rows: int
+    labelled_event_rows: int
+    labelled_catalog_rows: int
+    seconds: float
+
+
+def _iso(ts: Any) -> str | None:
+    if ts is None or (isinstance(ts, float) and math.isnan(ts)) or ts is pd.NaT:
+        return None
+    return pd.Timestamp(ts).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON/CSV-ready Python value (numpy and pandas scalars → builtins; NA → None)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return _iso(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _payload_schema(contract: StructType, fmt: str, partition: str | None) -> StructType:
+    """Output schema of a generating task for ``fmt``, plus the label columns."""
+    fields: list[StructField]
+    if fmt == "json":
+        fields = [StructField(_LINE, StringType())]
+    elif fmt == "csv":
+        fields = [StructField(f.name, StringType()) for f in contract.fields]
+    else:
+        fields = list(contract.fields)
+    if partition:
+        fields.append(StructField(partition, StringType()))
+    return StructType([*fields, StructField(_ROW_KEY_COL, StringType()), StructField(_DEFECT_COL, StringType())])
+
+
+def _serialise(df: pd.DataFrame, contract: StructType, fmt: str, partition: str | None) -> pd.DataFrame:
+    """Turn typed rows into what the exporter writes: JSON lines, CSV strings or typed columns."""
+    names = [f.name for f in contract.fields]
+    malformed = df.get(defects.MALFORMED_FLAG, pd.Series(False, index=df.index)).to_numpy(bool)
+    out = pd.DataFrame(index=df.index)
+    if fmt == "json":
+        lines = []
+        for bad, rec in zip(malformed, df[names].itertuples(index=False, name=None), strict=True):
+            obj = {k: _plain(v) for k, v in zip(names, rec, strict=True) if _plain(v) is not None}
+            line = json.dumps(obj, ensure_ascii=False)
+            lines.append(line[: len(line) // 2] if bad else line)  # a record cut off mid-write
+        out[_LINE] = lines
+    elif fmt == "csv":
+        for name in names:
+            out[name] = [None if _plain(v) is None else str(_plain(v)) for v in df[name]]
+        if malformed.any():
+            out.loc[malformed, S.EVENT_TIME] = "yesterday evening"  # a value no timestamp parser takes
+    else:
+        for f in contract.fields:
+            out[f.name] = df[f.name]
+    if partition:
+        out[partition] = df[partition].astype(str)
+    out[_ROW_KEY_COL] = df[_ROW_KEY_COL]
+    out[_DEFECT_COL] = df[_DEFECT_COL]
+    return out
+
+
+def _labelled(df: pd.DataFrame, labels: pd.DataFrame, key: pd.Series) -> pd.DataFrame:
+    """Attach (row_key, defect) to the spoiled rows; a duplicated key labels its last copy only."""
+    df = df.copy()
+    df[_ROW_KEY_COL] = None
+    df[_DEFECT_COL] = None
+    for row_key, defect in labels.itertuples(index=False, name=None):
+        hits = np.flatnonzero(key.to_numpy() == row_key)
+        if len(hits):
+            pos = hits[-1]
+            df.iloc[pos, df.columns.get_loc(_ROW_KEY_COL)] = row_key
+            df.iloc[pos, df.columns.get_loc(_DEFECT_COL)] = defect
+    return df
+
+
+def event_partition(cfg: GeneratorConfig, block: int) -> pd.DataFrame:
+    """All rows of one user block as the exporter writes them, spoiled and labelled."""
+    events = shop.events_block(cfg, block)
+    rng = np.random.default_rng([cfg.seed, _DEFECT_SEED, block])
+    events, labels = defects.spoil_events(events, cfg.bad_row_rate, rng, allow_malformed=cfg.format != "parquet")
+    if cfg.bad_row_rate > 0 and len(events):
+        n_bots = max(1, round(cfg.users_per_block * cfg.bad_row_rate * 0.02))
+        for k in range(n_bots):
+            uid = shop.user_id(shop.n_users(cfg) + block * 1000 + k)
+            day = pd.Timestamp(cfg.start_date, tz="UTC") + pd.Timedelta(days=int(rng.integers(0, cfg.days)))
+            bots = defects.bot_events(events, uid, day, rng)
+            bots[defects.MALFORMED_FLAG] = False
+            events = pd.concat([events, bots], ignore_index=True)
+            labels = pd.concat(
+                [labels, pd.DataFrame({S.ROW_KEY: bots[S.EVENT_ID], S.DEFECT: defects.BOT_USER})],
+                ignore_index=True,
+            )
+    events = _labelled(events, labels, events[S.EVENT_ID])
+    return _serialise(events, S.RAW_EVENT_SCHEMA, cfg.format, S.EVENT_DATE)
+
+
+def catalog_partition(cfg: GeneratorConfig, block: int) -> pd.DataFrame:
+    catalog = shop.catalog_block(cfg, block)
+    rng = np.random.default_rng([cfg.seed, _DEFECT_SEED + 1, block])
+    catalog, labels = defects.spoil_catalog(catalog, cfg.bad_row_rate, rng, id_prefix=f"itm-d{block:03d}-")
+    key = catalog[S.ITEM_ID].astype(object).where(catalog[S.ITEM_ID].notna(), catalog[S.TITLE])
+    stale = labels[S.DEFECT] == defects.STALE_DUPLICATE
+    catalog = _labelled(catalog, labels[~stale], key)
+    # A stale duplicate shares its item id with the current row: match on id and timestamp.
+    stamped = catalog[S.ITEM_ID].astype(str) + "@" + pd.to_datetime(catalog[S.UPDATED_AT]).dt.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    for row_key in labels.loc[stale, S.ROW_KEY]:
+        hits = np.flatnonzero(stamped.to_numpy() == row_key)
+        catalog.iloc[hits[-1], catalog.columns.get_loc(_ROW_KEY_COL)] = row_key
+        catalog.iloc[hits[-1], catalog.columns.get_loc(_DEFECT_COL)] = defects.STALE_DUPLICATE
+    return _serialise(catalog, S.RAW_CATALOG_SCHEMA, cfg.format, None)
+
+
+def _blocks(spark: SparkSession, n: int) -> DataFrame:
+    return spark.range(0, n, numPartitions=max(1, n))
+
+
+def _write(df: DataFrame, fmt: str, path: str, partition: str | None) -> None:
+    data = df.drop(_ROW_KEY_COL, _DEFECT_COL)
+    writer = data.write.mode("overwrite")
+    if partition:
+        writer = writer.partitionBy(partition)
+    if fmt == "json":
+        writer.option("compression", "none").text(path)
+    elif fmt == "csv":
+        writer.option("header", True).option("escape", '"').csv(path)
+    else:
+        writer.parquet(path)
+
+
+def _write_labels(df: DataFrame, path: str) -> int:
+    labels = df.where(F.col(_DEFECT_COL).isNotNull()).select(
+        F.col(_ROW_KEY_COL).alias(S.ROW_KEY), F.col(_DEFECT_COL).alias(S.DEFECT)
+    )
+    labels.coalesce(1).write.mode("overwrite").parquet(path)
+    return labels.count()
+
+
+def generate(spark: SparkSession, cfg: ShoprecConfig) -> GenerateResult:
+    """Generate the raw exports described by ``cfg.generator`` under ``cfg.path('raw')``."""
+    g = cfg.generator
+    started = time.perf_counter()
+    raw = cfg.path("raw")
+    events_dir, catalog_dir, labels_dir = f"{raw}/events", f"{raw}/catalog", f"{raw}/_labels"
+    log.info(
+        "generating %d users x %d items over %d days from %s (seed %d, %s, bad rows %.2f%%) into %s",
+        shop.n_users(g), shop.n_items(g), g.days, g.start_date, g.seed, g.format, 100 * g.bad_row_rate, raw,
+    )
+
+    def gen_events(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for block in batch["id"]:
+                yield event_partition(g, int(block))
+
+    def gen_catalog(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for block in batch["id"]:
+                yield catalog_partition(g, int(block))
+
+    counts: dict[str, int] = {}
+    for name, fn, n_blocks, contract, partition, out in (
+        ("catalog", gen_catalog, shop.n_item_blocks(g), S.RAW_CATALOG_SCHEMA, None, catalog_dir),
+        ("events", gen_events, shop.n_user_blocks(g), S.RAW_EVENT_SCHEMA, S.EVENT_DATE, events_dir),
+    ):
+        t0 = time.perf_counter()
+        df = _blocks(spark, n_blocks).mapInPandas(fn, _payload_schema(contract, g.format, partition))
+        df = df.persist(StorageLevel.DISK_ONLY)  # written twice: the data, then its labels
+        _write(df, g.format, out, partition)
+        counts[f"{name}_labels"] = _write_labels(df, f"{labels_dir}/{name}")
+        counts[name] = df.count()
+        df.unpersist()
+        log.info("%s: %d rows (%d labelled bad) in %.1fs -> %s", name, counts[name],
+                 counts[f"{name}_labels"], time.perf_counter() - t0, out)
+
+    result = GenerateResult(
+        raw_dir=raw, events_dir=events_dir, catalog_dir=catalog_dir, labels_dir=labels_dir,
+        event_rows=counts["events"], catalog_rows=counts["catalog"],
+        labelled_event_rows=counts["events_labels"], labelled_catalog_rows=counts["catalog_labels"],
+        seconds=time.perf_counter() - started,
+    )
+    if "://" not in raw:
+        manifest = {"generator": asdict(g), "result": asdict(result)}
+        Path(raw, "_manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    log.info("generated in %.1fs", result.seconds)
+    return result

@@ -1,0 +1,1 @@
+"""Raw exports → bronze → silver → gold Delta tables."""

@@ -1,0 +1,117 @@
+"""Table schemas as code: the raw data contract and every table shoprec writes.
+
+Column names are constants so that a rename is one edit and a typo is an ImportError, not a silent
+null column. Readers always pass these schemas explicitly; nothing is inferred.
+``docs/raw-data-contract.md`` describes the raw contract for people.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    DateType,
+    DoubleType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+# ---- raw behaviour events (what a shop exports; one row per event) ----
+EVENT_ID = "event_id"
+EVENT_TYPE = "event_type"
+EVENT_TIME = "event_time"
+USER_ID = "user_id"
+SESSION_ID = "session_id"
+ITEM_ID = "item_id"
+QUERY = "query"
+PRICE = "price"
+QUANTITY = "quantity"
+RATING = "rating"
+REVIEW_TEXT = "review_text"
+CHANNEL = "channel"
+#: Partition column of the raw export folders (``event_date=YYYY-MM-DD``): the day the file was exported.
+EVENT_DATE = "event_date"
+
+VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH, REVIEW = "view", "click", "add_to_cart", "purchase", "search", "review"
+EVENT_TYPES: tuple[str, ...] = (VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH, REVIEW)
+CHANNELS: tuple[str, ...] = ("web", "app", "email")
+
+RAW_EVENT_SCHEMA = StructType(
+    [
+        StructField(EVENT_ID, StringType(), True),
+        StructField(EVENT_TYPE, StringType(), True),
+        StructField(EVENT_TIME, TimestampType(), True),
+        StructField(USER_ID, StringType(), True),
+        StructField(SESSION_ID, StringType(), True),
+        StructField(ITEM_ID, StringType(), True),
+        StructField(QUERY, StringType(), True),
+        StructField(PRICE, DoubleType(), True),
+        StructField(QUANTITY, IntegerType(), True),
+        StructField(RATING, IntegerType(), True),
+        StructField(REVIEW_TEXT, StringType(), True),
+        StructField(CHANNEL, StringType(), True),
+    ]
+)
+
+# ---- raw catalog (one row per item version) ----
+TITLE = "title"
+DESCRIPTION = "description"
+CATEGORY_PATH = "category_path"
+BRAND = "brand"
+CURRENCY = "currency"
+STOCK = "stock"
+DISCOUNT_PCT = "discount_pct"
+LAUNCH_DATE = "launch_date"
+UPDATED_AT = "updated_at"
+#: Separator between levels of ``category_path`` ("Home > Kitchen > Knives").
+CATEGORY_SEPARATOR = " > "
+
+RAW_CATALOG_SCHEMA = StructType(
+    [
+        StructField(ITEM_ID, StringType(), True),
+        StructField(TITLE, StringType(), True),
+        StructField(DESCRIPTION, StringType(), True),
+        StructField(CATEGORY_PATH, StringType(), True),
+        StructField(BRAND, StringType(), True),
+        StructField(PRICE, DoubleType(), True),
+        StructField(CURRENCY, StringType(), True),
+        StructField(STOCK, IntegerType(), True),
+        StructField(DISCOUNT_PCT, DoubleType(), True),
+        StructField(LAUNCH_DATE, DateType(), True),
+        StructField(UPDATED_AT, TimestampType(), True),
+    ]
+)
+
+# ---- defect labels written beside generated data (so tests can follow every bad row) ----
+DEFECT = "defect"
+ROW_KEY = "row_key"
+DEFECT_LABEL_SCHEMA = StructType(
+    [
+        StructField(ROW_KEY, StringType(), False),
+        StructField(DEFECT, StringType(), False),
+    ]
+)
+
+# ---- bronze: raw rows as read, plus where and when they came from ----
+SOURCE_FILE = "_source_file"
+INGEST_BATCH = "_ingest_batch"
+INGEST_TIME = "_ingest_time"
+CORRUPT_RECORD = "_corrupt_record"
+INGEST_METADATA_FIELDS: tuple[StructField, ...] = (
+    StructField(CORRUPT_RECORD, StringType(), True),
+    StructField(SOURCE_FILE, StringType(), False),
+    StructField(INGEST_BATCH, StringType(), False),
+    StructField(INGEST_TIME, TimestampType(), False),
+)
+
+
+def with_corrupt_record(schema: StructType) -> StructType:
+    """The read schema: the contract plus a column that keeps the text of rows that did not parse."""
+    return StructType([*schema.fields, StructField(CORRUPT_RECORD, StringType(), True)])
+
+
+BRONZE_EVENT_SCHEMA = StructType(
+    [*RAW_EVENT_SCHEMA.fields, *INGEST_METADATA_FIELDS, StructField(EVENT_DATE, DateType(), True)]
+)
+BRONZE_CATALOG_SCHEMA = StructType([*RAW_CATALOG_SCHEMA.fields, *INGEST_METADATA_FIELDS])

@@ -1,0 +1,124 @@
+"""The one SparkSession factory. Only jobs, notebooks, the CLI and tests call it.
+
+On Databricks, or under ``spark-submit`` on a cluster that already started a session, it returns the
+active session untouched. Locally it builds one with Delta Lake's SQL extensions and catalog, and
+resolves Delta's jars from Maven Central once into an Ivy cache outside the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from shoprec.config import SparkConfig
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def delta_package(cfg: SparkConfig) -> str:
+    """Maven coordinates of Delta's jars; by default those matching the installed ``delta-spark``."""
+    return cfg.delta_package or f"io.delta:delta-spark_2.13:{version('delta-spark')}"
+
+
+def _manifest(cfg: SparkConfig) -> Path:
+    name = delta_package(cfg).replace(":", "_")
+    return Path(os.path.expanduser(cfg.jars_cache)) / f"{name}.jars"
+
+
+def _cached_jars(cfg: SparkConfig) -> list[str]:
+    """Jar files recorded by an earlier resolution of Delta's package, if all are still there."""
+    manifest = _manifest(cfg)
+    if not manifest.is_file():
+        return []
+    jars = [line for line in manifest.read_text().splitlines() if line.strip()]
+    return jars if jars and all(Path(j).is_file() for j in jars) else []
+
+
+def fetch_jars(cfg: SparkConfig) -> list[str]:
+    """Resolve Delta's jars from Maven Central into the Ivy cache and record their files."""
+    manifest = _manifest(cfg)
+    if _cached_jars(cfg):
+        return _cached_jars(cfg)
+    manifest.unlink(missing_ok=True)
+    spark = get_spark(cfg)
+    jars = [j.removeprefix("file://") for j in spark.conf.get("spark.jars", "").split(",") if j]
+    spark.range(1).count()  # the jars load: Delta's classes are on the classpath
+    spark.stop()
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text("\n".join(jars) + "\n")
+    log.info("Delta jars cached: %s", ", ".join(jars))
+    return jars
+
+
+def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
+    """Return the active session if there is one, else build a local one from ``cfg``."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    cfg = cfg or SparkConfig()
+    # Spark's Python workers must run this interpreter (our virtual environment), not the system one.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if (cfg.master or "").startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: no need for a routable address
+    builder = SparkSession.builder.appName(cfg.app_name)
+    if cfg.master:
+        builder = builder.master(cfg.master)
+    settings: dict[str, str] = {
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        "spark.default.parallelism": str(cfg.shuffle_partitions),
+        "spark.driver.memory": cfg.driver_memory,
+        "spark.ui.enabled": str(cfg.ui_enabled).lower(),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Delta's defaults for a single machine: no need to wait on retention checks in tests.
+        "spark.databricks.delta.snapshotPartitions": "2",
+    }
+    if cfg.resolve_delta_jars:
+        jars = _cached_jars(cfg)
+        if jars:  # resolved before: use the files, touch no repository
+            settings["spark.jars"] = ",".join(jars)
+        else:
+            settings["spark.jars.packages"] = delta_package(cfg)
+            settings["spark.jars.ivy"] = os.path.expanduser(cfg.jars_cache)
+    settings.update(cfg.conf)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    started = time.perf_counter()
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    log.info(
+        "Spark %s session %s started in %.1fs (master=%s)",
+        spark.version,
+        cfg.app_name,
+        time.perf_counter() - started,
+        spark.sparkContext.master,
+    )
+    return spark
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m shoprec.spark --fetch-jars``: resolve Delta's jars into the cache (used by setup)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--fetch-jars", action="store_true", help="resolve Delta's jars, then stop")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.fetch_jars:
+        fetch_jars(SparkConfig(master="local[1]", app_name="shoprec-fetch-jars"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
