@@ -1,4 +1,4 @@
-"""spark-submit entry point for the `generate` stage: `spark-submit jobs/generate.py --env local [--set KEY=VALUE]`."""
+"""spark-submit entry point: `spark-submit jobs/generate.py --env local [--set K=V]`."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""spark-submit entry point for the `run` stage: `spark-submit jobs/run.py --env local [--set KEY=VALUE]`."""
+"""spark-submit entry point: `spark-submit jobs/run.py --env local [--set K=V]`."""
 
 import sys
 

@@ -67,9 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, (_, help_text, example) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example: {example}")
-        p.add_argument("--env", default="local", help="configuration environment: conf/<env>.yaml (default local)")
         p.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            "--env", default="local", help="configuration environment: conf/<env>.yaml (default local)"
+        )
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
             help="override a configuration value, e.g. --set generator.users=500 (repeatable)",
         )
         p.add_argument("--conf-dir", default=None, help="directory of the YAML files (default: conf/)")

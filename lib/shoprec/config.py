@@ -249,4 +249,8 @@ def load_config(
 
 def log_config(cfg: ShoprecConfig) -> None:
     """Log the resolved configuration once at job start (it holds no secrets: only their names)."""
-    log.info("configuration (env=%s):\n%s", cfg.env, yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False))
+    log.info(
+        "configuration (env=%s):\n%s",
+        cfg.env,
+        yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False),
+    )

@@ -64,7 +64,9 @@ def merge_upsert(spark: SparkSession, df: DataFrame, location: str, keys: Sequen
     """MERGE ``df`` into the table on ``keys``: update matches, insert the rest. Returns the metrics."""
     target = for_location(spark, location)
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-    target.alias("t").merge(df.alias("s"), condition).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+    target.alias("t").merge(
+        df.alias("s"), condition
+    ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
     metrics = last_operation_metrics(spark, location)
     log.info("MERGE into %s on %s: %s", location, ", ".join(keys), metrics)
     return metrics

@@ -36,8 +36,12 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> list[TableSummary]:
     """Run every stage that exists, in order, and return the tables it wrote with their row counts."""
     started = time.perf_counter()
     generated = generate(spark, cfg)
-    log.info("raw exports: %d events, %d catalog rows in %s", generated.event_rows, generated.catalog_rows,
-             generated.raw_dir)
+    log.info(
+        "raw exports: %d events, %d catalog rows in %s",
+        generated.event_rows,
+        generated.catalog_rows,
+        generated.raw_dir,
+    )
     load_bronze(spark, cfg)
     tables = summarise(spark, cfg, ["bronze_events", "bronze_catalog"])
     log.info("pipeline finished in %.1fs", time.perf_counter() - started)

@@ -33,7 +33,14 @@ CHANNEL = "channel"
 #: Partition column of the raw export folders (``event_date=YYYY-MM-DD``): the day the file was exported.
 EVENT_DATE = "event_date"
 
-VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH, REVIEW = "view", "click", "add_to_cart", "purchase", "search", "review"
+VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH, REVIEW = (
+    "view",
+    "click",
+    "add_to_cart",
+    "purchase",
+    "search",
+    "review",
+)
 EVENT_TYPES: tuple[str, ...] = (VIEW, CLICK, ADD_TO_CART, PURCHASE, SEARCH, REVIEW)
 CHANNELS: tuple[str, ...] = ("web", "app", "email")
 

@@ -51,7 +51,7 @@ def fetch_jars(cfg: SparkConfig) -> list[str]:
         return _cached_jars(cfg)
     manifest.unlink(missing_ok=True)
     spark = get_spark(cfg)
-    jars = [j.removeprefix("file://") for j in spark.conf.get("spark.jars", "").split(",") if j]
+    jars = [j.removeprefix("file://") for j in (spark.conf.get("spark.jars", "") or "").split(",") if j]
     spark.range(1).count()  # the jars load: Delta's classes are on the classpath
     spark.stop()
     manifest.parent.mkdir(parents=True, exist_ok=True)

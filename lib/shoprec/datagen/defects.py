@@ -10,6 +10,7 @@ defect is a missing id, and ``item_id@updated_at`` for a stale conflicting dupli
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,12 +37,27 @@ CATALOG_MISSING_ITEM_ID = "catalog_missing_item_id"
 STALE_DUPLICATE = "conflicting_catalog_duplicate"
 
 EVENT_DEFECTS: tuple[str, ...] = (
-    DUPLICATE_EVENT_ID, UNKNOWN_EVENT_TYPE, MISSING_USER_ID, MISSING_ITEM_ID, UNKNOWN_ITEM,
-    FUTURE_TIMESTAMP, ANCIENT_TIMESTAMP, BAD_PRICE, BAD_RATING, OVERSIZED_TEXT, UNDECODABLE_TEXT,
-    MALFORMED_RECORD, BOT_USER,
+    DUPLICATE_EVENT_ID,
+    UNKNOWN_EVENT_TYPE,
+    MISSING_USER_ID,
+    MISSING_ITEM_ID,
+    UNKNOWN_ITEM,
+    FUTURE_TIMESTAMP,
+    ANCIENT_TIMESTAMP,
+    BAD_PRICE,
+    BAD_RATING,
+    OVERSIZED_TEXT,
+    UNDECODABLE_TEXT,
+    MALFORMED_RECORD,
+    BOT_USER,
 )
 CATALOG_DEFECTS: tuple[str, ...] = (
-    STALE_DUPLICATE, BAD_PRICE, MISSING_TITLE, CATALOG_MISSING_ITEM_ID, OVERSIZED_TEXT, UNDECODABLE_TEXT,
+    STALE_DUPLICATE,
+    BAD_PRICE,
+    MISSING_TITLE,
+    CATALOG_MISSING_ITEM_ID,
+    OVERSIZED_TEXT,
+    UNDECODABLE_TEXT,
 )
 
 #: Text longer than this is "oversized" (the cleaning stage's default limit is far below it).
@@ -53,7 +69,7 @@ MALFORMED_FLAG = "_malformed"
 BOT_EVENTS_PER_DAY = 600
 
 
-def _applicable(row: pd.Series, allow_malformed: bool) -> list[str]:
+def _applicable(row: pd.Series[Any], allow_malformed: bool) -> list[str]:
     out = [DUPLICATE_EVENT_ID, UNKNOWN_EVENT_TYPE, MISSING_USER_ID, FUTURE_TIMESTAMP, ANCIENT_TIMESTAMP]
     if allow_malformed:
         out.append(MALFORMED_RECORD)
@@ -83,7 +99,7 @@ def spoil_events(
     n_bad = int(rng.binomial(len(events), rate))
     chosen = rng.choice(len(events), size=min(n_bad, len(events)), replace=False)
     labels: list[tuple[str, str]] = []
-    extra: list[pd.Series] = []
+    extra: list[pd.Series[Any]] = []
     for pos in sorted(chosen):
         idx = events.index[pos]
         row = events.loc[idx]
@@ -126,7 +142,9 @@ def spoil_events(
     return events, pd.DataFrame(labels, columns=[S.ROW_KEY, S.DEFECT])
 
 
-def bot_events(template: pd.DataFrame, user: str, day: pd.Timestamp, rng: np.random.Generator) -> pd.DataFrame:
+def bot_events(
+    template: pd.DataFrame, user: str, day: pd.Timestamp, rng: np.random.Generator
+) -> pd.DataFrame:
     """A scraper: hundreds of views in one day by one user, over the items seen in ``template``."""
     items = template[S.ITEM_ID].dropna().unique()
     if len(items) == 0:

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,9 @@ def _payload_schema(contract: StructType, fmt: str, partition: str | None) -> St
         fields = list(contract.fields)
     if partition:
         fields.append(StructField(partition, StringType()))
-    return StructType([*fields, StructField(_ROW_KEY_COL, StringType()), StructField(_DEFECT_COL, StringType())])
+    return StructType(
+        [*fields, StructField(_ROW_KEY_COL, StringType()), StructField(_DEFECT_COL, StringType())]
+    )
 
 
 def _serialise(df: pd.DataFrame, contract: StructType, fmt: str, partition: str | None) -> pd.DataFrame:
@@ -116,38 +118,41 @@ def _serialise(df: pd.DataFrame, contract: StructType, fmt: str, partition: str 
     return out
 
 
-def _labelled(df: pd.DataFrame, labels: pd.DataFrame, key: pd.Series) -> pd.DataFrame:
-    """Attach (row_key, defect) to the spoiled rows; a duplicated key labels its last copy only."""
+def _with_labels(df: pd.DataFrame, labels: pd.DataFrame, keys: pd.Series[Any]) -> pd.DataFrame:
+    """Attach (row_key, defect) to the spoiled rows; a key found twice labels its last copy only."""
     df = df.copy()
-    df[_ROW_KEY_COL] = None
-    df[_DEFECT_COL] = None
+    if _DEFECT_COL not in df:
+        df[_ROW_KEY_COL] = None
+        df[_DEFECT_COL] = None
+    key_values = keys.to_numpy()
     for row_key, defect in labels.itertuples(index=False, name=None):
-        hits = np.flatnonzero(key.to_numpy() == row_key)
+        hits = np.flatnonzero(key_values == row_key)
         if len(hits):
-            pos = hits[-1]
-            df.iloc[pos, df.columns.get_loc(_ROW_KEY_COL)] = row_key
-            df.iloc[pos, df.columns.get_loc(_DEFECT_COL)] = defect
+            df.at[df.index[hits[-1]], _ROW_KEY_COL] = row_key
+            df.at[df.index[hits[-1]], _DEFECT_COL] = defect
     return df
 
 
 def event_partition(cfg: GeneratorConfig, block: int) -> pd.DataFrame:
     """All rows of one user block as the exporter writes them, spoiled and labelled."""
-    events = shop.events_block(cfg, block)
+    clean = shop.events_block(cfg, block)
     rng = np.random.default_rng([cfg.seed, _DEFECT_SEED, block])
-    events, labels = defects.spoil_events(events, cfg.bad_row_rate, rng, allow_malformed=cfg.format != "parquet")
-    if cfg.bad_row_rate > 0 and len(events):
+    events, labels = defects.spoil_events(
+        clean, cfg.bad_row_rate, rng, allow_malformed=cfg.format != "parquet"
+    )
+    if cfg.bad_row_rate > 0 and len(clean):
         n_bots = max(1, round(cfg.users_per_block * cfg.bad_row_rate * 0.02))
         for k in range(n_bots):
             uid = shop.user_id(shop.n_users(cfg) + block * 1000 + k)
             day = pd.Timestamp(cfg.start_date, tz="UTC") + pd.Timedelta(days=int(rng.integers(0, cfg.days)))
-            bots = defects.bot_events(events, uid, day, rng)
+            bots = defects.bot_events(clean, uid, day, rng)  # real items only: one defect per row
             bots[defects.MALFORMED_FLAG] = False
             events = pd.concat([events, bots], ignore_index=True)
             labels = pd.concat(
                 [labels, pd.DataFrame({S.ROW_KEY: bots[S.EVENT_ID], S.DEFECT: defects.BOT_USER})],
                 ignore_index=True,
             )
-    events = _labelled(events, labels, events[S.EVENT_ID])
+    events = _with_labels(events, labels, events[S.EVENT_ID])
     return _serialise(events, S.RAW_EVENT_SCHEMA, cfg.format, S.EVENT_DATE)
 
 
@@ -157,15 +162,10 @@ def catalog_partition(cfg: GeneratorConfig, block: int) -> pd.DataFrame:
     catalog, labels = defects.spoil_catalog(catalog, cfg.bad_row_rate, rng, id_prefix=f"itm-d{block:03d}-")
     key = catalog[S.ITEM_ID].astype(object).where(catalog[S.ITEM_ID].notna(), catalog[S.TITLE])
     stale = labels[S.DEFECT] == defects.STALE_DUPLICATE
-    catalog = _labelled(catalog, labels[~stale], key)
-    # A stale duplicate shares its item id with the current row: match on id and timestamp.
-    stamped = catalog[S.ITEM_ID].astype(str) + "@" + pd.to_datetime(catalog[S.UPDATED_AT]).dt.strftime(
-        "%Y-%m-%dT%H:%M:%SZ"
-    )
-    for row_key in labels.loc[stale, S.ROW_KEY]:
-        hits = np.flatnonzero(stamped.to_numpy() == row_key)
-        catalog.iloc[hits[-1], catalog.columns.get_loc(_ROW_KEY_COL)] = row_key
-        catalog.iloc[hits[-1], catalog.columns.get_loc(_DEFECT_COL)] = defects.STALE_DUPLICATE
+    catalog = _with_labels(catalog, labels[~stale], key)
+    # A stale duplicate shares its item id with the current row: its key adds the timestamp.
+    stamp = pd.to_datetime(catalog[S.UPDATED_AT]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    catalog = _with_labels(catalog, labels[stale], catalog[S.ITEM_ID].astype(str) + "@" + stamp)
     return _serialise(catalog, S.RAW_CATALOG_SCHEMA, cfg.format, None)
 
 
@@ -202,15 +202,22 @@ def generate(spark: SparkSession, cfg: ShoprecConfig) -> GenerateResult:
     events_dir, catalog_dir, labels_dir = f"{raw}/events", f"{raw}/catalog", f"{raw}/_labels"
     log.info(
         "generating %d users x %d items over %d days from %s (seed %d, %s, bad rows %.2f%%) into %s",
-        shop.n_users(g), shop.n_items(g), g.days, g.start_date, g.seed, g.format, 100 * g.bad_row_rate, raw,
+        shop.n_users(g),
+        shop.n_items(g),
+        g.days,
+        g.start_date,
+        g.seed,
+        g.format,
+        100 * g.bad_row_rate,
+        raw,
     )
 
-    def gen_events(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def gen_events(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
         for batch in batches:
             for block in batch["id"]:
                 yield event_partition(g, int(block))
 
-    def gen_catalog(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def gen_catalog(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
         for batch in batches:
             for block in batch["id"]:
                 yield catalog_partition(g, int(block))
@@ -227,13 +234,24 @@ def generate(spark: SparkSession, cfg: ShoprecConfig) -> GenerateResult:
         counts[f"{name}_labels"] = _write_labels(df, f"{labels_dir}/{name}")
         counts[name] = df.count()
         df.unpersist()
-        log.info("%s: %d rows (%d labelled bad) in %.1fs -> %s", name, counts[name],
-                 counts[f"{name}_labels"], time.perf_counter() - t0, out)
+        log.info(
+            "%s: %d rows (%d labelled bad) in %.1fs -> %s",
+            name,
+            counts[name],
+            counts[f"{name}_labels"],
+            time.perf_counter() - t0,
+            out,
+        )
 
     result = GenerateResult(
-        raw_dir=raw, events_dir=events_dir, catalog_dir=catalog_dir, labels_dir=labels_dir,
-        event_rows=counts["events"], catalog_rows=counts["catalog"],
-        labelled_event_rows=counts["events_labels"], labelled_catalog_rows=counts["catalog_labels"],
+        raw_dir=raw,
+        events_dir=events_dir,
+        catalog_dir=catalog_dir,
+        labels_dir=labels_dir,
+        event_rows=counts["events"],
+        catalog_rows=counts["catalog"],
+        labelled_event_rows=counts["events_labels"],
+        labelled_catalog_rows=counts["catalog_labels"],
         seconds=time.perf_counter() - started,
     )
     if "://" not in raw:

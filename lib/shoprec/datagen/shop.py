@@ -12,9 +12,11 @@ import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from shoprec import schemas as S
 from shoprec.config import GeneratorConfig
@@ -40,7 +42,7 @@ def n_users(cfg: GeneratorConfig) -> int:
     return max(1, round(cfg.users * cfg.scale))
 
 
-def item_id(index: int | np.ndarray) -> str | np.ndarray:
+def item_id(index: int | NDArray[Any]) -> str | NDArray[Any]:
     """Shop-style item ids (``itm-0000123``)."""
     if isinstance(index, np.ndarray):
         return np.char.add("itm-", np.char.zfill(index.astype(str), 7))
@@ -54,9 +56,9 @@ def user_id(index: int) -> str:
 @dataclass(frozen=True)
 class Brands:
     names: tuple[str, ...]
-    top: np.ndarray  # top-category index of each brand
-    quality: np.ndarray
-    premium: np.ndarray
+    top: NDArray[Any]  # top-category index of each brand
+    quality: NDArray[Any]
+    premium: NDArray[Any]
 
 
 @functools.lru_cache(maxsize=4)
@@ -81,26 +83,27 @@ def brands(seed: int) -> Brands:
 
 
 @functools.lru_cache(maxsize=4)
-def leaf_base_prices(seed: int) -> np.ndarray:
+def leaf_base_prices(seed: int) -> NDArray[Any]:
     rng = np.random.default_rng([seed, _LEAF_PRICES])
-    return np.exp(rng.uniform(math.log(6), math.log(400), len(vocab.leaves())))
+    prices: NDArray[Any] = np.exp(rng.uniform(math.log(6), math.log(400), len(vocab.leaves())))
+    return prices
 
 
 @dataclass(frozen=True)
 class ItemCore:
     """The numbers behind every catalog item, indexed by item number."""
 
-    leaf: np.ndarray
-    brand: np.ndarray
-    price: np.ndarray
-    quality: np.ndarray
-    launch_day: np.ndarray  # days after start_date; negative: launched before the span
-    stock: np.ndarray
-    discount_pct: np.ndarray
-    popularity: np.ndarray  # Zipf-like weight
+    leaf: NDArray[Any]
+    brand: NDArray[Any]
+    price: NDArray[Any]
+    quality: NDArray[Any]
+    launch_day: NDArray[Any]  # days after start_date; negative: launched before the span
+    stock: NDArray[Any]
+    discount_pct: NDArray[Any]
+    popularity: NDArray[Any]  # Zipf-like weight
 
 
-def _item_block(cfg: GeneratorConfig, block: int) -> dict[str, np.ndarray]:
+def _item_block(cfg: GeneratorConfig, block: int) -> dict[str, NDArray[Any]]:
     lo = block * cfg.items_per_block
     hi = min(n_items(cfg), lo + cfg.items_per_block)
     n = hi - lo
@@ -118,8 +121,13 @@ def _item_block(cfg: GeneratorConfig, block: int) -> dict[str, np.ndarray]:
     discount = np.where(rng.random(n) < 0.12, rng.choice([10.0, 15.0, 20.0, 25.0, 30.0], n), 0.0)
     quality = b.quality[brand] + rng.normal(0.0, 0.5, n)
     return {
-        "leaf": leaf, "brand": brand, "price": price, "quality": quality,
-        "launch_day": launch, "stock": stock, "discount_pct": discount,
+        "leaf": leaf,
+        "brand": brand,
+        "price": price,
+        "quality": quality,
+        "launch_day": launch,
+        "stock": stock,
+        "discount_pct": discount,
     }
 
 
@@ -188,7 +196,7 @@ def catalog_block(cfg: GeneratorConfig, block: int) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=2)
-def _items_by_leaf(cfg: GeneratorConfig) -> tuple[np.ndarray, ...]:
+def _items_by_leaf(cfg: GeneratorConfig) -> tuple[NDArray[Any], ...]:
     core = item_core(cfg)
     order = np.argsort(core.leaf, kind="stable")
     bounds = np.searchsorted(core.leaf[order], np.arange(len(vocab.leaves()) + 1))
@@ -235,9 +243,17 @@ def events_block(cfg: GeneratorConfig, block: int) -> pd.DataFrame:
     def emit(t: float, etype: str, uid: str, sid: str, item: int | None, **extra: object) -> None:
         rows.append(
             (
-                etype, t, uid, sid, None if item is None else item_id(item),
-                extra.get("query"), extra.get("price"), extra.get("quantity"),
-                extra.get("rating"), extra.get("review_text"), extra.get("channel"),
+                etype,
+                t,
+                uid,
+                sid,
+                None if item is None else item_id(item),
+                extra.get("query"),
+                extra.get("price"),
+                extra.get("quantity"),
+                extra.get("rating"),
+                extra.get("review_text"),
+                extra.get("channel"),
             )
         )
 
@@ -310,10 +326,23 @@ def events_block(cfg: GeneratorConfig, block: int) -> pd.DataFrame:
                         score = 3.7 + 0.9 * core.quality[item] + 1.2 * (affinity[j] - 0.5)
                         rating = int(np.clip(round(score + rng.normal(0, 0.9)), 1, 5))
                         text = _review_text(rng, rating, leaf, str(rng.choice(leaf.nouns)))
-                        emit(t_review, S.REVIEW, uid, sid, item, rating=rating, review_text=text, channel="web")
+                        emit(
+                            t_review, S.REVIEW, uid, sid, item, rating=rating, review_text=text, channel="web"
+                        )
 
-    cols = [S.EVENT_TYPE, "_t", S.USER_ID, S.SESSION_ID, S.ITEM_ID, S.QUERY, S.PRICE, S.QUANTITY,
-            S.RATING, S.REVIEW_TEXT, S.CHANNEL]
+    cols = [
+        S.EVENT_TYPE,
+        "_t",
+        S.USER_ID,
+        S.SESSION_ID,
+        S.ITEM_ID,
+        S.QUERY,
+        S.PRICE,
+        S.QUANTITY,
+        S.RATING,
+        S.REVIEW_TEXT,
+        S.CHANNEL,
+    ]
     df = pd.DataFrame(rows, columns=cols)
     ids = np.random.default_rng([cfg.seed, _IDS, block]).integers(0, 2**63, size=(len(df), 2), dtype=np.int64)
     df.insert(0, S.EVENT_ID, [f"{a:016x}{c:016x}" for a, c in ids])

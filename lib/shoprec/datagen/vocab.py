@@ -98,7 +98,14 @@ ADJECTIVES: dict[str, tuple[str, ...]] = {
     "Sports & Outdoors": ("lightweight", "breathable", "waterproof", "rugged", "packable", "cushioned"),
     "Office Products": ("smooth-writing", "archival", "refillable", "sturdy", "minimalist", "colorful"),
     "Beauty": ("gentle", "fragrance-free", "nourishing", "vegan", "dermatologist-tested", "salon-grade"),
-    "Toys & Games": ("educational", "colorful", "award-winning", "creative", "family-friendly", "challenging"),
+    "Toys & Games": (
+        "educational",
+        "colorful",
+        "award-winning",
+        "creative",
+        "family-friendly",
+        "challenging",
+    ),
 }
 
 #: top category → features mentioned in descriptions and reviews.
@@ -113,10 +120,32 @@ FEATURES: dict[str, tuple[str, ...]] = {
 
 #: Syllables brand names are made from (deterministically, per top category).
 BRAND_SYLLABLES: tuple[str, ...] = (
-    "ka", "lo", "mi", "ra", "ven", "tor", "zen", "qui", "sol", "mar", "bel", "dor", "nix", "tal", "vor", "lum",
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ven",
+    "tor",
+    "zen",
+    "qui",
+    "sol",
+    "mar",
+    "bel",
+    "dor",
+    "nix",
+    "tal",
+    "vor",
+    "lum",
 )
 
-POSITIVE = ("love it", "excellent", "works perfectly", "great value", "highly recommend", "exceeded expectations")
+POSITIVE = (
+    "love it",
+    "excellent",
+    "works perfectly",
+    "great value",
+    "highly recommend",
+    "exceeded expectations",
+)
 NEUTRAL = ("it is okay", "does the job", "average quality", "fine for the price", "nothing special")
 NEGATIVE = ("disappointed", "broke after a week", "poor quality", "would not buy again", "waste of money")
 

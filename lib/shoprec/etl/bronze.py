@@ -36,9 +36,10 @@ def read_raw(spark: SparkSession, path: str, schema: StructType, fmt: str) -> Da
             df = reader.json(path)
         else:
             df = reader.option("header", True).option("escape", '"').csv(path)
+    cols = [F.col(f.name) for f in schema.fields] + [F.col(S.CORRUPT_RECORD)]
     if S.EVENT_DATE in df.columns:  # the export folder's partition value (event_date=YYYY-MM-DD)
-        df = df.withColumn(S.EVENT_DATE, F.col(S.EVENT_DATE).cast("date"))
-    return df.withColumn(S.SOURCE_FILE, F.col("_metadata.file_path"))
+        cols.append(F.col(S.EVENT_DATE).cast("date").alias(S.EVENT_DATE))
+    return df.select(*cols, F.col("_metadata.file_path").alias(S.SOURCE_FILE))
 
 
 def with_batch(df: DataFrame, batch_id: str) -> DataFrame:

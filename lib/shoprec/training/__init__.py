@@ -1,0 +1,1 @@
+"""Fine-tuning: Delta training data → Petastorm → PyTorch, distributed with Horovod."""

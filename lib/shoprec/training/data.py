@@ -1,0 +1,75 @@
+"""Delta tables → PyTorch batches through Petastorm, sharded across training processes.
+
+Petastorm reads Parquet files; a Delta table is Parquet files plus a log that says which of them
+make up the current snapshot. We ask Delta for the snapshot's files and hand exactly those to
+Petastorm, so files that later versions removed are never read, and no copy of the data is made.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from shoprec import delta
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotNotReadableError(RuntimeError):
+    """The table uses a Delta feature that plain Parquet readers (Petastorm) would get wrong."""
+
+
+def snapshot_files(spark: SparkSession, location: str) -> list[str]:
+    """The Parquet files of the table's current snapshot, as URLs Petastorm can open.
+
+    Raises:
+        SnapshotNotReadableError: the table has deletion vectors or column mapping enabled, which
+            a Parquet reader cannot apply (rows would come back that Delta considers deleted).
+    """
+    detail = delta.for_location(spark, location).detail().select("properties").first()
+    props: dict[str, str] = (detail[0] if detail else None) or {}
+    if props.get("delta.enableDeletionVectors", "false").lower() == "true":
+        raise SnapshotNotReadableError(
+            f"{location}: deletion vectors are enabled; run REORG TABLE ... APPLY (PURGE) and disable them "
+            "(ALTER TABLE ... SET TBLPROPERTIES ('delta.enableDeletionVectors' = false)) before training"
+        )
+    if props.get("delta.columnMapping.mode", "none") != "none":
+        raise SnapshotNotReadableError(f"{location}: column mapping is enabled; Petastorm cannot read it")
+    files = sorted(delta.read(spark, location).inputFiles())
+    log.info("%s: current snapshot has %d files", location, len(files))
+    return files
+
+
+def make_reader(
+    files: Sequence[str],
+    fields: Sequence[str] | None = None,
+    shard: int | None = None,
+    shard_count: int | None = None,
+    num_epochs: int | None = 1,
+    shuffle: bool = False,
+    seed: int = 0,
+) -> Any:
+    """Petastorm batch reader over ``files``; shard k of ``shard_count`` reads only its row groups."""
+    from petastorm import make_batch_reader
+
+    return make_batch_reader(
+        list(files),
+        schema_fields=list(fields) if fields else None,
+        cur_shard=shard,
+        shard_count=shard_count,
+        num_epochs=num_epochs,
+        shuffle_row_groups=shuffle,
+        seed=seed,
+        reader_pool_type="thread",
+        workers_count=2,
+    )
+
+
+def make_loader(reader: Any, batch_size: int) -> Any:
+    """A PyTorch-style loader of dict batches (tensors) over a Petastorm reader."""
+    from petastorm.pytorch import BatchedDataLoader
+
+    return BatchedDataLoader(reader, batch_size=batch_size)

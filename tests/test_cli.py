@@ -1,0 +1,55 @@
+"""The command line: stages listed, and mistakes end in one line that names the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shoprec.cli import STAGES, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for stage in STAGES:
+        assert stage in out
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_each_stage_has_help_with_an_example(stage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([stage, "--help"])
+    assert f"example: shoprec {stage}" in capsys.readouterr().out
+
+
+def test_wrong_environment_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--env", "prod"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "environment 'prod'" in err[0] and "available: cluster, databricks, local" in err[0]
+
+
+def test_bad_override_names_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--set", "generator.users=-5"]) == 2
+    assert "generator.users" in capsys.readouterr().err
+
+
+def test_job_files_are_thin_and_point_at_real_stages() -> None:
+    for job in (ROOT / "jobs").glob("*.py"):
+        text = job.read_text()
+        assert len(text.splitlines()) <= 25, job
+        assert f'run_stage("{job.stem}")' in text, job
+        assert job.stem in STAGES
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "shoprec"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "generate" in out
