@@ -53,3 +53,8 @@ def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).parent / "shoprec"
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
     assert "generate" in out
+
+
+def test_generate_scale_flag_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--scale", "0"]) == 2  # scale must be > 0: refused before Spark starts
+    assert "generator.scale" in capsys.readouterr().err

@@ -54,7 +54,7 @@ STAGES: dict[str, tuple[Callable[[SparkSession, ShoprecConfig], int], str, str]]
     "generate": (
         _generate,
         "write a synthetic shop's raw exports (events, catalog, defect labels)",
-        "shoprec generate --set generator.scale=10 --set generator.format=parquet",
+        "shoprec generate --scale 10 --set generator.format=parquet",
     ),
 }
 
@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--conf-dir", default=None, help="directory of the YAML files (default: conf/)")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        if name == "generate":
+            p.add_argument(
+                "--scale",
+                type=float,
+                default=None,
+                help="multiply the configured users and items (same as --set generator.scale=N)",
+            )
     return parser
 
 
@@ -91,8 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     fn = STAGES[args.stage][0]
+    overrides = list(args.overrides)
+    if getattr(args, "scale", None) is not None:
+        overrides.append(f"generator.scale={args.scale}")
     try:
-        cfg = load_config(args.env, args.overrides, args.conf_dir)
+        cfg = load_config(args.env, overrides, args.conf_dir)
     except ConfigError as exc:
         sys.stderr.write(f"shoprec {args.stage}: configuration error: {exc}\n")
         return 2

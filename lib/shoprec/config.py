@@ -27,6 +27,8 @@ _STRICT = ConfigDict(extra="forbid", strict=False, validate_default=True)
 ENVIRONMENTS = ("local", "cluster", "databricks")
 #: Where ``conf/`` lives: beside ``lib/`` in a checkout; overridable for installed wheels.
 CONF_DIR_ENV = "SHOPREC_CONF_DIR"
+#: Cache for what is slow to fetch or build (environments, Horovod's wheel, Delta's jars).
+CACHE_ENV, DEFAULT_CACHE = "SHOPREC_CACHE", "~/.cache/shoprec"
 
 
 class ConfigError(ValueError):
@@ -45,7 +47,9 @@ class SparkConfig:
     #: Maven coordinates of Delta Lake; empty means "the version of the installed delta-spark".
     delta_package: str = ""
     #: Ivy cache for Delta's jars, outside the checkout so every clone reuses them.
-    jars_cache: str = "~/.cache/shoprec/ivy"
+    jars_cache: str = field(
+        default_factory=lambda: os.path.join(os.environ.get(CACHE_ENV, DEFAULT_CACHE), "ivy")
+    )
     #: Resolve Delta's jars through Ivy; false on clusters that already have them.
     resolve_delta_jars: bool = True
     ui_enabled: bool = False
@@ -152,10 +156,11 @@ def is_table_path(location: str) -> bool:
 
 
 def default_conf_dir() -> Path:
-    """``conf/`` of the checkout (or ``$SHOPREC_CONF_DIR``)."""
+    """``$SHOPREC_CONF_DIR``, else the checkout's ``conf/``, else the copy shipped inside the wheel."""
     if os.environ.get(CONF_DIR_ENV):
         return Path(os.environ[CONF_DIR_ENV])
-    return Path(__file__).resolve().parents[2] / "conf"
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "_conf"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -1,0 +1,30 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # shoprec: run the pipeline
+# MAGIC Runs every stage that exists, in order, on the configuration named by the widgets, and shows
+# MAGIC the tables it wrote. All logic lives in the `shoprec` library; this notebook only calls it.
+
+# COMMAND ----------
+
+dbutils.widgets.text("env", "databricks", "Environment (conf/<env>.yaml)")
+dbutils.widgets.text("overrides", "", "Overrides: KEY=VALUE, comma-separated")
+
+# COMMAND ----------
+
+from shoprec.config import load_config, log_config
+from shoprec.pipeline import run_pipeline
+from shoprec.spark import get_spark
+
+overrides = [o.strip() for o in dbutils.widgets.get("overrides").split(",") if o.strip()]
+cfg = load_config(dbutils.widgets.get("env"), overrides)
+log_config(cfg)
+spark = get_spark(cfg.spark)
+
+# COMMAND ----------
+
+tables = run_pipeline(spark, cfg)
+display(
+    spark.createDataFrame(
+        [(t.name, t.location, t.rows) for t in tables], "name string, location string, rows long"
+    )
+)
