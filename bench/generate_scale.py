@@ -1,0 +1,79 @@
+"""Generator scaling: throughput and per-block memory as the shop grows.
+
+Baseline: scale 1 (the demo's users and items). For each larger scale it prints the ratio of
+events per second through Spark, and of the peak Python memory one block takes (measured in this
+process with tracemalloc, the same block size at every scale). Flat memory and flat-or-better
+throughput are what "partitions are generated independently" should buy.
+
+    .venv/bin/python bench/generate_scale.py --scales 1 4 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import tempfile
+import time
+import tracemalloc
+
+from shoprec.config import from_dict
+from shoprec.datagen import shop
+from shoprec.datagen.job import generate
+from shoprec.spark import get_spark
+
+log = logging.getLogger("bench.generate_scale")
+
+
+def block_peak_mib(gen: object) -> float:
+    shop.item_core.cache_clear()
+    shop.item_core(gen)  # shared catalog numbers: built once per worker, not per block
+    tracemalloc.start()
+    shop.events_block(gen, 0)  # type: ignore[arg-type]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scales", type=float, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--users", type=int, default=2000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    spark = get_spark(from_dict({}).spark)
+    rows = []
+    for scale in args.scales:
+        with tempfile.TemporaryDirectory() as root:
+            cfg = from_dict(
+                {
+                    "paths": {"root": root},
+                    "generator": {
+                        "users": args.users,
+                        "items": 600,
+                        "scale": scale,
+                        "users_per_block": 1000,
+                        "format": "parquet",
+                    },
+                }
+            )
+            started = time.perf_counter()
+            result = generate(spark, cfg)
+            seconds = time.perf_counter() - started
+            peak = block_peak_mib(dataclasses.replace(cfg.generator))
+            rows.append((scale, result.event_rows, seconds, result.event_rows / seconds, peak))
+    base = rows[0]
+    print(
+        f"{'scale':>6} {'events':>10} {'seconds':>8} {'events/s':>9} {'vs base':>8} {'block MiB':>9} {'vs base':>8}"
+    )
+    for scale, events, seconds, rate, peak in rows:
+        print(
+            f"{scale:>6g} {events:>10,} {seconds:>8.1f} {rate:>9,.0f} {rate / base[3]:>7.2f}x"
+            f" {peak:>9.1f} {peak / base[4]:>7.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
