@@ -65,9 +65,8 @@ def main() -> None:
             peak = block_peak_mib(dataclasses.replace(cfg.generator))
             rows.append((scale, result.event_rows, seconds, result.event_rows / seconds, peak))
     base = rows[0]
-    print(
-        f"{'scale':>6} {'events':>10} {'seconds':>8} {'events/s':>9} {'vs base':>8} {'block MiB':>9} {'vs base':>8}"
-    )
+    header = ("scale", "events", "seconds", "events/s", "vs base", "block MiB", "vs base")
+    print("{:>6} {:>10} {:>8} {:>9} {:>8} {:>9} {:>8}".format(*header))
     for scale, events, seconds, rate, peak in rows:
         print(
             f"{scale:>6g} {events:>10,} {seconds:>8.1f} {rate:>9,.0f} {rate / base[3]:>7.2f}x"
