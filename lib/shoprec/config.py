@@ -74,7 +74,43 @@ def _default_tables() -> dict[str, str]:
     return {
         "bronze_events": "${lake}/bronze/events",
         "bronze_catalog": "${lake}/bronze/catalog",
+        "ingest_log": "${lake}/bronze/_ingest_log",
+        "silver_events": "${lake}/silver/events",
+        "silver_catalog": "${lake}/silver/catalog",
+        "quarantine_events": "${lake}/quarantine/events",
+        "quarantine_catalog": "${lake}/quarantine/catalog",
+        "run_metrics": "${lake}/ops/run_metrics",
     }
+
+
+@dataclass(frozen=True, config=_STRICT)
+class CleaningConfig:
+    """Thresholds of the silver cleaning rules (each rule's name is in ``shoprec.etl.rules``)."""
+
+    #: Events before this date are rejected (``timestamp_before_floor``).
+    time_floor: date = date(2000, 1, 1)
+    #: Events more than this many hours after the run's clock are rejected (``future_timestamp``).
+    max_future_hours: float = Field(default=24.0, ge=0)
+    #: Prices at or above this are absurd (``bad_price``); zero and negative always are.
+    max_price: float = Field(default=1_000_000.0, gt=0)
+    #: Text longer than this is rejected (``oversized_text``).
+    max_text_chars: int = Field(default=20_000, ge=1)
+    #: A user with more events than this in one UTC day is a bot (``bot_user``).
+    bot_events_per_day: int = Field(default=300, ge=1)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PrivacyConfig:
+    """Pseudonymisation: where the key comes from (never the key itself) and bronze retention."""
+
+    #: Environment variable holding the HMAC key for user ids.
+    key_env: str = "SHOPREC_PSEUDONYM_KEY"
+    #: Databricks secret ``scope/key`` to read the key from when the variable is not set.
+    databricks_secret: str | None = None
+    #: Local runs only: without a key, create one under the cache folder (never for real data).
+    allow_generated_key: bool = False
+    #: Days of raw (bronze) rows to keep; older export days are deleted by ``shoprec forget --expired``.
+    bronze_retention_days: int = Field(default=90, ge=1)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -110,6 +146,8 @@ class ShoprecConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     tables: dict[str, str] = field(default_factory=_default_tables)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    cleaning: CleaningConfig = field(default_factory=CleaningConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def path(self, name: str) -> str:
         """A resolved entry of ``paths`` (``raw``, ``lake``...)."""

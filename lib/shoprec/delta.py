@@ -7,7 +7,7 @@ whole table blindly: callers either MERGE on a key or replace one slice with ``r
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -31,16 +31,36 @@ def exists(spark: SparkSession, location: str) -> bool:
     return bool(spark.catalog.tableExists(location))
 
 
+def sql_name(location: str) -> str:
+    """How SQL statements name the table: ``delta.`path``` or the metastore name."""
+    return f"delta.`{location}`" if is_table_path(location) else location
+
+
 def ensure_table(
-    spark: SparkSession, location: str, schema: StructType, partition_by: Sequence[str] = ()
+    spark: SparkSession,
+    location: str,
+    schema: StructType,
+    partition_by: Sequence[str] = (),
+    checks: Mapping[str, str] | None = None,
+    properties: Mapping[str, str] | None = None,
 ) -> DeltaTable:
-    """Create the table from ``schema`` if it does not exist yet, and return it."""
+    """Create the table from ``schema`` if it does not exist yet (NOT NULL from the schema), add
+    any missing CHECK constraints and table properties, and return it."""
     builder = DeltaTable.createIfNotExists(spark)
     builder = builder.location(location) if is_table_path(location) else builder.tableName(location)
     builder = builder.addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
-    return builder.execute()
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
+    table = builder.execute()
+    if checks:
+        detail = table.detail().select("properties").first()
+        existing = set((detail[0] if detail else None) or {})
+        for name, expr in checks.items():
+            if f"delta.constraints.{name.lower()}" not in existing:
+                spark.sql(f"ALTER TABLE {sql_name(location)} ADD CONSTRAINT {name} CHECK ({expr})")
+    return table
 
 
 def read(spark: SparkSession, location: str, version: int | None = None) -> DataFrame:
@@ -73,5 +93,7 @@ def merge_upsert(spark: SparkSession, df: DataFrame, location: str, keys: Sequen
 
 
 def last_operation_metrics(spark: SparkSession, location: str) -> dict[str, str]:
+    """The row counts of the table's last operation (``numTargetRowsInserted``...)."""
     row = for_location(spark, location).history(1).select("operationMetrics").first()
-    return dict(row[0]) if row and row[0] else {}
+    metrics = dict(row[0]) if row and row[0] else {}
+    return {k: v for k, v in sorted(metrics.items()) if "Rows" in k and v != "0"}

@@ -15,7 +15,8 @@ from pyspark.sql import SparkSession
 from shoprec import delta
 from shoprec.config import ShoprecConfig
 from shoprec.datagen.job import generate
-from shoprec.etl.bronze import load_bronze
+from shoprec.etl.bronze import ingest_all
+from shoprec.etl.silver import clean_all
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,19 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> list[TableSummary]:
         generated.catalog_rows,
         generated.raw_dir,
     )
-    load_bronze(spark, cfg)
-    tables = summarise(spark, cfg, ["bronze_events", "bronze_catalog"])
+    ingest_all(spark, cfg)
+    clean_all(spark, cfg)
+    tables = summarise(
+        spark,
+        cfg,
+        [
+            "bronze_events",
+            "bronze_catalog",
+            "silver_events",
+            "silver_catalog",
+            "quarantine_events",
+            "quarantine_catalog",
+        ],
+    )
     log.info("pipeline finished in %.1fs", time.perf_counter() - started)
     return tables

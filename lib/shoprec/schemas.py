@@ -8,9 +8,12 @@ null column. Readers always pass these schemas explicitly; nothing is inferred.
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    BooleanType,
     DateType,
     DoubleType,
     IntegerType,
+    LongType,
+    MapType,
     StringType,
     StructField,
     StructType,
@@ -118,7 +121,119 @@ def with_corrupt_record(schema: StructType) -> StructType:
     return StructType([*schema.fields, StructField(CORRUPT_RECORD, StringType(), True)])
 
 
+# ---- the record of raw files already ingested (so each file is loaded once) ----
+FILE_PATH = "file_path"
+FILE_SIZE = "file_size"
+FILE_MODIFIED = "file_modified"
+SOURCE = "source"
+ROWS = "rows"
+INGEST_LOG_SCHEMA = StructType(
+    [
+        StructField(FILE_PATH, StringType(), False),
+        StructField(SOURCE, StringType(), False),
+        StructField(FILE_SIZE, LongType(), False),
+        StructField(FILE_MODIFIED, TimestampType(), False),
+        StructField(INGEST_BATCH, StringType(), False),
+        StructField(ROWS, LongType(), False),
+        StructField(INGEST_TIME, TimestampType(), False),
+    ]
+)
+
 BRONZE_EVENT_SCHEMA = StructType(
     [*RAW_EVENT_SCHEMA.fields, *INGEST_METADATA_FIELDS, StructField(EVENT_DATE, DateType(), True)]
 )
 BRONZE_CATALOG_SCHEMA = StructType([*RAW_CATALOG_SCHEMA.fields, *INGEST_METADATA_FIELDS])
+
+
+# ---- silver: clean, typed, pseudonymised ----
+USER_KEY = "user_key"
+SILVER_EVENT_SCHEMA = StructType(
+    [
+        StructField(EVENT_ID, StringType(), False),
+        StructField(EVENT_TYPE, StringType(), False),
+        StructField(EVENT_TIME, TimestampType(), False),
+        StructField(EVENT_DATE, DateType(), False),
+        StructField(USER_KEY, StringType(), False),
+        StructField(SESSION_ID, StringType(), True),
+        StructField(ITEM_ID, StringType(), True),
+        StructField(QUERY, StringType(), True),
+        StructField(PRICE, DoubleType(), True),
+        StructField(QUANTITY, IntegerType(), True),
+        StructField(RATING, IntegerType(), True),
+        StructField(REVIEW_TEXT, StringType(), True),
+        StructField(CHANNEL, StringType(), True),
+        StructField(INGEST_BATCH, StringType(), False),
+    ]
+)
+SILVER_EVENT_CHECKS: dict[str, str] = {
+    "known_event_type": f"{EVENT_TYPE} IN ({', '.join(repr(t) for t in EVENT_TYPES)})",
+    "positive_price": f"{PRICE} IS NULL OR {PRICE} > 0",
+    "rating_1_to_5": f"{RATING} IS NULL OR {RATING} BETWEEN 1 AND 5",
+    "item_unless_search": f"{ITEM_ID} IS NOT NULL OR {EVENT_TYPE} = 'search'",
+}
+
+SILVER_CATALOG_SCHEMA = StructType(
+    [
+        StructField(ITEM_ID, StringType(), False),
+        StructField(TITLE, StringType(), False),
+        StructField(DESCRIPTION, StringType(), True),
+        StructField(CATEGORY_PATH, StringType(), False),
+        StructField(BRAND, StringType(), True),
+        StructField(PRICE, DoubleType(), False),
+        StructField(CURRENCY, StringType(), True),
+        StructField(STOCK, IntegerType(), True),
+        StructField(DISCOUNT_PCT, DoubleType(), True),
+        StructField(LAUNCH_DATE, DateType(), True),
+        StructField(UPDATED_AT, TimestampType(), False),
+        StructField(INGEST_BATCH, StringType(), False),
+    ]
+)
+SILVER_CATALOG_CHECKS: dict[str, str] = {
+    "positive_price": f"{PRICE} > 0",
+    "stock_not_negative": f"{STOCK} IS NULL OR {STOCK} >= 0",
+    "discount_0_to_100": f"{DISCOUNT_PCT} IS NULL OR {DISCOUNT_PCT} BETWEEN 0 AND 100",
+}
+
+# ---- quarantine: rejected rows, the rule they broke, why, and the original row ----
+RULE = "rule"
+REASON = "reason"
+RECORD = "record"
+QUARANTINED_AT = "quarantined_at"
+QUARANTINE_SCHEMA = StructType(
+    [
+        StructField(RULE, StringType(), False),
+        StructField(REASON, StringType(), False),
+        StructField(ROW_KEY, StringType(), True),
+        StructField(USER_ID, StringType(), True),
+        StructField(RECORD, StringType(), False),
+        StructField(SOURCE_FILE, StringType(), False),
+        StructField(INGEST_BATCH, StringType(), False),
+        StructField(QUARANTINED_AT, TimestampType(), False),
+    ]
+)
+
+# ---- run metrics: the reconciliation of every cleaning run ----
+STAGE = "stage"
+RUN_ID = "run_id"
+RUN_TIME = "run_time"
+INPUT_ROWS = "input_rows"
+SILVER_ROWS = "silver_rows"
+QUARANTINED_ROWS = "quarantined_rows"
+DEDUPLICATED_ROWS = "deduplicated_rows"
+BY_RULE = "quarantined_by_rule"
+RECONCILED = "reconciled"
+RUN_METRICS_SCHEMA = StructType(
+    [
+        StructField(STAGE, StringType(), False),
+        StructField(SOURCE, StringType(), False),
+        StructField(INGEST_BATCH, StringType(), False),
+        StructField(RUN_ID, StringType(), False),
+        StructField(RUN_TIME, TimestampType(), False),
+        StructField(INPUT_ROWS, LongType(), False),
+        StructField(SILVER_ROWS, LongType(), False),
+        StructField(QUARANTINED_ROWS, LongType(), False),
+        StructField(DEDUPLICATED_ROWS, LongType(), False),
+        StructField(BY_RULE, MapType(StringType(), LongType()), False),
+        StructField(RECONCILED, BooleanType(), False),
+    ]
+)

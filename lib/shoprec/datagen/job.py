@@ -194,12 +194,36 @@ def _write_labels(df: DataFrame, path: str) -> int:
     return labels.count()
 
 
+def _previous_result(raw: str, g: GeneratorConfig) -> GenerateResult | None:
+    """The result of an earlier run with the same settings, whose output is still complete.
+
+    Re-running the generator for the same settings must not rewrite the files: new file names
+    would look like new exports to the incremental ingest.
+    """
+    manifest = Path(raw, "_manifest.json")
+    if "://" in raw or not manifest.is_file():
+        return None
+    try:
+        stored = json.loads(manifest.read_text())
+    except ValueError:
+        return None
+    if stored.get("generator") != json.loads(json.dumps(asdict(g), default=str)):
+        return None
+    return GenerateResult(**stored["result"])
+
+
 def generate(spark: SparkSession, cfg: ShoprecConfig) -> GenerateResult:
     """Generate the raw exports described by ``cfg.generator`` under ``cfg.path('raw')``."""
     g = cfg.generator
     started = time.perf_counter()
     raw = cfg.path("raw")
+    previous = _previous_result(raw, g)
+    if previous is not None:
+        log.info("raw exports for these generator settings already exist in %s: nothing to do", raw)
+        return previous
     events_dir, catalog_dir, labels_dir = f"{raw}/events", f"{raw}/catalog", f"{raw}/_labels"
+    if "://" not in raw:
+        Path(raw, "_manifest.json").unlink(missing_ok=True)
     log.info(
         "generating %d users x %d items over %d days from %s (seed %d, %s, bad rows %.2f%%) into %s",
         shop.n_users(g),
@@ -254,7 +278,7 @@ def generate(spark: SparkSession, cfg: ShoprecConfig) -> GenerateResult:
         labelled_catalog_rows=counts["catalog_labels"],
         seconds=time.perf_counter() - started,
     )
-    if "://" not in raw:
+    if "://" not in raw:  # written last: its presence says the output is complete
         manifest = {"generator": asdict(g), "result": asdict(result)}
         Path(raw, "_manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     log.info("generated in %.1fs", result.seconds)

@@ -1,15 +1,19 @@
 """Raw exports → bronze Delta tables: rows as read, with their source file and batch.
 
 Readers pass the raw contract's schema explicitly and keep the text of any record that does not
-parse in ``_corrupt_record``, so nothing is dropped on the way in. Events are written per export
-day with ``replaceWhere``, so loading the same files again changes nothing.
+parse in ``_corrupt_record``, so nothing is dropped on the way in. Ingest is incremental: an
+ingest log (a Delta table) records every file loaded; a run loads only files it has not seen, as
+one batch whose id is a hash of those files. Writing a batch is ``replaceWhere`` on its id, so a
+run killed between the bronze write and the log update redoes the same batch to the same result.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import uuid
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -21,56 +25,157 @@ from shoprec.config import ShoprecConfig
 
 log = logging.getLogger(__name__)
 
+EVENTS, CATALOG = "events", "catalog"
 
-def read_raw(spark: SparkSession, path: str, schema: StructType, fmt: str) -> DataFrame:
+
+@dataclass(frozen=True)
+class RawFile:
+    path: str
+    size: int
+    modified: datetime
+
+
+def list_files(spark: SparkSession, location: str) -> list[RawFile]:
+    """Data files under a folder (recursively) or matching a glob, through Hadoop's file systems.
+
+    Names starting with ``_`` or ``.`` (``_SUCCESS``, ``.crc``, ``_labels/``) are not data.
+    """
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    pattern = jvm.org.apache.hadoop.fs.Path(location)  # type: ignore[union-attr]
+    fs = pattern.getFileSystem(conf)
+    out: list[RawFile] = []
+    for status in fs.globStatus(pattern) or []:
+        if status.isDirectory():
+            it = fs.listFiles(status.getPath(), True)
+            statuses = []
+            while it.hasNext():
+                statuses.append(it.next())
+        else:
+            statuses = [status]
+        for st in statuses:
+            path = st.getPath()
+            rel = path.toUri().getPath()[len(status.getPath().toUri().getPath()) :]
+            if any(part.startswith(("_", ".")) and "=" not in part for part in rel.split("/") if part):
+                continue
+            modified = datetime.fromtimestamp(st.getModificationTime() / 1000, tz=UTC)
+            out.append(RawFile(path.toString(), int(st.getLen()), modified))
+    return sorted(out, key=lambda f: f.path)
+
+
+def read_raw(
+    spark: SparkSession,
+    path: str | list[str],
+    schema: StructType,
+    fmt: str,
+    base_path: str | None = None,
+) -> DataFrame:
     """Read raw files with ``schema``; unparseable records land in ``_corrupt_record``, not nowhere."""
+    paths = [path] if isinstance(path, str) else path
     if fmt == "parquet":
-        df = spark.read.schema(schema).parquet(path).withColumn(S.CORRUPT_RECORD, F.lit(None).cast("string"))
+        reader = spark.read.schema(schema)
     else:
         reader = (
             spark.read.schema(S.with_corrupt_record(schema))
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", S.CORRUPT_RECORD)
         )
-        if fmt == "json":
-            df = reader.json(path)
-        else:
-            df = reader.option("header", True).option("escape", '"').csv(path)
+    if base_path:  # keeps partition folders (event_date=...) as columns when reading single files
+        reader = reader.option("basePath", base_path)
+    if fmt == "parquet":
+        df = reader.parquet(*paths).withColumn(S.CORRUPT_RECORD, F.lit(None).cast("string"))
+    elif fmt == "json":
+        df = reader.json(paths)
+    else:
+        df = reader.option("header", True).option("escape", '"').csv(paths)
     cols = [F.col(f.name) for f in schema.fields] + [F.col(S.CORRUPT_RECORD)]
     if S.EVENT_DATE in df.columns:  # the export folder's partition value (event_date=YYYY-MM-DD)
         cols.append(F.col(S.EVENT_DATE).cast("date").alias(S.EVENT_DATE))
     return df.select(*cols, F.col("_metadata.file_path").alias(S.SOURCE_FILE))
 
 
-def with_batch(df: DataFrame, batch_id: str) -> DataFrame:
-    return df.withColumn(S.INGEST_BATCH, F.lit(batch_id)).withColumn(S.INGEST_TIME, F.current_timestamp())
+def batch_id(files: list[RawFile]) -> str:
+    """A batch is named by the files it holds: the same files always make the same batch."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.path}\t{f.size}\t{f.modified.isoformat()}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def with_batch(df: DataFrame, batch: str) -> DataFrame:
+    return df.withColumn(S.INGEST_BATCH, F.lit(batch)).withColumn(S.INGEST_TIME, F.current_timestamp())
+
+
+def new_files(spark: SparkSession, cfg: ShoprecConfig, source: str, location: str) -> list[RawFile]:
+    """Files under ``location`` that the ingest log has not recorded yet."""
+    files = list_files(spark, location)
+    log_loc = cfg.table("ingest_log")
+    delta.ensure_table(spark, log_loc, S.INGEST_LOG_SCHEMA)
+    seen = {
+        r[0]
+        for r in delta.read(spark, log_loc).where(F.col(S.SOURCE) == source).select(S.FILE_PATH).collect()
+    }
+    return [f for f in files if f.path not in seen]
+
+
+def _record(
+    spark: SparkSession, cfg: ShoprecConfig, source: str, batch: str, files: list[RawFile], bronze: DataFrame
+) -> None:
+    counts = {r[0]: r[1] for r in bronze.groupBy(S.SOURCE_FILE).count().collect()}
+    now = datetime.now(tz=UTC)
+    rows = [(f.path, source, f.size, f.modified, batch, int(counts.get(f.path, 0)), now) for f in files]
+    delta.merge_upsert(
+        spark,
+        spark.createDataFrame(rows, S.INGEST_LOG_SCHEMA),
+        cfg.table("ingest_log"),
+        [S.FILE_PATH, S.SOURCE],
+    )
 
 
 @dataclass(frozen=True)
-class BronzeResult:
-    batch_id: str
-    events_location: str
-    catalog_location: str
+class IngestResult:
+    source: str
+    batch_id: str | None
+    files: int
+    rows: int
+    location: str
 
 
-def load_bronze(spark: SparkSession, cfg: ShoprecConfig, batch_id: str | None = None) -> BronzeResult:
-    """Load every raw export under ``paths.raw`` into the bronze tables."""
-    batch_id = batch_id or uuid.uuid4().hex[:12]
+def ingest(spark: SparkSession, cfg: ShoprecConfig, source: str) -> IngestResult:
+    """Load the new raw files of ``source`` (``events`` or ``catalog``) into its bronze table."""
+    started = time.perf_counter()
     raw, fmt = cfg.path("raw"), cfg.generator.format
-    events_loc, catalog_loc = cfg.table("bronze_events"), cfg.table("bronze_catalog")
+    base = f"{raw}/{source}"
+    schema = S.RAW_EVENT_SCHEMA if source == EVENTS else S.RAW_CATALOG_SCHEMA
+    table_schema = S.BRONZE_EVENT_SCHEMA if source == EVENTS else S.BRONZE_CATALOG_SCHEMA
+    location = cfg.table(f"bronze_{source}")
+    delta.ensure_table(spark, location, table_schema, partition_by=[S.EVENT_DATE] if source == EVENTS else [])
+    files = new_files(spark, cfg, source, base)
+    if not files:
+        log.info("bronze %s: no new files under %s", source, base)
+        return IngestResult(source, None, 0, 0, location)
+    batch = batch_id(files)
+    df = with_batch(read_raw(spark, [f.path for f in files], schema, fmt, base_path=base), batch)
+    if source == EVENTS and S.EVENT_DATE not in df.columns:
+        # no export-day folders: the day of the event, or of the ingest when the time is unreadable
+        df = df.withColumn(S.EVENT_DATE, F.coalesce(F.to_date(S.EVENT_TIME), F.current_date()))
+    df = df.select([f.name for f in table_schema.fields])
+    delta.replace_where(df, location, f"{S.INGEST_BATCH} = '{batch}'")
+    written = delta.read(spark, location).where(F.col(S.INGEST_BATCH) == batch)
+    _record(spark, cfg, source, batch, files, written)
+    rows = written.count()
+    log.info(
+        "bronze %s: batch %s, %d files, %d rows in %.1fs -> %s",
+        source,
+        batch,
+        len(files),
+        rows,
+        time.perf_counter() - started,
+        location,
+    )
+    return IngestResult(source, batch, len(files), rows, location)
 
-    events = with_batch(read_raw(spark, f"{raw}/events", S.RAW_EVENT_SCHEMA, fmt), batch_id)
-    events = events.select([f.name for f in S.BRONZE_EVENT_SCHEMA.fields])
-    delta.ensure_table(spark, events_loc, S.BRONZE_EVENT_SCHEMA, partition_by=[S.EVENT_DATE])
-    dates = sorted(r[0].isoformat() for r in events.select(S.EVENT_DATE).distinct().collect())
-    if dates:
-        cond = f"{S.EVENT_DATE} IN ({', '.join(repr(d) for d in dates)})"
-        delta.replace_where(events, events_loc, cond)
-    log.info("bronze events: %d export days replaced in %s", len(dates), events_loc)
 
-    catalog = with_batch(read_raw(spark, f"{raw}/catalog", S.RAW_CATALOG_SCHEMA, fmt), batch_id)
-    catalog = catalog.select([f.name for f in S.BRONZE_CATALOG_SCHEMA.fields])
-    delta.ensure_table(spark, catalog_loc, S.BRONZE_CATALOG_SCHEMA)
-    delta.replace_where(catalog, catalog_loc, "true")  # the catalog export is a full snapshot
-    log.info("bronze catalog: snapshot replaced in %s", catalog_loc)
-    return BronzeResult(batch_id, events_loc, catalog_loc)
+def ingest_all(spark: SparkSession, cfg: ShoprecConfig) -> list[IngestResult]:
+    """Ingest the catalog first (cleaning events checks their items against it), then events."""
+    return [ingest(spark, cfg, CATALOG), ingest(spark, cfg, EVENTS)]
