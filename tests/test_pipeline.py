@@ -15,7 +15,10 @@ from shoprec.pipeline import run_pipeline
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
-def test_pipeline_writes_bronze_tables_and_is_idempotent(spark: SparkSession, tmp_path: Path) -> None:
+def test_pipeline_writes_bronze_tables_and_is_idempotent(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOPREC_PSEUDONYM_KEY", "pipeline-test-key")
     cfg = from_dict(
         {
             "paths": {"root": str(tmp_path)},
@@ -30,6 +33,11 @@ def test_pipeline_writes_bronze_tables_and_is_idempotent(spark: SparkSession, tm
         "malformed lines kept, with their text"
     )
     assert events.where(f"{S.SOURCE_FILE} IS NULL OR {S.INGEST_BATCH} IS NULL").count() == 0
+
+    assert first["silver_events"] + first["quarantine_events"] < first["bronze_events"], (
+        "some were duplicates"
+    )
+    assert first["silver_catalog"] > 0
 
     second = {t.name: t.rows for t in run_pipeline(spark, cfg)}
     assert second == first

@@ -358,3 +358,20 @@ def test_rerun_changes_nothing_and_a_new_day_is_ingested_alone(
     (silver,) = clean_all(spark, lake)
     assert (silver.input_rows, silver.silver_rows, silver.by_rule) == (2, 1, {R.UNKNOWN_EVENT_TYPE: 1})
     assert delta.read(spark, lake.table("silver_events")).count() == before["silver_events"].count() + 1
+
+
+def test_missing_key_names_the_variable_and_generated_key_is_stable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoprec.config import PrivacyConfig
+    from shoprec.etl.pseudonymise import MissingKeyError, load_key
+
+    monkeypatch.delenv("SHOPREC_PSEUDONYM_KEY", raising=False)
+    with pytest.raises(MissingKeyError, match="SHOPREC_PSEUDONYM_KEY"):
+        load_key(PrivacyConfig())
+    monkeypatch.setenv("SHOPREC_CACHE", str(tmp_path))
+    generated = load_key(PrivacyConfig(allow_generated_key=True))
+    assert generated == load_key(PrivacyConfig(allow_generated_key=True))
+    assert (tmp_path / "secrets" / "pseudonym.key").stat().st_mode & 0o077 == 0, "only the owner may read it"
+    monkeypatch.setenv("SHOPREC_PSEUDONYM_KEY", "from-env")
+    assert load_key(PrivacyConfig(allow_generated_key=True)) == b"from-env"

@@ -15,12 +15,9 @@ from collections.abc import Callable, Sequence
 from pyspark.sql import SparkSession
 
 from shoprec.config import ConfigError, ShoprecConfig, load_config, log_config
+from shoprec.errors import ShoprecError
 
 log = logging.getLogger("shoprec")
-
-
-class UserError(RuntimeError):
-    """A problem with the input or the invocation that the user can fix; shown as one line."""
 
 
 def _generate(spark: SparkSession, cfg: ShoprecConfig) -> int:
@@ -112,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = get_spark(cfg.spark)
     try:
         return fn(spark, cfg)
-    except (UserError, ConfigError) as exc:
+    except ShoprecError as exc:
         sys.stderr.write(f"shoprec {args.stage}: {exc}\n")
         return 2
 

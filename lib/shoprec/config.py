@@ -21,6 +21,8 @@ import yaml
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
+from shoprec.errors import ShoprecError
+
 log = logging.getLogger(__name__)
 
 _STRICT = ConfigDict(extra="forbid", strict=False, validate_default=True)
@@ -31,7 +33,7 @@ CONF_DIR_ENV = "SHOPREC_CONF_DIR"
 CACHE_ENV, DEFAULT_CACHE = "SHOPREC_CACHE", "~/.cache/shoprec"
 
 
-class ConfigError(ValueError):
+class ConfigError(ShoprecError, ValueError):
     """A configuration problem, with a message that names the key and where it came from."""
 
 

@@ -19,12 +19,13 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from shoprec.config import CACHE_ENV, DEFAULT_CACHE, PrivacyConfig
+from shoprec.errors import ShoprecError
 
 log = logging.getLogger(__name__)
 _BLOCK = 64  # SHA-256 block size in bytes
 
 
-class MissingKeyError(RuntimeError):
+class MissingKeyError(ShoprecError):
     """No pseudonymisation key is available."""
 
 

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from shoprec import delta
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
+from shoprec.errors import ShoprecError
 from shoprec.etl import rules as R
 from shoprec.etl.bronze import CATALOG, EVENTS
 from shoprec.etl.pseudonymise import load_key, pseudonym
@@ -33,7 +34,7 @@ _CATALOG_RANK = "_version_rank"
 _NEWEST = "_newest_updated_at"
 
 
-class ReconciliationError(RuntimeError):
+class ReconciliationError(ShoprecError):
     """Rows in and rows out of a cleaning run do not add up: something would be lost."""
 
 

@@ -14,11 +14,12 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from shoprec import delta
+from shoprec.errors import ShoprecError
 
 log = logging.getLogger(__name__)
 
 
-class SnapshotNotReadableError(RuntimeError):
+class SnapshotNotReadableError(ShoprecError):
     """The table uses a Delta feature that plain Parquet readers (Petastorm) would get wrong."""
 
 

