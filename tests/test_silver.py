@@ -375,3 +375,48 @@ def test_missing_key_names_the_variable_and_generated_key_is_stable(
     assert (tmp_path / "secrets" / "pseudonym.key").stat().st_mode & 0o077 == 0, "only the owner may read it"
     monkeypatch.setenv("SHOPREC_PSEUDONYM_KEY", "from-env")
     assert load_key(PrivacyConfig(allow_generated_key=True)) == b"from-env"
+
+
+@pytest.mark.slow
+def test_forget_removes_the_user_everywhere_and_expiry_trims_bronze(
+    spark: SparkSession, lake: ShoprecConfig
+) -> None:
+    from datetime import timedelta
+
+    from shoprec.etl.forget import expire_bronze, forget_user, pseudonym_of
+    from shoprec.etl.pseudonymise import load_key
+
+    raw_id = "cust-00000007"
+    alias = pseudonym_of(raw_id, load_key(lake.privacy))
+    bronze, silver = (
+        delta.read(spark, lake.table("bronze_events")),
+        delta.read(spark, lake.table("silver_events")),
+    )
+    n_bronze, n_silver = bronze.count(), silver.count()
+    mine_bronze = bronze.where(F.col(S.USER_ID) == raw_id).count()
+    mine_silver = silver.where(F.col(S.USER_KEY) == alias).count()
+    assert mine_bronze > 0 and mine_silver > 0, "the Spark pseudonym and the Python one agree"
+
+    result = forget_user(spark, lake, raw_id)
+    assert result.deleted["bronze_events"] == mine_bronze and result.deleted["silver_events"] == mine_silver
+    assert "VACUUM" in result.vacuum_hint
+    for name in ("bronze_events", "silver_events", "quarantine_events"):
+        df = delta.read(spark, lake.table(name))
+        assert (
+            df.where(F.col(S.USER_ID if S.USER_ID in df.columns else S.USER_KEY).isin(raw_id, alias)).count()
+            == 0
+        )
+    assert delta.read(spark, lake.table("bronze_events")).count() == n_bronze - mine_bronze
+    assert delta.read(spark, lake.table("silver_events")).count() == n_silver - mine_silver
+
+    start = lake.generator.start_date
+    today = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(
+        days=lake.privacy.bronze_retention_days + 3
+    )
+    expired = expire_bronze(spark, lake, today=today)
+    remaining = delta.read(spark, lake.table("bronze_events")).agg(F.min(S.EVENT_DATE)).first()
+    assert expired.deleted["bronze_events"] > 0
+    assert (
+        remaining is not None
+        and remaining[0] >= (today - timedelta(days=lake.privacy.bronze_retention_days)).date()
+    )

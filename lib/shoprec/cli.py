@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
@@ -20,7 +21,14 @@ from shoprec.errors import ShoprecError
 log = logging.getLogger("shoprec")
 
 
-def _generate(spark: SparkSession, cfg: ShoprecConfig) -> int:
+def _print_tables(tables: Sequence[tuple[str, int, str]]) -> None:
+    width = max((len(name) for name, _, _ in tables), default=0)
+    sys.stdout.write("Delta tables:\n")
+    for name, rows, location in tables:
+        sys.stdout.write(f"  {name:<{width}}  {rows:>10,} rows  {location}\n")
+
+
+def _generate(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.datagen.job import generate
 
     r = generate(spark, cfg)
@@ -31,27 +39,100 @@ def _generate(spark: SparkSession, cfg: ShoprecConfig) -> int:
     return 0
 
 
-def _run(spark: SparkSession, cfg: ShoprecConfig) -> int:
-    from shoprec.pipeline import run_pipeline
+def _ingest(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.etl.bronze import ingest_all
 
-    tables = run_pipeline(spark, cfg)
-    width = max(len(t.name) for t in tables)
-    sys.stdout.write("Delta tables:\n")
-    for t in tables:
-        sys.stdout.write(f"  {t.name:<{width}}  {t.rows:>10,} rows  {t.location}\n")
+    for r in ingest_all(spark, cfg):
+        sys.stdout.write(f"bronze {r.source}: {r.files} new files, {r.rows:,} rows -> {r.location}\n")
     return 0
 
 
-STAGES: dict[str, tuple[Callable[[SparkSession, ShoprecConfig], int], str, str]] = {
-    "run": (
+def _clean(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.etl.silver import clean_all
+
+    results = clean_all(spark, cfg)
+    if not results:
+        sys.stdout.write("silver: no pending batches\n")
+    for r in results:
+        rules = ", ".join(f"{k}={v}" for k, v in r.by_rule.items()) or "none"
+        sys.stdout.write(
+            f"silver {r.source} batch {r.batch_id}: {r.input_rows:,} in = {r.silver_rows:,} clean + "
+            f"{r.quarantined_rows:,} quarantined ({rules}) + {r.deduplicated_rows:,} de-duplicated\n"
+        )
+    return 0
+
+
+def _forget(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.etl.forget import expire_bronze, forget_user
+
+    if bool(args.user) == bool(args.expired):
+        raise ShoprecError("give exactly one of --user ID or --expired")
+    result = forget_user(spark, cfg, args.user) if args.user else expire_bronze(spark, cfg)
+    for table, rows in result.deleted.items():
+        sys.stdout.write(f"  {table}: {rows} rows deleted\n")
+    if result.vacuum_hint:
+        sys.stdout.write(result.vacuum_hint + "\n")
+    return 0
+
+
+def _run(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.pipeline import run_pipeline
+
+    _print_tables([(t.name, t.rows, t.location) for t in run_pipeline(spark, cfg)])
+    return 0
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="multiply the configured users and items (same as --set generator.scale=N)",
+    )
+
+
+def _forget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--user", default=None, metavar="ID", help="the user's raw id, as the shop exports it")
+    p.add_argument(
+        "--expired", action="store_true", help="delete raw rows past privacy.bronze_retention_days"
+    )
+
+
+@dataclass(frozen=True)
+class Stage:
+    run: Callable[[SparkSession, ShoprecConfig, argparse.Namespace], int]
+    help: str
+    example: str
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+STAGES: dict[str, Stage] = {
+    "run": Stage(
         _run,
         "run the whole pipeline on the configured data and print the tables it wrote",
         "shoprec run --env local --set generator.users=500",
     ),
-    "generate": (
+    "generate": Stage(
         _generate,
         "write a synthetic shop's raw exports (events, catalog, defect labels)",
         "shoprec generate --scale 10 --set generator.format=parquet",
+        _generate_args,
+    ),
+    "ingest": Stage(
+        _ingest,
+        "load new raw export files into the bronze tables (files already loaded are skipped)",
+        "shoprec ingest --env cluster --set paths.raw=s3a://shop-exports/daily",
+    ),
+    "clean": Stage(
+        _clean,
+        "clean pending bronze batches into silver; rejected rows go to quarantine with a reason",
+        "shoprec clean --env local --set cleaning.bot_events_per_day=500",
+    ),
+    "forget": Stage(
+        _forget,
+        "delete one user's rows from every table (or raw rows past retention)",
+        "shoprec forget --env local --user cust-00000042",
+        _forget_args,
     ),
 }
 
@@ -62,8 +143,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Shop behaviour logs and catalog in, per-user recommendations out.",
     )
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    for name, (_, help_text, example) in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=f"example: {example}")
+    for name, stage in STAGES.items():
+        p = sub.add_parser(name, help=stage.help, description=stage.help, epilog=f"example: {stage.example}")
         p.add_argument(
             "--env", default="local", help="configuration environment: conf/<env>.yaml (default local)"
         )
@@ -77,13 +158,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--conf-dir", default=None, help="directory of the YAML files (default: conf/)")
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-        if name == "generate":
-            p.add_argument(
-                "--scale",
-                type=float,
-                default=None,
-                help="multiply the configured users and items (same as --set generator.scale=N)",
-            )
+        if stage.arguments:
+            stage.arguments(p)
     return parser
 
 
@@ -94,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    fn = STAGES[args.stage][0]
+    stage = STAGES[args.stage]
     overrides = list(args.overrides)
     if getattr(args, "scale", None) is not None:
         overrides.append(f"generator.scale={args.scale}")
@@ -108,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     spark = get_spark(cfg.spark)
     try:
-        return fn(spark, cfg)
+        return stage.run(spark, cfg, args)
     except ShoprecError as exc:
         sys.stderr.write(f"shoprec {args.stage}: {exc}\n")
         return 2
