@@ -62,6 +62,14 @@ def _clean(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) ->
     return 0
 
 
+def _features(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.features.job import build_gold
+
+    result = build_gold(spark, cfg)
+    _print_tables([(name, rows, cfg.table(name)) for name, rows in result.rows.items()])
+    return 0
+
+
 def _forget(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.etl.forget import expire_bronze, forget_user
 
@@ -127,6 +135,11 @@ STAGES: dict[str, Stage] = {
         _clean,
         "clean pending bronze batches into silver; rejected rows go to quarantine with a reason",
         "shoprec clean --env local --set cleaning.bot_events_per_day=500",
+    ),
+    "features": Stage(
+        _features,
+        "build the gold tables (interactions, item features, profiles, sequences, training examples)",
+        "shoprec features --env local --set features.split.mode=leave_last_out",
     ),
     "forget": Stage(
         _forget,

@@ -82,7 +82,48 @@ def _default_tables() -> dict[str, str]:
         "quarantine_events": "${lake}/quarantine/events",
         "quarantine_catalog": "${lake}/quarantine/catalog",
         "run_metrics": "${lake}/ops/run_metrics",
+        "gold_interactions": "${lake}/gold/interactions",
+        "gold_item_features": "${lake}/gold/item_features",
+        "gold_user_profiles": "${lake}/gold/user_profiles",
+        "gold_sequences": "${lake}/gold/sequences",
+        "gold_training_examples": "${lake}/gold/training_examples",
     }
+
+
+EventType = Literal["view", "click", "add_to_cart", "purchase", "search", "review"]
+
+
+def _default_weights() -> dict[EventType, float]:
+    return {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "review": 6.0}
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SplitConfig:
+    """How examples are split in time. ``time``: one global cut (train < valid_start <= valid <
+    test_start <= test); ``leave_last_out``: each user's last positive is test, the one before valid."""
+
+    mode: Literal["time", "leave_last_out"] = "time"
+    #: Explicit cuts for ``time`` mode; when unset, the last ``test_days`` and the ``valid_days``
+    #: before them are held out.
+    valid_start: date | None = None
+    test_start: date | None = None
+    valid_days: int = Field(default=3, ge=1)
+    test_days: int = Field(default=3, ge=1)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class FeaturesConfig:
+    """Gold tables: interaction weights, histories, negatives, splits."""
+
+    event_weights: dict[EventType, float] = field(default_factory=_default_weights)
+    #: Event types that make a (history → next item) training example.
+    positive_events: tuple[EventType, ...] = ("click", "add_to_cart", "purchase", "review")
+    history_length: int = Field(default=20, ge=1)
+    train_negatives: int = Field(default=4, ge=0)
+    eval_negatives: int = Field(default=99, ge=0)
+    top_k: int = Field(default=5, ge=1)
+    seed: int = 13
+    split: SplitConfig = field(default_factory=SplitConfig)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -150,6 +191,7 @@ class ShoprecConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
 
     def path(self, name: str) -> str:
         """A resolved entry of ``paths`` (``raw``, ``lake``...)."""

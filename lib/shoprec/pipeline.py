@@ -17,6 +17,7 @@ from shoprec.config import ShoprecConfig
 from shoprec.datagen.job import generate
 from shoprec.etl.bronze import ingest_all
 from shoprec.etl.silver import clean_all
+from shoprec.features.job import GOLD_TABLES, build_gold
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> list[TableSummary]:
     )
     ingest_all(spark, cfg)
     clean_all(spark, cfg)
+    build_gold(spark, cfg)
     tables = summarise(
         spark,
         cfg,
@@ -55,6 +57,7 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> list[TableSummary]:
             "silver_catalog",
             "quarantine_events",
             "quarantine_catalog",
+            *GOLD_TABLES,
         ],
     )
     log.info("pipeline finished in %.1fs", time.perf_counter() - started)

@@ -8,6 +8,7 @@ null column. Readers always pass these schemas explicitly; nothing is inferred.
 from __future__ import annotations
 
 from pyspark.sql.types import (
+    ArrayType,
     BooleanType,
     DateType,
     DoubleType,
@@ -235,5 +236,114 @@ RUN_METRICS_SCHEMA = StructType(
         StructField(DEDUPLICATED_ROWS, LongType(), False),
         StructField(BY_RULE, MapType(StringType(), LongType()), False),
         StructField(RECONCILED, BooleanType(), False),
+    ]
+)
+
+
+# ---- gold ----
+WEIGHT = "weight"
+SPLIT = "split"
+TRAIN, VALID, TEST, SERVING = "train", "valid", "test", "serving"
+SPLITS: tuple[str, ...] = (TRAIN, VALID, TEST, SERVING)
+AS_OF = "as_of"
+
+GOLD_INTERACTION_SCHEMA = StructType(
+    [
+        StructField(EVENT_ID, StringType(), False),
+        StructField(USER_KEY, StringType(), False),
+        StructField(ITEM_ID, StringType(), False),
+        StructField(EVENT_TYPE, StringType(), False),
+        StructField(WEIGHT, DoubleType(), False),
+        StructField(EVENT_TIME, TimestampType(), False),
+        StructField(EVENT_DATE, DateType(), False),
+    ]
+)
+
+TOP_CATEGORY = "top_category"
+PRICE_BAND = "price_band"
+SHORT_DESCRIPTION = "short_description"
+IN_STOCK = "in_stock"
+VIEWS, CLICKS, CARTS, PURCHASES = "views", "clicks", "carts", "purchases"
+POPULARITY = "popularity"
+CONVERSION_RATE = "conversion_rate"
+RATING_MEAN, RATING_COUNT = "rating_mean", "rating_count"
+REVIEW_SENTIMENT = "review_sentiment"
+ITEM_TEXT = "item_text"
+PRICE_BANDS: tuple[str, ...] = ("budget", "mid-range", "premium")
+
+GOLD_ITEM_FEATURES_SCHEMA = StructType(
+    [
+        StructField(SPLIT, StringType(), False),
+        StructField(AS_OF, TimestampType(), False),
+        StructField(ITEM_ID, StringType(), False),
+        StructField(TITLE, StringType(), False),
+        StructField(CATEGORY_PATH, StringType(), False),
+        StructField(TOP_CATEGORY, StringType(), False),
+        StructField(BRAND, StringType(), True),
+        StructField(PRICE, DoubleType(), False),
+        StructField(PRICE_BAND, StringType(), False),
+        StructField(SHORT_DESCRIPTION, StringType(), True),
+        StructField(DISCOUNT_PCT, DoubleType(), True),
+        StructField(STOCK, IntegerType(), True),
+        StructField(IN_STOCK, BooleanType(), False),
+        StructField(LAUNCH_DATE, DateType(), True),
+        StructField(VIEWS, LongType(), False),
+        StructField(CLICKS, LongType(), False),
+        StructField(CARTS, LongType(), False),
+        StructField(PURCHASES, LongType(), False),
+        StructField(POPULARITY, DoubleType(), False),
+        StructField(CONVERSION_RATE, DoubleType(), True),
+        StructField(RATING_MEAN, DoubleType(), True),
+        StructField(RATING_COUNT, LongType(), False),
+        StructField(REVIEW_SENTIMENT, DoubleType(), True),
+        StructField(ITEM_TEXT, StringType(), False),
+    ]
+)
+
+WEIGHTED = StructType([StructField("name", StringType(), True), StructField(WEIGHT, DoubleType(), True)])
+TOP_CATEGORIES, TOP_BRANDS = "top_categories", "top_brands"
+EVENTS_COUNT, ACTIVE_DAYS, RECENCY_DAYS = "events", "active_days", "recency_days"
+SEARCH_KEYWORDS = "search_keywords"
+PROFILE_TEXT = "profile_text"
+GOLD_USER_PROFILE_SCHEMA = StructType(
+    [
+        StructField(SPLIT, StringType(), False),
+        StructField(AS_OF, TimestampType(), False),
+        StructField(USER_KEY, StringType(), False),
+        StructField(TOP_CATEGORIES, ArrayType(WEIGHTED, True), False),
+        StructField(TOP_BRANDS, ArrayType(WEIGHTED, True), False),
+        StructField(PRICE_BAND, StringType(), True),
+        StructField(EVENTS_COUNT, LongType(), False),
+        StructField(ACTIVE_DAYS, LongType(), False),
+        StructField(RECENCY_DAYS, DoubleType(), False),
+        StructField(REVIEW_SENTIMENT, DoubleType(), True),
+        StructField(SEARCH_KEYWORDS, ArrayType(StringType(), True), False),
+        StructField(PROFILE_TEXT, StringType(), False),
+    ]
+)
+
+ITEMS, EVENT_TYPES_COL, TIMES = "items", "event_types", "times"
+GOLD_SEQUENCE_SCHEMA = StructType(
+    [
+        StructField(SPLIT, StringType(), False),
+        StructField(USER_KEY, StringType(), False),
+        StructField(ITEMS, ArrayType(StringType(), True), False),
+        StructField(EVENT_TYPES_COL, ArrayType(StringType(), True), False),
+        StructField(TIMES, ArrayType(TimestampType(), True), False),
+    ]
+)
+
+HISTORY_ITEMS, HISTORY_TYPES = "history_items", "history_event_types"
+POSITIVE_ITEM, NEGATIVE_ITEMS, TARGET_TIME = "positive_item", "negative_items", "target_time"
+GOLD_TRAINING_SCHEMA = StructType(
+    [
+        StructField(SPLIT, StringType(), False),
+        StructField(USER_KEY, StringType(), False),
+        StructField(TARGET_TIME, TimestampType(), False),
+        StructField(HISTORY_ITEMS, ArrayType(StringType(), True), False),
+        StructField(HISTORY_TYPES, ArrayType(StringType(), True), False),
+        StructField(POSITIVE_ITEM, StringType(), False),
+        StructField(EVENT_TYPE, StringType(), False),
+        StructField(NEGATIVE_ITEMS, ArrayType(StringType(), True), False),
     ]
 )

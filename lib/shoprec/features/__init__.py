@@ -1,0 +1,1 @@
+"""Silver → gold: interactions, item features, user profiles, sequences and training examples."""

@@ -1,0 +1,173 @@
+"""Silver → gold: splits without leakage, leave-last-out, negatives, idempotent rebuilds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from shoprec import delta
+from shoprec import schemas as S
+from shoprec.config import ShoprecConfig, from_dict
+from shoprec.datagen.job import generate
+from shoprec.etl.bronze import ingest_all
+from shoprec.etl.silver import clean_all
+from shoprec.features import gold
+from shoprec.features.job import GOLD_TABLES, build_gold
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+def _cfg(root: Path, mode: str = "time") -> ShoprecConfig:
+    return from_dict(
+        {
+            "paths": {"root": str(root)},
+            "generator": {"seed": 5, "users": 300, "items": 150, "days": 12, "users_per_block": 150},
+            "privacy": {"key_env": "SHOPREC_TEST_KEY"},
+            "features": {"split": {"mode": mode, "valid_days": 2, "test_days": 2}, "eval_negatives": 20},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def silver(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> ShoprecConfig:
+    import os
+
+    os.environ["SHOPREC_TEST_KEY"] = "gold-key"
+    cfg = _cfg(tmp_path_factory.mktemp("gold"))
+    generate(spark, cfg)
+    ingest_all(spark, cfg)
+    clean_all(spark, cfg)
+    build_gold(spark, cfg)
+    return cfg
+
+
+def _table(spark: SparkSession, cfg: ShoprecConfig, name: str, split: str | None = None) -> DataFrame:
+    df = delta.read(spark, cfg.table(name))
+    return df.where(F.col(S.SPLIT) == split) if split else df
+
+
+def test_time_split_cuts_and_as_of(spark: SparkSession, silver: ShoprecConfig) -> None:
+    start = silver.generator.start_date
+    valid_start = datetime(start.year, start.month, start.day) + timedelta(days=silver.generator.days - 4)
+    items = _table(spark, silver, "gold_item_features")
+    as_of = {r[0]: r[1] for r in items.select(S.SPLIT, S.AS_OF).distinct().collect()}
+    assert as_of[S.TRAIN] == as_of[S.VALID] == valid_start
+    assert as_of[S.TEST] == valid_start + timedelta(days=2)
+    examples = _table(spark, silver, "gold_training_examples")
+    bounds = {
+        r[0]: (r[1], r[2])
+        for r in examples.groupBy(S.SPLIT).agg(F.min(S.TARGET_TIME), F.max(S.TARGET_TIME)).collect()
+    }
+    assert bounds[S.TRAIN][1] < valid_start <= bounds[S.VALID][0]
+    assert bounds[S.VALID][1] < valid_start + timedelta(days=2) <= bounds[S.TEST][0]
+    seq_times = (
+        _table(spark, silver, "gold_sequences", S.TEST).select(F.explode(S.TIMES)).agg(F.max("col")).first()
+    )
+    assert seq_times is not None and seq_times[0] < as_of[S.TEST]
+
+
+def test_item_features_count_only_events_before_the_cut(spark: SparkSession, silver: ShoprecConfig) -> None:
+    events = delta.read(spark, silver.table("silver_events"))
+    for split in (S.VALID, S.TEST):
+        items = _table(spark, silver, "gold_item_features", split)
+        as_of = items.select(S.AS_OF).first()[0]  # type: ignore[index]
+        expected = (
+            events.where((F.col(S.EVENT_TIME) < as_of) & (F.col(S.EVENT_TYPE) == S.VIEW))
+            .groupBy(S.ITEM_ID)
+            .count()
+            .withColumnRenamed("count", S.VIEWS)
+        )
+        got = items.where(F.col(S.VIEWS) > 0).select(S.ITEM_ID, S.VIEWS)
+        assertDataFrameEqual(got, expected.select(S.ITEM_ID, F.col(S.VIEWS).cast("long")))
+
+
+def test_later_events_do_not_change_earlier_splits(spark: SparkSession, silver: ShoprecConfig) -> None:
+    """The leak test: add events in the test period, rebuild, and train/valid features stay the same."""
+    before = {
+        name: _table(spark, silver, name).where(F.col(S.SPLIT).isin(S.TRAIN, S.VALID)).localCheckpoint()
+        for name in ("gold_item_features", "gold_user_profiles", "gold_sequences")
+    }
+    some = delta.read(spark, silver.table("silver_events")).where(F.col(S.EVENT_TYPE) == S.PURCHASE).limit(50)
+    last = delta.read(spark, silver.table("silver_events")).agg(F.max(S.EVENT_TIME)).first()[0]  # type: ignore[index]
+    late = (
+        some.withColumn(S.EVENT_ID, F.concat(F.lit("late-"), S.EVENT_ID))
+        .withColumn(S.EVENT_TIME, F.lit(last) - F.expr("INTERVAL 1 MINUTE"))
+        .withColumn(S.EVENT_DATE, F.to_date(S.EVENT_TIME))
+    )
+    late.write.format("delta").mode("append").save(silver.table("silver_events"))
+    build_gold(spark, silver)
+    for name, df in before.items():
+        after = _table(spark, silver, name).where(F.col(S.SPLIT).isin(S.TRAIN, S.VALID))
+        assertDataFrameEqual(after, df)
+    test_items = _table(spark, silver, "gold_item_features", S.SERVING).agg(F.sum(S.PURCHASES)).first()
+    assert test_items is not None and test_items[0] > 0
+
+
+def test_negatives_exclude_the_positive_and_are_deterministic(
+    spark: SparkSession, silver: ShoprecConfig
+) -> None:
+    examples = _table(spark, silver, "gold_training_examples")
+    assert examples.where(F.array_contains(S.NEGATIVE_ITEMS, F.col(S.POSITIVE_ITEM))).count() == 0
+    sizes = {
+        r[0]: (r[1], r[2])
+        for r in examples.groupBy(S.SPLIT)
+        .agg(F.min(F.size(S.NEGATIVE_ITEMS)), F.max(F.size(S.NEGATIVE_ITEMS)))
+        .collect()
+    }
+    assert sizes[S.TRAIN] == (4, 4)
+    assert sizes[S.TEST][1] == 20 and sizes[S.TEST][0] >= 15
+    assert examples.where(F.size(S.HISTORY_ITEMS) > silver.features.history_length).count() == 0
+    catalog = {r[0] for r in delta.read(spark, silver.table("silver_catalog")).select(S.ITEM_ID).collect()}
+    negs = {r[0] for r in examples.select(F.explode(S.NEGATIVE_ITEMS)).distinct().collect()}
+    assert negs <= catalog
+
+
+def test_rebuild_is_idempotent(spark: SparkSession, silver: ShoprecConfig) -> None:
+    before = {name: _table(spark, silver, name).localCheckpoint() for name in GOLD_TABLES}
+    build_gold(spark, silver)
+    for name, df in before.items():
+        assertDataFrameEqual(_table(spark, silver, name), df)
+
+
+def test_leave_last_out_holds_out_each_users_last_two_positives(
+    spark: SparkSession, silver: ShoprecConfig
+) -> None:
+    cfg = _cfg(Path(silver.paths.root), mode="leave_last_out")
+    events = delta.read(spark, cfg.table("silver_events"))
+    periods = gold.with_periods(events, cfg.features, gold.Cuts(None, None))
+    examples = gold.training_examples(periods, delta.read(spark, cfg.table("silver_catalog")), cfg.features)
+    per_user = examples.groupBy(S.USER_KEY).pivot(S.SPLIT, [S.TRAIN, S.VALID, S.TEST]).count().fillna(0)
+    held = per_user.where(F.col(S.TEST) > 0)
+    assert held.count() > 0
+    assert held.where((F.col(S.TEST) != 1) | (F.col(S.VALID) != 1)).count() == 0
+    last_pos = (
+        events.where(F.col(S.EVENT_TYPE).isin(*cfg.features.positive_events))
+        .groupBy(S.USER_KEY)
+        .agg(F.max(S.EVENT_TIME).alias("t"))
+    )
+    tests = examples.where(F.col(S.SPLIT) == S.TEST).join(last_pos, S.USER_KEY)
+    assert tests.where(F.col(S.TARGET_TIME) != F.col("t")).count() == 0
+
+
+def test_sentiment_lexicon(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("Love it! Excellent.",), ("Disappointed, broke after a week",), ("a pen",)], "t string"
+    )
+    scores = [r[0] for r in df.select(gold.sentiment(F.col("t"))).collect()]
+    assert scores[0] == 1.0 and scores[1] == -1.0 and scores[2] is None
+
+
+def test_profiles_render_text(spark: SparkSession, silver: ShoprecConfig) -> None:
+    profiles = _table(spark, silver, "gold_user_profiles", S.SERVING)
+    row = profiles.where(F.size(S.TOP_CATEGORIES) > 0).first()
+    assert row is not None
+    assert row[S.PROFILE_TEXT].startswith("likes " + row[S.TOP_CATEGORIES][0]["name"])
+    assert (
+        abs(sum(c[S.WEIGHT] for c in row[S.TOP_CATEGORIES]) - 1.0) < 0.05 or len(row[S.TOP_CATEGORIES]) == 5
+    )
+    assert datetime.now(tz=UTC).year >= 2026
