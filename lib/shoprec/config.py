@@ -136,6 +136,8 @@ class CleaningConfig:
     max_future_hours: float = Field(default=24.0, ge=0)
     #: Prices at or above this are absurd (``bad_price``); zero and negative always are.
     max_price: float = Field(default=1_000_000.0, gt=0)
+    #: Reject catalog rows without a price (off for shops whose export has none).
+    require_price: bool = True
     #: Text longer than this is rejected (``oversized_text``).
     max_text_chars: int = Field(default=20_000, ge=1)
     #: A user with more events than this in one UTC day is a bot (``bot_user``).
@@ -160,6 +162,8 @@ class PrivacyConfig:
 class GeneratorConfig:
     """The synthetic shop: sizes, time span, defects and file format of the raw exports."""
 
+    #: Generate the synthetic shop in ``shoprec run``; off when ``sources`` point at real exports.
+    enabled: bool = True
     seed: int = 42
     users: int = Field(default=2000, ge=1)
     items: int = Field(default=600, ge=10)
@@ -181,6 +185,50 @@ class GeneratorConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class JoinConfig:
+    """A second file joined to a source on a shared column (a lookup: ids, categories, text)."""
+
+    path: str
+    #: The column both sides share (not ``on``: YAML reads that word as true).
+    key: str
+    format: Literal["json", "csv", "parquet"] = "csv"
+    options: dict[str, str] = field(default_factory=dict)
+    #: The file's columns as a Spark DDL string ("asin STRING, item_id STRING").
+    schema_ddl: str | None = None
+    how: Literal["left", "inner"] = "left"
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SourceConfig:
+    """Bring your own data: where a shop's export is and how its columns map onto the raw contract.
+
+    ``columns`` maps each contract field to a Spark SQL expression over the shop's own columns
+    (``"timestamp_seconds(ts)"``, ``"concat_ws('-', user, item, ts)"``, ``"'USD'"``); fields left out
+    are null. ``event_codes`` renames the shop's event codes; ``emit`` turns each row into one event
+    per listed type (a review that is also a purchase), suffixing the event id with the type.
+    """
+
+    path: str
+    format: Literal["json", "csv", "parquet"] = "json"
+    options: dict[str, str] = field(default_factory=dict)
+    #: The shop's columns as a Spark DDL string; unset means the files already follow the contract.
+    schema_ddl: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    event_codes: dict[str, EventType] = field(default_factory=dict)
+    emit: tuple[EventType, ...] = ()
+    joins: tuple[JoinConfig, ...] = ()
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SourcesConfig:
+    """The shop's exports, each a list of feeds (files with one layout each); empty means the
+    generator's output under ``paths.raw``."""
+
+    events: tuple[SourceConfig, ...] = ()
+    catalog: tuple[SourceConfig, ...] = ()
+
+
+@dataclass(frozen=True, config=_STRICT)
 class ShoprecConfig:
     """Everything a job needs; built once per run and passed down."""
 
@@ -192,6 +240,7 @@ class ShoprecConfig:
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
 
     def path(self, name: str) -> str:
         """A resolved entry of ``paths`` (``raw``, ``lake``...)."""
@@ -203,6 +252,10 @@ class ShoprecConfig:
             known = ", ".join(sorted(self.tables))
             raise ConfigError(f"tables.{name}: no such table in the configuration (known: {known})")
         return _expand(self.tables[name], self.paths, f"tables.{name}")
+
+    def resolve(self, value: str, key: str) -> str:
+        """Expand ``${paths entry}`` references and make a local relative path absolute."""
+        return _expand(value, self.paths, key)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

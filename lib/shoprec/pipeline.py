@@ -37,13 +37,14 @@ def summarise(spark: SparkSession, cfg: ShoprecConfig, names: list[str]) -> list
 def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> list[TableSummary]:
     """Run every stage that exists, in order, and return the tables it wrote with their row counts."""
     started = time.perf_counter()
-    generated = generate(spark, cfg)
-    log.info(
-        "raw exports: %d events, %d catalog rows in %s",
-        generated.event_rows,
-        generated.catalog_rows,
-        generated.raw_dir,
-    )
+    if cfg.generator.enabled:
+        generated = generate(spark, cfg)
+        log.info(
+            "raw exports: %d events, %d catalog rows in %s",
+            generated.event_rows,
+            generated.catalog_rows,
+            generated.raw_dir,
+        )
     ingest_all(spark, cfg)
     clean_all(spark, cfg)
     build_gold(spark, cfg)

@@ -180,7 +180,7 @@ SILVER_CATALOG_SCHEMA = StructType(
         StructField(DESCRIPTION, StringType(), True),
         StructField(CATEGORY_PATH, StringType(), False),
         StructField(BRAND, StringType(), True),
-        StructField(PRICE, DoubleType(), False),
+        StructField(PRICE, DoubleType(), True),
         StructField(CURRENCY, StringType(), True),
         StructField(STOCK, IntegerType(), True),
         StructField(DISCOUNT_PCT, DoubleType(), True),
@@ -190,7 +190,7 @@ SILVER_CATALOG_SCHEMA = StructType(
     ]
 )
 SILVER_CATALOG_CHECKS: dict[str, str] = {
-    "positive_price": f"{PRICE} > 0",
+    "positive_price": f"{PRICE} IS NULL OR {PRICE} > 0",
     "stock_not_negative": f"{STOCK} IS NULL OR {STOCK} >= 0",
     "discount_0_to_100": f"{DISCOUNT_PCT} IS NULL OR {DISCOUNT_PCT} BETWEEN 0 AND 100",
 }
@@ -280,7 +280,7 @@ GOLD_ITEM_FEATURES_SCHEMA = StructType(
         StructField(CATEGORY_PATH, StringType(), False),
         StructField(TOP_CATEGORY, StringType(), False),
         StructField(BRAND, StringType(), True),
-        StructField(PRICE, DoubleType(), False),
+        StructField(PRICE, DoubleType(), True),
         StructField(PRICE_BAND, StringType(), False),
         StructField(SHORT_DESCRIPTION, StringType(), True),
         StructField(DISCOUNT_PCT, DoubleType(), True),

@@ -9,6 +9,7 @@ run killed between the bronze write and the log update redoes the same batch to 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -21,7 +22,8 @@ from pyspark.sql.types import StructType
 
 from shoprec import delta
 from shoprec import schemas as S
-from shoprec.config import ShoprecConfig
+from shoprec.config import ShoprecConfig, SourceConfig
+from shoprec.etl.mapping import read_mapped
 
 log = logging.getLogger(__name__)
 
@@ -144,18 +146,31 @@ class IngestResult:
 def ingest(spark: SparkSession, cfg: ShoprecConfig, source: str) -> IngestResult:
     """Load the new raw files of ``source`` (``events`` or ``catalog``) into its bronze table."""
     started = time.perf_counter()
-    raw, fmt = cfg.path("raw"), cfg.generator.format
-    base = f"{raw}/{source}"
     schema = S.RAW_EVENT_SCHEMA if source == EVENTS else S.RAW_CATALOG_SCHEMA
     table_schema = S.BRONZE_EVENT_SCHEMA if source == EVENTS else S.BRONZE_CATALOG_SCHEMA
     location = cfg.table(f"bronze_{source}")
     delta.ensure_table(spark, location, table_schema, partition_by=[S.EVENT_DATE] if source == EVENTS else [])
-    files = new_files(spark, cfg, source, base)
+    feeds: tuple[SourceConfig, ...] = getattr(cfg.sources, source)
+    if feeds:
+        bases = [cfg.resolve(feed.path, f"sources.{source}[{i}].path") for i, feed in enumerate(feeds)]
+    else:
+        bases = [f"{cfg.path('raw')}/{source}"]
+    per_feed = [new_files(spark, cfg, source, base) for base in bases]
+    files = sorted({f.path: f for fs in per_feed for f in fs}.values(), key=lambda f: f.path)
     if not files:
-        log.info("bronze %s: no new files under %s", source, base)
+        log.info("bronze %s: no new files under %s", source, ", ".join(bases))
         return IngestResult(source, None, 0, 0, location)
     batch = batch_id(files)
-    df = with_batch(read_raw(spark, [f.path for f in files], schema, fmt, base_path=base), batch)
+    if feeds:
+        parts = [
+            read_mapped(spark, cfg, f"{source}[{i}]", feed, [f.path for f in fs], schema)
+            for i, (feed, fs) in enumerate(zip(feeds, per_feed, strict=True))
+            if fs
+        ]
+        df = functools.reduce(DataFrame.unionByName, parts)
+    else:
+        df = read_raw(spark, [f.path for f in files], schema, cfg.generator.format, base_path=bases[0])
+    df = with_batch(df, batch)
     if source == EVENTS and S.EVENT_DATE not in df.columns:
         # no export-day folders: the day of the event, or of the ingest when the time is unreadable
         df = df.withColumn(S.EVENT_DATE, F.coalesce(F.to_date(S.EVENT_TIME), F.current_date()))

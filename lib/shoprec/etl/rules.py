@@ -130,7 +130,7 @@ def event_rules(cfg: CleaningConfig, now: datetime) -> list[Rule]:
         _price_rule(cfg),
         Rule(
             BAD_RATING,
-            (rating.isNotNull() & ~rating.between(1, 5)) | ((etype == S.REVIEW) & rating.isNull()),
+            rating.isNotNull() & ~rating.between(1, 5),  # a review without stars is text-only, not bad
             F.format_string(
                 "rating %s is not an integer from 1 to 5", F.coalesce(rating.cast("string"), F.lit("null"))
             ),
@@ -165,12 +165,13 @@ def catalog_rules(cfg: CleaningConfig) -> list[Rule]:
         Rule(MISSING_CATEGORY, _blank(S.CATEGORY_PATH), F.lit("category_path is missing")),
         Rule(
             BAD_PRICE,
-            F.col(S.PRICE).isNull()
+            (F.col(S.PRICE).isNull() & F.lit(cfg.require_price))
             | (F.col(S.PRICE) <= 0)
             | (F.col(S.PRICE) >= cfg.max_price)
             | F.isnan(S.PRICE),
             F.format_string(
-                f"price %s is missing, zero, negative, NaN or >= cleaning.max_price={cfg.max_price:g}",
+                f"price %s is {'missing, ' if cfg.require_price else ''}zero, negative, NaN or "
+                f">= cleaning.max_price={cfg.max_price:g}",
                 F.coalesce(F.col(S.PRICE).cast("string"), F.lit("null")),
             ),
         ),

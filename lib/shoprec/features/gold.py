@@ -137,7 +137,8 @@ def with_periods(events: DataFrame, cfg: FeaturesConfig, cuts: Cuts) -> DataFram
     rank_of = ranks.select(S.EVENT_ID, F.col("_r"))
     held_out = F.col("_n_pos") >= 3  # users with fewer positives train only
     by_rank = F.when(F.col("_r") == 1, S.TEST).when(F.col("_r") == 2, S.VALID).otherwise(S.TRAIN)
-    by_time = F.when(t > F.col("_t_test"), S.TEST).when(t > F.col("_t_valid"), S.VALID).otherwise(S.TRAIN)
+    # at the same instant as a held-out positive (its review, say) belongs with it, not before it
+    by_time = F.when(t >= F.col("_t_test"), S.TEST).when(t >= F.col("_t_valid"), S.VALID).otherwise(S.TRAIN)
     period = (
         F.when(~F.coalesce(held_out, F.lit(False)), S.TRAIN)
         .when(F.col("_r").isNotNull(), by_rank)
@@ -206,7 +207,8 @@ def item_features(
     top = F.trim(F.split(S.CATEGORY_PATH, ">").getItem(0))
     band_rank = F.percent_rank().over(Window.partitionBy("_top").orderBy(S.PRICE))
     band = (
-        F.when(band_rank < 1 / 3, S.PRICE_BANDS[0])
+        F.when(F.col(S.PRICE).isNull(), "unknown")
+        .when(band_rank < 1 / 3, S.PRICE_BANDS[0])
         .when(band_rank < 2 / 3, S.PRICE_BANDS[1])
         .otherwise(S.PRICE_BANDS[2])
     )
@@ -245,7 +247,12 @@ def item_features(
         F.coalesce(F.col(S.RATING_COUNT), zero).alias(S.RATING_COUNT),
         S.REVIEW_SENTIMENT,
         F.concat_ws(
-            " | ", S.TITLE, S.CATEGORY_PATH, S.BRAND, F.concat(S.PRICE_BAND, F.lit(" price")), short
+            " | ",
+            S.TITLE,
+            S.CATEGORY_PATH,
+            S.BRAND,
+            F.when(F.col(S.PRICE).isNotNull(), F.concat(S.PRICE_BAND, F.lit(" price"))),
+            short,
         ).alias(S.ITEM_TEXT),
     )
 
