@@ -84,7 +84,12 @@ def read_mapped(
     files: list[str],
     contract: StructType,
 ) -> DataFrame:
-    """Read ``files`` of source ``name`` and return rows in the contract's shape."""
+    """Read ``files`` of source ``name`` and return rows in the contract's shape.
+
+    Expressions run with Spark's strict (ANSI) semantics: parse with the ``try_`` functions
+    (``try_to_timestamp``, ``try_cast``) so that one bad value becomes a null that a cleaning rule
+    quarantines, rather than an error that stops the batch.
+    """
     key = f"sources.{name}"
     unknown = sorted(set(src.columns) - set(contract.fieldNames()))
     if unknown:
