@@ -69,6 +69,7 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
     # Spark's Python workers must run this interpreter (our virtual environment), not the system one.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")  # pandas-on-Spark asks for it with pyarrow >= 2
     if (cfg.master or "").startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: no need for a routable address
     builder = SparkSession.builder.appName(cfg.app_name)
