@@ -206,3 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_stage(stage: str, argv: Sequence[str] | None = None) -> int:
     """What ``jobs/<stage>.py`` calls: the stage's command line, as if typed after ``shoprec STAGE``."""
     return main([stage, *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -97,7 +97,9 @@ def read_mapped(
             f"{key}.columns: {', '.join(unknown)} not in the raw contract "
             f"(fields: {', '.join(contract.fieldNames())})"
         )
-    df = _load(spark, src.format, src.options, _ddl(src.schema_ddl, f"{key}.schema_ddl"), files)
+    # without the shop's own schema, the files follow the contract: read them with it, never inferred
+    read_schema = _ddl(src.schema_ddl, f"{key}.schema_ddl") or contract
+    df = _load(spark, src.format, src.options, read_schema, files)
     df = df.withColumn(S.SOURCE_FILE, F.col("_metadata.file_path"))
     for i, join in enumerate(src.joins):
         df = _join(spark, cfg, df, join, f"{key}.joins[{i}]")
