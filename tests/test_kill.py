@@ -16,6 +16,8 @@ from pyspark.testing import assertDataFrameEqual
 from shoprec import delta
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig, load_config
+from shoprec.features.job import GOLD_TABLES
+from shoprec.pipeline import DATA_TABLES
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,18 +29,7 @@ SETTINGS = [
     "generator.bad_row_rate=0.02",
     "spark.shuffle_partitions=2",
 ]
-TABLES = [
-    "bronze_events",
-    "bronze_catalog",
-    "silver_events",
-    "silver_catalog",
-    "quarantine_events",
-    "quarantine_catalog",
-    "gold_interactions",
-    "gold_item_features",
-    "gold_user_profiles",
-    "gold_training_examples",
-]
+TABLES = [*DATA_TABLES, *GOLD_TABLES]
 #: Columns that name the run or the file, not the data: they differ between two lakes by design.
 VOLATILE = {S.INGEST_TIME, S.QUARANTINED_AT, S.INGEST_BATCH, S.SOURCE_FILE}
 

@@ -23,6 +23,7 @@ from shoprec.etl import rules as R
 from shoprec.etl.bronze import ingest_all
 from shoprec.etl.pseudonymise import hmac_sha256_hex, pseudonym
 from shoprec.etl.silver import Cleaned, clean_all, clean_catalog, clean_events
+from shoprec.pipeline import DATA_TABLES
 
 pytestmark = pytest.mark.spark
 KEY = b"test-key-not-secret"
@@ -321,16 +322,8 @@ def test_silver_tables_carry_constraints(spark: SparkSession, lake: ShoprecConfi
 
 
 def _snapshot(spark: SparkSession, cfg: ShoprecConfig) -> dict[str, DataFrame]:
-    names = [
-        "bronze_events",
-        "bronze_catalog",
-        "silver_events",
-        "silver_catalog",
-        "quarantine_events",
-        "quarantine_catalog",
-    ]
     drop = {S.INGEST_TIME, S.QUARANTINED_AT}
-    return {n: delta.read(spark, cfg.table(n)).drop(*drop).localCheckpoint() for n in names}
+    return {n: delta.read(spark, cfg.table(n)).drop(*drop).localCheckpoint() for n in DATA_TABLES}
 
 
 @pytest.mark.slow

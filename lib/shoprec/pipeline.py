@@ -22,6 +22,17 @@ from shoprec.features.job import GOLD_TABLES, build_gold
 log = logging.getLogger(__name__)
 
 
+#: The bronze, silver and quarantine tables, in the order the pipeline writes them.
+DATA_TABLES: tuple[str, ...] = (
+    "bronze_events",
+    "bronze_catalog",
+    "silver_events",
+    "silver_catalog",
+    "quarantine_events",
+    "quarantine_catalog",
+)
+
+
 @dataclass(frozen=True)
 class TableSummary:
     name: str
@@ -48,18 +59,6 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> list[TableSummary]:
     ingest_all(spark, cfg)
     clean_all(spark, cfg)
     build_gold(spark, cfg)
-    tables = summarise(
-        spark,
-        cfg,
-        [
-            "bronze_events",
-            "bronze_catalog",
-            "silver_events",
-            "silver_catalog",
-            "quarantine_events",
-            "quarantine_catalog",
-            *GOLD_TABLES,
-        ],
-    )
+    tables = summarise(spark, cfg, [*DATA_TABLES, *GOLD_TABLES])
     log.info("pipeline finished in %.1fs", time.perf_counter() - started)
     return tables
