@@ -44,6 +44,8 @@ class Cleaned:
 
     clean: DataFrame
     quarantine: DataFrame
+    #: The persisted frame both are cut from; unpersisted once they are written.
+    ruled: DataFrame
     input_rows: int
     clean_rows: int
     deduplicated_rows: int
@@ -82,7 +84,7 @@ def _split(ruled: DataFrame, clean: DataFrame, quarantine: DataFrame, input_rows
     counts = {r[0]: int(r[1]) for r in ruled.groupBy(R.RULE_COL).count().collect()}
     kept = counts.pop(None, 0)
     total = kept + sum(counts.values())
-    return Cleaned(clean, quarantine, input_rows, kept, input_rows - total, counts)
+    return Cleaned(clean, quarantine, ruled, input_rows, kept, input_rows - total, counts)
 
 
 def clean_events(
@@ -281,6 +283,7 @@ def clean_batch(
             [S.ITEM_ID],
             newer_only=f"s.{S.UPDATED_AT} > t.{S.UPDATED_AT}",
         )
+    cleaned.ruled.unpersist()
     result = SilverResult(
         source,
         batch,
