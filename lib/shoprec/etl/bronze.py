@@ -122,7 +122,8 @@ def new_files(spark: SparkSession, cfg: ShoprecConfig, source: str, location: st
 
 def _record(
     spark: SparkSession, cfg: ShoprecConfig, source: str, batch: str, files: list[RawFile], bronze: DataFrame
-) -> None:
+) -> int:
+    """Record the batch's files with their row counts in the ingest log; return the batch's rows."""
     counts = {r[0]: r[1] for r in bronze.groupBy(S.SOURCE_FILE).count().collect()}
     now = datetime.now(tz=UTC)
     rows = [(f.path, source, f.size, f.modified, batch, int(counts.get(f.path, 0)), now) for f in files]
@@ -132,6 +133,7 @@ def _record(
         cfg.table("ingest_log"),
         [S.FILE_PATH, S.SOURCE],
     )
+    return int(sum(counts.values()))
 
 
 @dataclass(frozen=True)
@@ -177,8 +179,7 @@ def ingest(spark: SparkSession, cfg: ShoprecConfig, source: str) -> IngestResult
     df = df.select([f.name for f in table_schema.fields])
     delta.replace_where(df, location, f"{S.INGEST_BATCH} = '{batch}'")
     written = delta.read(spark, location).where(F.col(S.INGEST_BATCH) == batch)
-    _record(spark, cfg, source, batch, files, written)
-    rows = written.count()
+    rows = _record(spark, cfg, source, batch, files, written)
     log.info(
         "bronze %s: batch %s, %d files, %d rows in %.1fs -> %s",
         source,

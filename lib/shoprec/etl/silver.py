@@ -254,9 +254,14 @@ def clean_batch(
     spark: SparkSession, cfg: ShoprecConfig, source: str, batch: str, now: datetime | None = None
 ) -> SilverResult:
     """Clean one ingest batch of ``source`` into silver and quarantine, reconciled and recorded."""
-    started = time.perf_counter()
-    now = now or datetime.now(tz=UTC)
     _ensure_tables(spark, cfg)
+    return _clean_batch(spark, cfg, source, batch, now or datetime.now(tz=UTC))
+
+
+def _clean_batch(
+    spark: SparkSession, cfg: ShoprecConfig, source: str, batch: str, now: datetime
+) -> SilverResult:
+    started = time.perf_counter()
     bronze = delta.read(spark, cfg.table(f"bronze_{source}")).where(F.col(S.INGEST_BATCH) == batch)
     if source == EVENTS:
         catalog = delta.read(spark, cfg.table("silver_catalog"))
@@ -313,5 +318,5 @@ def clean_all(spark: SparkSession, cfg: ShoprecConfig) -> list[SilverResult]:
     results = []
     for source in (CATALOG, EVENTS):
         for batch in pending_batches(spark, cfg, source):
-            results.append(clean_batch(spark, cfg, source, batch))
+            results.append(_clean_batch(spark, cfg, source, batch, datetime.now(tz=UTC)))
     return results

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from shoprec import delta
 from shoprec import schemas as S
@@ -23,7 +24,7 @@ from shoprec.features import gold
 
 log = logging.getLogger(__name__)
 
-GOLD_TABLES: dict[str, tuple[object, list[str]]] = {
+GOLD_TABLES: dict[str, tuple[StructType, list[str]]] = {
     "gold_interactions": (S.GOLD_INTERACTION_SCHEMA, [S.EVENT_DATE]),
     "gold_item_features": (S.GOLD_ITEM_FEATURES_SCHEMA, [S.SPLIT]),
     "gold_user_profiles": (S.GOLD_USER_PROFILE_SCHEMA, [S.SPLIT]),
@@ -41,10 +42,7 @@ class GoldResult:
 
 
 def _ensure(spark: SparkSession, cfg: ShoprecConfig) -> None:
-    from pyspark.sql.types import StructType
-
     for name, (schema, parts) in GOLD_TABLES.items():
-        assert isinstance(schema, StructType)
         props = {"delta.enableChangeDataFeed": "true"} if name == "gold_item_features" else None
         delta.ensure_table(spark, cfg.table(name), schema, parts, properties=props)
 
