@@ -100,7 +100,7 @@ def test_later_events_do_not_change_earlier_splits(spark: SparkSession, silver: 
         .withColumn(S.EVENT_DATE, F.to_date(S.EVENT_TIME))
     )
     late.write.format("delta").mode("append").save(silver.table("silver_events"))
-    build_gold(spark, silver)
+    assert build_gold(spark, silver, full=True).mode == "full"
     for name, df in before.items():
         after = _table(spark, silver, name).where(F.col(S.SPLIT).isin(S.TRAIN, S.VALID))
         assertDataFrameEqual(after, df)
@@ -129,7 +129,7 @@ def test_negatives_exclude_the_positive_and_are_deterministic(
 
 def test_rebuild_is_idempotent(spark: SparkSession, silver: ShoprecConfig) -> None:
     before = {name: _table(spark, silver, name).localCheckpoint() for name in GOLD_TABLES}
-    build_gold(spark, silver)
+    assert build_gold(spark, silver, full=True).mode == "full"
     for name, df in before.items():
         assertDataFrameEqual(_table(spark, silver, name), df)
 
@@ -171,3 +171,44 @@ def test_profiles_render_text(spark: SparkSession, silver: ShoprecConfig) -> Non
         abs(sum(c[S.WEIGHT] for c in row[S.TOP_CATEGORIES]) - 1.0) < 0.05 or len(row[S.TOP_CATEGORIES]) == 5
     )
     assert datetime.now(tz=UTC).year >= 2026
+
+
+def test_a_new_day_updates_serving_tables_as_a_full_rebuild_would(spark: SparkSession, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    os.environ["SHOPREC_TEST_KEY"] = "gold-key"
+    cfg = _cfg(tmp_path / "lake")
+    generate(spark, cfg)
+    days = sorted((Path(cfg.path("raw")) / "events").glob("event_date=*"))
+    held = tmp_path / "held" / days[-1].name
+    shutil.move(str(days[-1]), held)
+    ingest_all(spark, cfg)
+    clean_all(spark, cfg)
+    assert build_gold(spark, cfg).mode == "full"
+    before = _table(spark, cfg, "gold_sequences", S.TRAIN).localCheckpoint()
+
+    shutil.move(str(held), days[-1])
+    ingest_all(spark, cfg)
+    clean_all(spark, cfg)
+    result = build_gold(spark, cfg)
+    assert (result.mode, result.new_batches) == ("incremental", 1)
+    serving = {
+        "gold_sequences": _table(spark, cfg, "gold_sequences", S.SERVING).localCheckpoint(),
+        "gold_user_profiles": _table(spark, cfg, "gold_user_profiles", S.SERVING).localCheckpoint(),
+        "gold_item_features": _table(spark, cfg, "gold_item_features", S.SERVING).localCheckpoint(),
+        "gold_interactions": _table(spark, cfg, "gold_interactions").localCheckpoint(),
+    }
+    # the new day reached serving (its events are in some sequence), the training snapshot stayed
+    last_day = _table(spark, cfg, "gold_interactions").agg(F.max(S.EVENT_DATE)).first()
+    assert last_day is not None
+    new_ids = _table(spark, cfg, "gold_interactions").where(F.col(S.EVENT_DATE) == last_day[0]).select(S.EVENT_ID)
+    in_sequences = serving["gold_sequences"].select(F.explode(S.EVENT_IDS).alias(S.EVENT_ID))
+    assert in_sequences.join(new_ids, S.EVENT_ID, "left_semi").count() > 0
+    assertDataFrameEqual(_table(spark, cfg, "gold_sequences", S.TRAIN), before)
+
+    assert build_gold(spark, cfg).mode == "up to date"
+    assert build_gold(spark, cfg, full=True).mode == "full"
+    for name, df in serving.items():
+        split = None if name == "gold_interactions" else S.SERVING
+        assertDataFrameEqual(_table(spark, cfg, name, split), df, checkRowOrder=False, rtol=1e-9)

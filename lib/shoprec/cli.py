@@ -65,9 +65,18 @@ def _clean(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) ->
 def _features(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.features.job import build_gold
 
-    result = build_gold(spark, cfg)
+    result = build_gold(spark, cfg, full=args.full)
+    sys.stdout.write(f"gold: {result.mode} ({result.new_batches} new silver batches)\n")
     _print_tables([(name, rows, cfg.table(name)) for name, rows in result.rows.items()])
     return 0
+
+
+def _features_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="rebuild every split from all of silver (default: fold in new silver batches only)",
+    )
 
 
 def _forget(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
@@ -139,7 +148,8 @@ STAGES: dict[str, Stage] = {
     "features": Stage(
         _features,
         "build the gold tables (interactions, item features, profiles, sequences, training examples)",
-        "shoprec features --env local --set features.split.mode=leave_last_out",
+        "shoprec features --env local --full --set features.split.mode=leave_last_out",
+        _features_args,
     ),
     "forget": Stage(
         _forget,

@@ -87,6 +87,7 @@ def _default_tables() -> dict[str, str]:
         "gold_user_profiles": "${lake}/gold/user_profiles",
         "gold_sequences": "${lake}/gold/sequences",
         "gold_training_examples": "${lake}/gold/training_examples",
+        "gold_user_state": "${lake}/gold/user_state",
     }
 
 

@@ -80,6 +80,15 @@ def replace_where(df: DataFrame, location: str, condition: str) -> None:
         writer.saveAsTable(location)
 
 
+def overwrite(df: DataFrame, location: str) -> None:
+    """Atomically replace the whole table's contents with ``df`` (schema kept)."""
+    writer = df.write.format("delta").mode("overwrite")
+    if is_table_path(location):
+        writer.save(location)
+    else:
+        writer.saveAsTable(location)
+
+
 def merge_upsert(spark: SparkSession, df: DataFrame, location: str, keys: Sequence[str]) -> dict[str, str]:
     """MERGE ``df`` into the table on ``keys``: update matches, insert the rest. Returns the metrics."""
     target = for_location(spark, location)

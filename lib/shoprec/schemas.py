@@ -322,14 +322,42 @@ GOLD_USER_PROFILE_SCHEMA = StructType(
     ]
 )
 
-ITEMS, EVENT_TYPES_COL, TIMES = "items", "event_types", "times"
+ITEMS, EVENT_TYPES_COL, TIMES, EVENT_IDS = "items", "event_types", "times", "event_ids"
 GOLD_SEQUENCE_SCHEMA = StructType(
     [
         StructField(SPLIT, StringType(), False),
         StructField(USER_KEY, StringType(), False),
+        StructField(EVENT_IDS, ArrayType(StringType(), True), False),
         StructField(ITEMS, ArrayType(StringType(), True), False),
         StructField(EVENT_TYPES_COL, ArrayType(StringType(), True), False),
         StructField(TIMES, ArrayType(TimestampType(), True), False),
+    ]
+)
+
+ACTIVE_DATES, LAST_EVENT_TIME, BATCHES = "active_dates", "last_event_time", "ingest_batches"
+SENTIMENT_SUM, SENTIMENT_COUNT = "sentiment_sum", "sentiment_count"
+CATEGORY_WEIGHTS, BRAND_WEIGHTS, BAND_WEIGHTS, TERM_COUNTS = (
+    "category_weights",
+    "brand_weights",
+    "price_band_weights",
+    "search_term_counts",
+)
+_WEIGHTS = MapType(StringType(), DoubleType(), True)
+#: Serving-time user state: additive aggregates merged day by day (``features.gold.merge_user_state``).
+#: ``ingest_batches`` names the silver batches folded in, so re-running a day cannot count it twice.
+GOLD_USER_STATE_SCHEMA = StructType(
+    [
+        StructField(USER_KEY, StringType(), False),
+        StructField(EVENTS_COUNT, LongType(), False),
+        StructField(ACTIVE_DATES, ArrayType(DateType(), True), False),
+        StructField(LAST_EVENT_TIME, TimestampType(), False),
+        StructField(SENTIMENT_SUM, DoubleType(), True),
+        StructField(SENTIMENT_COUNT, LongType(), False),
+        StructField(BATCHES, ArrayType(StringType(), True), False),
+        StructField(CATEGORY_WEIGHTS, _WEIGHTS, False),
+        StructField(BRAND_WEIGHTS, _WEIGHTS, False),
+        StructField(BAND_WEIGHTS, _WEIGHTS, False),
+        StructField(TERM_COUNTS, _WEIGHTS, False),
     ]
 )
 

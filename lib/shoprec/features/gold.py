@@ -257,68 +257,132 @@ def item_features(
     )
 
 
-def _top_weighted(df: DataFrame, key: str, value: Column, k: int, name: str) -> DataFrame:
-    """Per ``key``: the top ``k`` values by summed weight, weights normalised to sum to 1."""
-    sums = df.where(value.isNotNull()).groupBy(key, value.alias("_v")).agg(F.sum(S.WEIGHT).alias("_w"))
-    ranked = sums.withColumn("_r", F.row_number().over(Window.partitionBy(key).orderBy(F.desc("_w"), "_v")))
-    total = F.sum("_w").over(Window.partitionBy(key))
-    top = ranked.withColumn("_share", F.round(F.col("_w") / total, 4)).where(F.col("_r") <= k)
-    return top.groupBy(key).agg(
-        F.transform(
-            F.array_sort(F.collect_list(F.struct(F.col("_r"), F.col("_v"), F.col("_share")))),
-            lambda s: F.struct(s["_v"].alias("name"), s["_share"].alias(S.WEIGHT)),
-        ).alias(name)
-    )
+def _weight_map(df: DataFrame, value: Column, weight: Column, name: str) -> DataFrame:
+    """Per user: ``{value: summed weight}`` over the rows where ``value`` is set."""
+    sums = df.where(value.isNotNull()).groupBy(S.USER_KEY, value.alias("_k")).agg(F.sum(weight).alias("_w"))
+    return sums.groupBy(S.USER_KEY).agg(F.map_from_entries(F.collect_list(F.struct("_k", "_w"))).alias(name))
 
 
-def user_profiles(
-    events: DataFrame, items: DataFrame, cfg: FeaturesConfig, split: str, as_of: datetime
-) -> DataFrame:
-    """One row per user seen before ``as_of``: tastes as columns and as a sentence for the model."""
+def _empty_map(name: str) -> Column:
+    return F.create_map().cast(S.GOLD_USER_STATE_SCHEMA[name].dataType)
+
+
+def user_state(events: DataFrame, items: DataFrame, cfg: FeaturesConfig) -> DataFrame:
+    """Per user, the additive aggregates a profile is made from (``GOLD_USER_STATE_SCHEMA``).
+
+    Every field can be merged with the same field from later events (``merge_user_state``), so a
+    new day updates profiles from the day's events and the stored state, not from all history.
+    """
     inter = interactions(events, cfg).join(
         items.select(S.ITEM_ID, S.TOP_CATEGORY, S.BRAND, S.PRICE_BAND), S.ITEM_ID, "left"
     )
-    cats = _top_weighted(inter, S.USER_KEY, F.col(S.TOP_CATEGORY), cfg.top_k, S.TOP_CATEGORIES)
-    brands = _top_weighted(inter, S.USER_KEY, F.col(S.BRAND), cfg.top_k, S.TOP_BRANDS)
-    band = _top_weighted(inter, S.USER_KEY, F.col(S.PRICE_BAND), 1, "_band").select(
-        S.USER_KEY, F.col("_band")[0]["name"].alias(S.PRICE_BAND)
-    )
-    activity = events.groupBy(S.USER_KEY).agg(
-        F.count(F.lit(1)).alias(S.EVENTS_COUNT),
-        F.countDistinct(S.EVENT_DATE).alias(S.ACTIVE_DAYS),
-        (
-            (F.lit(as_of).cast("timestamp").cast("double") - F.max(S.EVENT_TIME).cast("double")) / 86400.0
-        ).alias(S.RECENCY_DAYS),
-        F.avg(F.when(F.col(S.EVENT_TYPE) == S.REVIEW, sentiment(F.col(S.REVIEW_TEXT)))).alias(
-            S.REVIEW_SENTIMENT
-        ),
-    )
+    weight = F.col(S.WEIGHT)
     terms = (
         events.where(F.col(S.QUERY).isNotNull())
         .select(S.USER_KEY, F.explode(_words(F.col(S.QUERY))).alias("_term"))
         .where((F.length("_term") > 2) & ~F.col("_term").isin(*STOP_WORDS))
-        .groupBy(S.USER_KEY, "_term")
-        .count()
-        .withColumn(
-            "_r", F.row_number().over(Window.partitionBy(S.USER_KEY).orderBy(F.desc("count"), "_term"))
-        )
-        .where(F.col("_r") <= 2 * cfg.top_k)
-        .groupBy(S.USER_KEY)
-        .agg(
-            F.transform(F.array_sort(F.collect_list(F.struct("_r", "_term"))), lambda s: s["_term"]).alias(
-                S.SEARCH_KEYWORDS
-            )
-        )
     )
-    empty_weighted = F.array().cast(S.GOLD_USER_PROFILE_SCHEMA[S.TOP_CATEGORIES].dataType)
-    df = (
-        activity.join(cats, S.USER_KEY, "left")
-        .join(brands, S.USER_KEY, "left")
-        .join(band, S.USER_KEY, "left")
-        .join(terms, S.USER_KEY, "left")
-        .withColumn(S.TOP_CATEGORIES, F.coalesce(S.TOP_CATEGORIES, empty_weighted))
-        .withColumn(S.TOP_BRANDS, F.coalesce(S.TOP_BRANDS, empty_weighted))
-        .withColumn(S.SEARCH_KEYWORDS, F.coalesce(S.SEARCH_KEYWORDS, F.array().cast("array<string>")))
+    review_sentiment = F.when(F.col(S.EVENT_TYPE) == S.REVIEW, sentiment(F.col(S.REVIEW_TEXT)))
+    activity = events.groupBy(S.USER_KEY).agg(
+        F.count(F.lit(1)).alias(S.EVENTS_COUNT),
+        F.array_sort(F.collect_set(S.EVENT_DATE)).alias(S.ACTIVE_DATES),
+        F.max(S.EVENT_TIME).alias(S.LAST_EVENT_TIME),
+        F.sum(review_sentiment).alias(S.SENTIMENT_SUM),
+        F.count(review_sentiment).alias(S.SENTIMENT_COUNT),
+        F.array_sort(F.collect_set(S.INGEST_BATCH)).alias(S.BATCHES),
+    )
+    maps = (
+        (_weight_map(inter, F.col(S.TOP_CATEGORY), weight, S.CATEGORY_WEIGHTS), S.CATEGORY_WEIGHTS),
+        (_weight_map(inter, F.col(S.BRAND), weight, S.BRAND_WEIGHTS), S.BRAND_WEIGHTS),
+        (_weight_map(inter, F.col(S.PRICE_BAND), weight, S.BAND_WEIGHTS), S.BAND_WEIGHTS),
+        (_weight_map(terms, F.col("_term"), F.lit(1.0), S.TERM_COUNTS), S.TERM_COUNTS),
+    )
+    df = activity
+    for m, name in maps:
+        df = df.join(m, S.USER_KEY, "left").withColumn(name, F.coalesce(name, _empty_map(name)))
+    return df.select(*S.GOLD_USER_STATE_SCHEMA.fieldNames())
+
+
+def merge_user_state(old: DataFrame, new: DataFrame) -> DataFrame:
+    """The state of both inputs combined, per user (a full outer join: either side may be missing)."""
+    o, n = old.alias("o"), new.alias("n")
+
+    def add_maps(name: str) -> Column:
+        empty = _empty_map(name)
+        return F.map_zip_with(
+            F.coalesce(F.col(f"o.{name}"), empty),
+            F.coalesce(F.col(f"n.{name}"), empty),
+            lambda _k, a, b: F.coalesce(a, F.lit(0.0)) + F.coalesce(b, F.lit(0.0)),
+        ).alias(name)
+
+    def add(name: str) -> Column:
+        return (F.coalesce(F.col(f"o.{name}"), F.lit(0)) + F.coalesce(F.col(f"n.{name}"), F.lit(0))).alias(
+            name
+        )
+
+    def union(name: str) -> Column:
+        empty = F.array().cast(S.GOLD_USER_STATE_SCHEMA[name].dataType)
+        both = F.array_union(F.coalesce(F.col(f"o.{name}"), empty), F.coalesce(F.col(f"n.{name}"), empty))
+        return F.array_sort(both).alias(name)
+
+    sentiment_sum = F.when(
+        F.col(f"o.{S.SENTIMENT_SUM}").isNotNull() | F.col(f"n.{S.SENTIMENT_SUM}").isNotNull(),
+        F.coalesce(F.col(f"o.{S.SENTIMENT_SUM}"), F.lit(0.0))
+        + F.coalesce(F.col(f"n.{S.SENTIMENT_SUM}"), F.lit(0.0)),
+    ).alias(S.SENTIMENT_SUM)
+    return o.join(n, F.col(f"o.{S.USER_KEY}") == F.col(f"n.{S.USER_KEY}"), "full_outer").select(
+        F.coalesce(F.col(f"o.{S.USER_KEY}"), F.col(f"n.{S.USER_KEY}")).alias(S.USER_KEY),
+        add(S.EVENTS_COUNT),
+        union(S.ACTIVE_DATES),
+        F.greatest(F.col(f"o.{S.LAST_EVENT_TIME}"), F.col(f"n.{S.LAST_EVENT_TIME}")).alias(S.LAST_EVENT_TIME),
+        sentiment_sum,
+        add(S.SENTIMENT_COUNT),
+        union(S.BATCHES),
+        add_maps(S.CATEGORY_WEIGHTS),
+        add_maps(S.BRAND_WEIGHTS),
+        add_maps(S.BAND_WEIGHTS),
+        add_maps(S.TERM_COUNTS),
+    )
+
+
+def _top(m: Column, k: int, with_share: bool) -> Column:
+    """The ``k`` heaviest entries of a weight map (ties by name), with each one's share of the total."""
+    entries = F.array_sort(
+        F.map_entries(m),
+        lambda a, b: (
+            F.when(a["value"] > b["value"], -1)
+            .when(a["value"] < b["value"], 1)
+            .when(a["key"] < b["key"], -1)
+            .when(a["key"] > b["key"], 1)
+            .otherwise(0)
+        ),
+    )
+    top = F.slice(entries, 1, k)
+    if not with_share:
+        return F.transform(top, lambda e: e["key"])
+    total = F.aggregate(F.map_values(m), F.lit(0.0), lambda acc, x: acc + x)
+    return F.transform(
+        top, lambda e: F.struct(e["key"].alias("name"), F.round(e["value"] / total, 4).alias(S.WEIGHT))
+    )
+
+
+def user_profiles(state: DataFrame, cfg: FeaturesConfig, split: str, as_of: datetime) -> DataFrame:
+    """One row per user in ``state``: tastes as columns and as a sentence for the model."""
+    df = state.select(
+        S.USER_KEY,
+        _top(F.col(S.CATEGORY_WEIGHTS), cfg.top_k, True).alias(S.TOP_CATEGORIES),
+        _top(F.col(S.BRAND_WEIGHTS), cfg.top_k, True).alias(S.TOP_BRANDS),
+        _top(F.col(S.BAND_WEIGHTS), 1, False)[0].alias(S.PRICE_BAND),
+        S.EVENTS_COUNT,
+        F.size(S.ACTIVE_DATES).cast("long").alias(S.ACTIVE_DAYS),
+        (
+            (F.lit(as_of).cast("timestamp").cast("double") - F.col(S.LAST_EVENT_TIME).cast("double"))
+            / 86400.0
+        ).alias(S.RECENCY_DAYS),
+        F.when(F.col(S.SENTIMENT_COUNT) > 0, F.col(S.SENTIMENT_SUM) / F.col(S.SENTIMENT_COUNT)).alias(
+            S.REVIEW_SENTIMENT
+        ),
+        _top(F.col(S.TERM_COUNTS), 2 * cfg.top_k, False).alias(S.SEARCH_KEYWORDS),
     )
 
     def names(c: str) -> Column:
@@ -351,8 +415,39 @@ def user_profiles(
 
 def sequences(events: DataFrame, cfg: FeaturesConfig, split: str) -> DataFrame:
     """Per user, the last ``history_length`` item events in time order."""
-    inter = interactions(events, cfg)
-    recent = inter.withColumn(
+    return _last_n(
+        interactions(events, cfg).select(S.USER_KEY, S.EVENT_TIME, S.EVENT_ID, S.ITEM_ID, S.EVENT_TYPE),
+        cfg,
+        split,
+    )
+
+
+def extend_sequences(old: DataFrame, new_events: DataFrame, cfg: FeaturesConfig, split: str) -> DataFrame:
+    """The sequences of users with new events, extended by them (and only those users' rows).
+
+    Exact, not an approximation: the last N of (history + new) are the last N of (last N of
+    history + new). Entries are keyed by event id, so folding in the same events twice is harmless.
+    """
+    new = interactions(new_events, cfg).select(S.USER_KEY, S.EVENT_TIME, S.EVENT_ID, S.ITEM_ID, S.EVENT_TYPE)
+    users = new.select(S.USER_KEY).distinct()
+    kept = (
+        old.join(users, S.USER_KEY, "left_semi")
+        .select(
+            S.USER_KEY, F.explode(F.arrays_zip(S.TIMES, S.EVENT_IDS, S.ITEMS, S.EVENT_TYPES_COL)).alias("_e")
+        )
+        .select(
+            S.USER_KEY,
+            F.col("_e")[S.TIMES].alias(S.EVENT_TIME),
+            F.col("_e")[S.EVENT_IDS].alias(S.EVENT_ID),
+            F.col("_e")[S.ITEMS].alias(S.ITEM_ID),
+            F.col("_e")[S.EVENT_TYPES_COL].alias(S.EVENT_TYPE),
+        )
+    )
+    return _last_n(kept.unionByName(new).dropDuplicates([S.USER_KEY, S.EVENT_ID]), cfg, split)
+
+
+def _last_n(rows: DataFrame, cfg: FeaturesConfig, split: str) -> DataFrame:
+    recent = rows.withColumn(
         "_r",
         F.row_number().over(Window.partitionBy(S.USER_KEY).orderBy(F.desc(S.EVENT_TIME), F.desc(S.EVENT_ID))),
     ).where(F.col("_r") <= cfg.history_length)
@@ -363,6 +458,7 @@ def sequences(events: DataFrame, cfg: FeaturesConfig, split: str) -> DataFrame:
         .select(
             F.lit(split).alias(S.SPLIT),
             S.USER_KEY,
+            F.col("_seq")[S.EVENT_ID].alias(S.EVENT_IDS),
             F.col("_seq")[S.ITEM_ID].alias(S.ITEMS),
             F.col("_seq")[S.EVENT_TYPE].alias(S.EVENT_TYPES_COL),
             F.col("_seq")[S.EVENT_TIME].alias(S.TIMES),

@@ -6,6 +6,9 @@ with ``replaceWhere`` on its ``split`` partition, so a re-run leaves each table 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ GOLD_TABLES: dict[str, tuple[StructType, list[str]]] = {
     "gold_user_profiles": (S.GOLD_USER_PROFILE_SCHEMA, [S.SPLIT]),
     "gold_sequences": (S.GOLD_SEQUENCE_SCHEMA, [S.SPLIT]),
     "gold_training_examples": (S.GOLD_TRAINING_SCHEMA, [S.SPLIT]),
+    "gold_user_state": (S.GOLD_USER_STATE_SCHEMA, []),
 }
 
 
@@ -39,6 +43,22 @@ class GoldResult:
     valid_start: datetime | None
     test_start: datetime | None
     seconds: float
+    mode: str  # "full", "incremental" or "up to date"
+    new_batches: int
+
+
+FINGERPRINT = "shoprec.features.fingerprint"
+
+
+def _fingerprint(cfg: ShoprecConfig) -> str:
+    """A hash of the features configuration: a change to it means the stored state is stale."""
+    text = json.dumps(dataclasses.asdict(cfg.features), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _properties(spark: SparkSession, location: str) -> dict[str, str]:
+    row = delta.for_location(spark, location).detail().select("properties").first()
+    return dict(row[0]) if row and row[0] else {}
 
 
 def _ensure(spark: SparkSession, cfg: ShoprecConfig) -> None:
@@ -52,56 +72,131 @@ def _replace_split(df: DataFrame, location: str, splits: list[str]) -> None:
     delta.replace_where(df.coalesce(4), location, f"{S.SPLIT} IN ({quoted})")
 
 
-def build_gold(spark: SparkSession, cfg: ShoprecConfig) -> GoldResult:
-    """Rebuild the gold tables from silver."""
+def _merge_interactions(spark: SparkSession, cfg: ShoprecConfig, events: DataFrame) -> None:
+    target = delta.for_location(spark, cfg.table("gold_interactions"))
+    target.alias("t").merge(
+        gold.interactions(events, cfg.features).alias("s"),
+        f"t.{S.EVENT_DATE} = s.{S.EVENT_DATE} AND t.{S.EVENT_ID} = s.{S.EVENT_ID}",
+    ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+
+
+def _serving_items(spark: SparkSession, cfg: ShoprecConfig, events: DataFrame, as_of: datetime) -> DataFrame:
+    catalog = delta.read(spark, cfg.table("silver_catalog"))
+    items = gold.item_features(catalog, events, cfg.features, S.SERVING, as_of)
+    _replace_split(items, cfg.table("gold_item_features"), [S.SERVING])
+    return delta.read(spark, cfg.table("gold_item_features")).where(F.col(S.SPLIT) == S.SERVING)
+
+
+def build_gold(spark: SparkSession, cfg: ShoprecConfig, full: bool = False) -> GoldResult:
+    """Bring the gold tables up to date with silver.
+
+    The first run (or ``full``) builds every split from all of silver. Later runs are incremental:
+    only silver batches not yet folded into ``gold_user_state`` are read; interactions are merged,
+    serving sequences extended and serving profiles re-rendered from the merged state, while the
+    train/valid/test snapshots stay as they are until the next full build (schedule it with
+    training). The state table is written last, so a run killed half-way is simply repeated.
+    """
     started = time.perf_counter()
-    f = cfg.features
     _ensure(spark, cfg)
     events = delta.read(spark, cfg.table("silver_events"))
-    catalog = delta.read(spark, cfg.table("silver_catalog"))
-    last = events.agg(F.max(S.EVENT_TIME)).first()
-    if last is None or last[0] is None:
+    state = delta.read(spark, cfg.table("gold_user_state"))
+    silver_batches = {r[0] for r in events.select(S.INGEST_BATCH).distinct().collect()}
+    if not silver_batches:
         raise ShoprecError(
             f"{cfg.table('silver_events')} is empty: run `shoprec ingest` and `shoprec clean` first"
         )
+    folded = {r[0] for r in state.select(F.explode(S.BATCHES)).distinct().collect()}
+    new = sorted(silver_batches - folded)
+    cuts = gold.Cuts(None, None)
+    fingerprint = _fingerprint(cfg)
+    built_with = _properties(spark, cfg.table("gold_user_state")).get(FINGERPRINT)
+    if folded and not full and built_with != fingerprint:
+        log.info("features configuration changed since the last full build: rebuilding every split")
+    if full or not folded or built_with != fingerprint:
+        mode = "full"
+        cuts = _build_full(spark, cfg, events)
+        spark.sql(
+            f"ALTER TABLE {delta.sql_name(cfg.table('gold_user_state'))} "
+            f"SET TBLPROPERTIES ('{FINGERPRINT}' = '{fingerprint}')"
+        )
+    elif new:
+        mode = "incremental"
+        _build_incremental(spark, cfg, events.where(F.col(S.INGEST_BATCH).isin(*new)), state)
+    else:
+        mode = "up to date"
+    rows = {name: delta.read(spark, cfg.table(name)).count() for name in GOLD_TABLES}
+    result = GoldResult(
+        rows, cuts.valid_start, cuts.test_start, time.perf_counter() - started, mode, len(new)
+    )
+    log.info("gold tables (%s, %d new silver batches) in %.1fs: %s", mode, len(new), result.seconds, rows)
+    return result
+
+
+def _build_full(spark: SparkSession, cfg: ShoprecConfig, events: DataFrame) -> gold.Cuts:
+    f = cfg.features
+    catalog = delta.read(spark, cfg.table("silver_catalog"))
+    last = events.agg(F.max(S.EVENT_TIME)).first()
+    assert last is not None and last[0] is not None
     cuts = gold.time_cuts(f, last[0])
+    log.info("full gold build: split %s, cuts %s / %s", f.split.mode, cuts.valid_start, cuts.test_start)
     periods = gold.with_periods(events, f, cuts).persist(StorageLevel.MEMORY_AND_DISK)
-
-    inter = gold.interactions(events, f)
-    target = delta.for_location(spark, cfg.table("gold_interactions"))
-    target.alias("t").merge(
-        inter.alias("s"), f"t.{S.EVENT_DATE} = s.{S.EVENT_DATE} AND t.{S.EVENT_ID} = s.{S.EVENT_ID}"
-    ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
-
-    serving_as_of = last[0] + timedelta(microseconds=1)
-    for split in S.SPLITS:
+    _merge_interactions(spark, cfg, events)
+    for split in (S.TRAIN, S.VALID, S.TEST):
         seen = gold.visible(periods, split)
         if f.split.mode == "time":
             assert cuts.valid_start and cuts.test_start
-            as_of = {S.TRAIN: cuts.valid_start, S.VALID: cuts.valid_start, S.TEST: cuts.test_start}.get(
-                split, serving_as_of
-            )
+            as_of = cuts.test_start if split == S.TEST else cuts.valid_start
         else:
             row = seen.agg(F.max(S.EVENT_TIME)).first()
             as_of = (row[0] if row and row[0] else last[0]) + timedelta(microseconds=1)
         items = gold.item_features(catalog, seen, f, split, as_of)
         _replace_split(items, cfg.table("gold_item_features"), [split])
         items = delta.read(spark, cfg.table("gold_item_features")).where(F.col(S.SPLIT) == split)
-        _replace_split(
-            gold.user_profiles(seen, items, f, split, as_of), cfg.table("gold_user_profiles"), [split]
-        )
+        profiles = gold.user_profiles(gold.user_state(seen, items, f), f, split, as_of)
+        _replace_split(profiles, cfg.table("gold_user_profiles"), [split])
         _replace_split(gold.sequences(seen, f, split), cfg.table("gold_sequences"), [split])
     examples = gold.training_examples(periods, catalog, f)
     _replace_split(examples, cfg.table("gold_training_examples"), [S.TRAIN, S.VALID, S.TEST])
     periods.unpersist()
-    rows = {name: delta.read(spark, cfg.table(name)).count() for name in GOLD_TABLES}
-    result = GoldResult(rows, cuts.valid_start, cuts.test_start, time.perf_counter() - started)
-    log.info(
-        "gold tables built in %.1fs (split %s, cuts %s / %s): %s",
-        result.seconds,
-        f.split.mode,
-        cuts.valid_start,
-        cuts.test_start,
-        rows,
+
+    as_of = last[0] + timedelta(microseconds=1)
+    items = _serving_items(spark, cfg, events, as_of)
+    _replace_split(gold.sequences(events, f, S.SERVING), cfg.table("gold_sequences"), [S.SERVING])
+    state = gold.user_state(events, items, f).localCheckpoint()
+    _replace_split(
+        gold.user_profiles(state, f, S.SERVING, as_of), cfg.table("gold_user_profiles"), [S.SERVING]
     )
-    return result
+    delta.overwrite(state.coalesce(4), cfg.table("gold_user_state"))
+    return cuts
+
+
+def _build_incremental(
+    spark: SparkSession, cfg: ShoprecConfig, new_events: DataFrame, state: DataFrame
+) -> None:
+    f = cfg.features
+    new_events = new_events.persist(StorageLevel.MEMORY_AND_DISK)
+    _merge_interactions(spark, cfg, new_events)
+    last = state.agg(F.max(S.LAST_EVENT_TIME)).first()
+    new_last = new_events.agg(F.max(S.EVENT_TIME)).first()
+    stamps = [r[0] for r in (last, new_last) if r is not None and r[0] is not None]
+    as_of = max(stamps) + timedelta(microseconds=1)
+    events = delta.read(spark, cfg.table("silver_events"))
+    items = _serving_items(spark, cfg, events, as_of)
+
+    sequences = delta.read(spark, cfg.table("gold_sequences")).where(F.col(S.SPLIT) == S.SERVING)
+    extended = gold.extend_sequences(sequences, new_events, f, S.SERVING)
+    target = delta.for_location(spark, cfg.table("gold_sequences"))
+    target.alias("t").merge(
+        extended.alias("s"), f"t.{S.SPLIT} = '{S.SERVING}' AND t.{S.USER_KEY} = s.{S.USER_KEY}"
+    ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+
+    affected = new_events.select(S.USER_KEY).distinct()
+    merged = gold.merge_user_state(
+        state.join(affected, S.USER_KEY, "left_semi"), gold.user_state(new_events, items, f)
+    ).localCheckpoint()
+    everyone = state.join(affected, S.USER_KEY, "left_anti").unionByName(merged)
+    _replace_split(
+        gold.user_profiles(everyone, f, S.SERVING, as_of), cfg.table("gold_user_profiles"), [S.SERVING]
+    )
+    delta.merge_upsert(spark, merged, cfg.table("gold_user_state"), [S.USER_KEY])
+    new_events.unpersist()
