@@ -173,7 +173,9 @@ def test_profiles_render_text(spark: SparkSession, silver: ShoprecConfig) -> Non
     assert datetime.now(tz=UTC).year >= 2026
 
 
-def test_a_new_day_updates_serving_tables_as_a_full_rebuild_would(spark: SparkSession, tmp_path: Path) -> None:
+def test_a_new_day_updates_serving_tables_as_a_full_rebuild_would(
+    spark: SparkSession, tmp_path: Path
+) -> None:
     import os
     import shutil
 
@@ -202,7 +204,9 @@ def test_a_new_day_updates_serving_tables_as_a_full_rebuild_would(spark: SparkSe
     # the new day reached serving (its events are in some sequence), the training snapshot stayed
     last_day = _table(spark, cfg, "gold_interactions").agg(F.max(S.EVENT_DATE)).first()
     assert last_day is not None
-    new_ids = _table(spark, cfg, "gold_interactions").where(F.col(S.EVENT_DATE) == last_day[0]).select(S.EVENT_ID)
+    new_ids = (
+        _table(spark, cfg, "gold_interactions").where(F.col(S.EVENT_DATE) == last_day[0]).select(S.EVENT_ID)
+    )
     in_sequences = serving["gold_sequences"].select(F.explode(S.EVENT_IDS).alias(S.EVENT_ID))
     assert in_sequences.join(new_ids, S.EVENT_ID, "left_semi").count() > 0
     assertDataFrameEqual(_table(spark, cfg, "gold_sequences", S.TRAIN), before)

@@ -88,6 +88,8 @@ def _default_tables() -> dict[str, str]:
         "gold_sequences": "${lake}/gold/sequences",
         "gold_training_examples": "${lake}/gold/training_examples",
         "gold_user_state": "${lake}/gold/user_state",
+        "recommendations": "${lake}/serve/recommendations",
+        "eval_metrics": "${lake}/ops/eval_metrics",
     }
 
 
@@ -229,6 +231,77 @@ class SourcesConfig:
     catalog: tuple[SourceConfig, ...] = ()
 
 
+ModelName = Literal["popularity", "category_popularity", "recent_popularity", "als", "encoder"]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SampledSourceConfig:
+    """Per-event negatives a benchmark publishes (each test event's positive and its N negatives),
+    read through the same column mapping as the sources: ``columns`` gives ``user_id``,
+    ``item_id`` and ``negatives`` (an ``array<string>`` expression)."""
+
+    split: Literal["valid", "test"]
+    path: str
+    format: Literal["json", "csv", "parquet"] = "csv"
+    options: dict[str, str] = field(default_factory=dict)
+    schema_ddl: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class AlsConfig:
+    """Spark ML ALS on implicit feedback (weights from ``features.event_weights``)."""
+
+    rank: int = Field(default=32, ge=1)
+    reg_param: float = Field(default=0.05, ge=0)
+    alpha: float = Field(default=10.0, ge=0)
+    max_iter: int = Field(default=10, ge=1)
+    seed: int = 7
+
+
+@dataclass(frozen=True, config=_STRICT)
+class EncoderConfig:
+    """A pretrained sentence encoder used zero-shot: user history text against item text."""
+
+    #: A saved transformers model directory; unset means the packaged all-MiniLM-L6-v2.
+    model_path: str | None = None
+    max_length: int = Field(default=128, ge=8)
+    batch_size: int = Field(default=64, ge=1)
+    #: How many of the user's most recent items the user text names.
+    history_items: int = Field(default=10, ge=1)
+    #: Torch threads per Spark task (tasks already run in parallel: more would oversubscribe).
+    threads: int = Field(default=1, ge=1)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class EvaluationConfig:
+    """Offline evaluation: which split, which cut-offs, which models, which slices."""
+
+    split: Literal["valid", "test"] = "test"
+    ks: tuple[int, ...] = (10, 20, 50)
+    models: tuple[ModelName, ...] = (
+        "popularity",
+        "category_popularity",
+        "recent_popularity",
+        "als",
+        "encoder",
+    )
+    #: Leave out items the user already had a positive event with (and such targets).
+    exclude_seen: bool = True
+    #: ``recent_popularity`` counts the last this many days before the split's cut.
+    recent_days: int = Field(default=14, ge=1)
+    #: Users with at least this many events are "heavy"; unset means the median.
+    heavy_user_events: int | None = Field(default=None, ge=1)
+    #: Sampled ranking: published negatives per split; without them, the gold examples' drawn ones.
+    sampled: tuple[SampledSourceConfig, ...] = ()
+    #: Retrieval: catalog items per block of the score matrix (bounds memory per task).
+    item_block: int = Field(default=8192, ge=16)
+    #: Retrieval: users scored together in one matrix multiply.
+    user_block: int = Field(default=512, ge=1)
+    als: AlsConfig = field(default_factory=AlsConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+
 @dataclass(frozen=True, config=_STRICT)
 class ShoprecConfig:
     """Everything a job needs; built once per run and passed down."""
@@ -242,6 +315,7 @@ class ShoprecConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def path(self, name: str) -> str:
         """A resolved entry of ``paths`` (``raw``, ``lake``...)."""

@@ -375,3 +375,42 @@ GOLD_TRAINING_SCHEMA = StructType(
         StructField(NEGATIVE_ITEMS, ArrayType(StringType(), True), False),
     ]
 )
+
+# ---- evaluation and serving ----
+SCENARIO, RANK, SCORE, SOURCE = "scenario", "rank", "score", "source"
+MODEL, MODEL_VERSION, RUN_ID, GENERATED_AT = "model", "model_version", "run_id", "generated_at"
+#: The recommendations contract: every recommender in shoprec writes this shape (docs/recommendations.md).
+RECOMMENDATION_SCHEMA = StructType(
+    [
+        StructField(USER_KEY, StringType(), False),
+        StructField(SCENARIO, StringType(), False),
+        StructField(RANK, IntegerType(), False),
+        StructField(ITEM_ID, StringType(), False),
+        StructField(SCORE, DoubleType(), True),
+        StructField(SOURCE, StringType(), False),
+        StructField(MODEL, StringType(), False),
+        StructField(MODEL_VERSION, StringType(), False),
+        StructField(RUN_ID, StringType(), False),
+        StructField(GENERATED_AT, TimestampType(), False),
+    ]
+)
+RECOMMENDATION_CHECKS: dict[str, str] = {"rank_from_one": f"{RANK} >= 1"}
+
+RANKING, SLICE, METRIC, K, VALUE, USERS = "ranking", "slice", "metric", "k", "value", "users"
+EVALUATED_AT = "evaluated_at"
+#: One row per (run, model, ranking protocol, slice, metric, cut-off).
+EVAL_METRICS_SCHEMA = StructType(
+    [
+        StructField(RUN_ID, StringType(), False),
+        StructField(MODEL, StringType(), False),
+        StructField(MODEL_VERSION, StringType(), False),
+        StructField(SPLIT, StringType(), False),
+        StructField(RANKING, StringType(), False),
+        StructField(SLICE, StringType(), False),
+        StructField(METRIC, StringType(), False),
+        StructField(K, IntegerType(), False),
+        StructField(VALUE, DoubleType(), True),
+        StructField(USERS, LongType(), False),
+        StructField(EVALUATED_AT, TimestampType(), False),
+    ]
+)

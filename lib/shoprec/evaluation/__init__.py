@@ -1,0 +1,1 @@
+"""Offline evaluation: the recommendations contract, retrieval, metrics, baselines, report."""

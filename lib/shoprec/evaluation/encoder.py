@@ -1,0 +1,88 @@
+"""Text → vector with a pretrained sentence encoder, inside Spark tasks.
+
+The model is loaded once per Python worker (a module-level cache keyed by path), from a local
+directory only. Pooling is the mean of token states under the attention mask, then L2
+normalisation: what all-MiniLM-L6-v2 was trained with, so zero-shot cosine scores are meaningful.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from pyspark.sql import DataFrame
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+from shoprec.config import EncoderConfig
+from shoprec.training.pretrained import load_encoder, packaged_model_dir
+
+log = logging.getLogger(__name__)
+_MODELS: dict[str, tuple[Any, Any]] = {}
+
+
+def model_dir(cfg: EncoderConfig) -> Path:
+    """The configured model directory, or the packaged all-MiniLM-L6-v2."""
+    return Path(cfg.model_path) if cfg.model_path else packaged_model_dir()
+
+
+def _cached(path: str) -> tuple[Any, Any]:
+    if path not in _MODELS:
+        tokenizer, model = load_encoder(path)
+        _MODELS[path] = (tokenizer, model.eval())
+    return _MODELS[path]
+
+
+def mean_pool(hidden: Any, mask: Any) -> Any:
+    """Mean of the token states where ``mask`` is 1, L2-normalised."""
+    import torch
+
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def encode(texts: list[str], path: str, max_length: int, batch_size: int) -> NDArray[Any]:
+    """Embed ``texts`` (in order) with the model at ``path``: one unit row vector each."""
+    import torch
+
+    tokenizer, model = _cached(path)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            hidden = model(**batch).last_hidden_state
+            out.append(mean_pool(hidden, batch["attention_mask"]).float().numpy())
+    width = int(model.config.hidden_size)
+    return np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
+
+
+def embed(df: DataFrame, key: str, text: str, cfg: EncoderConfig) -> DataFrame:
+    """``(key, vector)`` for every row of ``df``, encoded in the Spark tasks that hold the rows."""
+    path = str(model_dir(cfg))
+    _cached(path)  # fail here, on the driver, with a clear message if the model is missing
+    schema = StructType(
+        [StructField(key, StringType(), False), StructField("vector", ArrayType(FloatType(), False), False)]
+    )
+    max_length, batch_size, threads = cfg.max_length, cfg.batch_size, cfg.threads
+
+    def run(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
+        import torch
+
+        torch.set_num_threads(threads)
+        for pdf in batches:
+            texts = pdf[text].fillna("").astype(str).tolist()
+            vectors = encode(texts, path, max_length, batch_size)
+            yield pd.DataFrame({key: pdf[key].to_numpy(), "vector": list(vectors)})
+
+    return df.select(key, text).mapInPandas(run, schema)

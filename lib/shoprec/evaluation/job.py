@@ -1,0 +1,221 @@
+"""``shoprec evaluate``: every configured model → recommendations (the contract) → metrics (Delta).
+
+Per model: vectors → catalog-wide top-K (full ranking) written to the recommendations table,
+ranking metrics on every slice, sampled ranking on the split's candidates, beyond-accuracy
+metrics; all rows land in the metrics table under one run id (``replaceWhere`` on the run, so a
+re-run of the same run id replaces, never duplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from tqdm import tqdm
+
+import shoprec
+from shoprec import delta
+from shoprec import schemas as S
+from shoprec.config import ShoprecConfig
+from shoprec.errors import ShoprecError
+from shoprec.evaluation import data as eval_data
+from shoprec.evaluation import metrics as M
+from shoprec.evaluation.baselines import BASELINES, Vectors
+from shoprec.evaluation.retrieval import ItemMatrix, score_pairs, top_k
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    run_id: str
+    metrics: list[dict[str, object]]  # the run's metric rows (small: models x slices x metrics)
+    seconds: dict[str, float]  # per model
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def ensure_tables(spark: SparkSession, cfg: ShoprecConfig) -> None:
+    delta.ensure_table(
+        spark,
+        cfg.table("recommendations"),
+        S.RECOMMENDATION_SCHEMA,
+        [S.MODEL],
+        checks=S.RECOMMENDATION_CHECKS,
+    )
+    delta.ensure_table(spark, cfg.table("eval_metrics"), S.EVAL_METRICS_SCHEMA, [S.MODEL])
+
+
+def write_recommendations(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    recs: DataFrame,
+    model: str,
+    version: str,
+    run_id: str,
+    scenario: str,
+    source: str,
+) -> None:
+    """Replace this model's list for ``scenario`` with ``recs`` (``user_key, rank, item_id, score``)."""
+    rows = recs.select(
+        S.USER_KEY,
+        F.lit(scenario).alias(S.SCENARIO),
+        F.col(S.RANK).cast("int").alias(S.RANK),
+        S.ITEM_ID,
+        F.col(S.SCORE).cast("double").alias(S.SCORE),
+        (F.col(S.SOURCE) if S.SOURCE in recs.columns else F.lit(source)).alias(S.SOURCE),
+        F.lit(model).alias(S.MODEL),
+        F.lit(version).alias(S.MODEL_VERSION),
+        F.lit(run_id).alias(S.RUN_ID),
+        F.current_timestamp().alias(S.GENERATED_AT),
+    )
+    delta.replace_where(
+        rows, cfg.table("recommendations"), f"{S.MODEL} = '{model}' AND {S.SCENARIO} = '{scenario}'"
+    )
+
+
+def evaluate_vectors(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    data: eval_data.EvalData,
+    name: str,
+    vectors: Vectors,
+    version: str,
+    run_id: str,
+    reference: DataFrame | None = None,
+) -> DataFrame:
+    """Recommend with ``vectors``, write the lists, and return the model's metric rows."""
+    ev = cfg.evaluation
+    k_max = max(ev.ks)
+    items = ItemMatrix.from_frame(vectors.items)
+    targets = data.truth.select(S.USER_KEY).distinct()
+    users = vectors.users.join(targets, S.USER_KEY, "left_semi")
+    recs = top_k(
+        spark,
+        users,
+        items,
+        k_max,
+        exclude=data.exclude,
+        user_block=ev.user_block,
+        item_block=ev.item_block,
+        threads=ev.encoder.threads,
+    )
+    scenario = f"eval:{data.split}"
+    write_recommendations(spark, cfg, recs, name, version, run_id, scenario, vectors.source)
+    recs = (
+        delta.read(spark, cfg.table("recommendations"))
+        .where((F.col(S.MODEL) == name) & (F.col(S.SCENARIO) == scenario))
+        .select(S.USER_KEY, S.RANK, S.ITEM_ID, S.SCORE)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    by_slice = data.truth.select(S.USER_KEY, S.ITEM_ID, F.explode("slices").alias(S.SLICE))
+    full = M.ranking_metrics(recs, by_slice, ev.ks, [S.SLICE]).withColumn(S.RANKING, F.lit("full"))
+
+    scored = score_pairs(data.sampled, vectors.users, vectors.items)
+    ranks = M.positive_rank(scored)
+    sampled = (
+        M.sampled_metrics(ranks, ev.ks)
+        .withColumn(S.SLICE, F.lit("all"))
+        .withColumn(S.RANKING, F.lit(data.sampled_label))
+    )
+
+    extra: list[tuple[str, int, float | None]] = list(M.coverage(recs, data.catalog_size, ev.ks))
+    item_users = data.visible.groupBy(S.ITEM_ID).agg(F.countDistinct(S.USER_KEY).alias("_users"))
+    categories = data.items.select(S.ITEM_ID, S.TOP_CATEGORY)
+    for k in ev.ks:
+        extra.append(("diversity_category", k, M.category_diversity(recs, categories, k)))
+        if reference is not None:
+            extra.append(("diversity_embedding", k, M.embedding_diversity(recs, reference, k)))
+        extra.append(("novelty", k, M.novelty(recs, item_users, data.n_users, k)))
+        extra.append(("exposure_gini", k, M.exposure_gini(recs, data.items, k)))
+    n_users = recs.select(S.USER_KEY).distinct().count()
+    beyond = spark.createDataFrame(
+        [(m, k, v, n_users) for m, k, v in extra],
+        f"{S.METRIC} string, {S.K} int, {S.VALUE} double, {S.USERS} long",
+    ).select(F.lit("all").alias(S.SLICE), "*", F.lit("full").alias(S.RANKING))
+    out = full.unionByName(sampled).unionByName(beyond)
+    rows = out.select(
+        F.lit(run_id).alias(S.RUN_ID),
+        F.lit(name).alias(S.MODEL),
+        F.lit(version).alias(S.MODEL_VERSION),
+        F.lit(data.split).alias(S.SPLIT),
+        S.RANKING,
+        S.SLICE,
+        S.METRIC,
+        S.K,
+        S.VALUE,
+        S.USERS,
+        F.current_timestamp().alias(S.EVALUATED_AT),
+    ).localCheckpoint()
+    recs.unpersist()
+    return rows
+
+
+def evaluate(
+    spark: SparkSession, cfg: ShoprecConfig, models: list[str] | None = None, run_id: str | None = None
+) -> EvalResult:
+    """Evaluate the configured baselines on the configured split and record everything."""
+    names = models or list(cfg.evaluation.models)
+    unknown = sorted(set(names) - set(BASELINES))
+    if unknown:
+        raise ShoprecError(f"evaluation.models: unknown {', '.join(unknown)} (known: {', '.join(BASELINES)})")
+    run_id = run_id or new_run_id()
+    ensure_tables(spark, cfg)
+    data = eval_data.load(spark, cfg)
+    version = shoprec.__version__
+    reference: DataFrame | None = None
+    all_rows: list[DataFrame] = []
+    seconds: dict[str, float] = {}
+    for name in tqdm(names, desc="evaluate", unit="model"):
+        started = time.perf_counter()
+        vectors = BASELINES[name](spark, cfg, data)
+        vectors = Vectors(
+            vectors.users.localCheckpoint(), vectors.items.localCheckpoint(), vectors.source
+        )  # computed once: retrieval, sampled scoring and diversity all read them
+        if name == "encoder":
+            reference = vectors.items
+        all_rows.append(evaluate_vectors(spark, cfg, data, name, vectors, version, run_id, reference))
+        seconds[name] = time.perf_counter() - started
+        log.info("evaluated %s in %.1fs", name, seconds[name])
+    result_df = all_rows[0]
+    for df in all_rows[1:]:
+        result_df = result_df.unionByName(df)
+    delta.replace_where(result_df.coalesce(1), cfg.table("eval_metrics"), f"{S.RUN_ID} = '{run_id}'")
+    collected = [
+        r.asDict()
+        for r in delta.read(spark, cfg.table("eval_metrics")).where(F.col(S.RUN_ID) == run_id).collect()
+    ]
+    data.unpersist()
+    return EvalResult(run_id, collected, seconds)
+
+
+def headline(rows: list[dict[str, object]], ks: tuple[int, ...]) -> str:
+    """A plain-text table: one line per model, the main full-ranking and sampled metrics."""
+    models = sorted({str(r[S.MODEL]) for r in rows})
+    cols = [("full", "recall", k) for k in ks] + [("full", "ndcg", k) for k in ks] + [("full", "mrr", 0)]
+    sampled_label = next((str(r[S.RANKING]) for r in rows if str(r[S.RANKING]).startswith("sampled")), None)
+    if sampled_label:
+        cols += [(sampled_label, "hit_rate", 10), (sampled_label, "ndcg", 10)]
+    cols += [("full", "coverage", max(ks))]
+    value = {(r[S.MODEL], r[S.RANKING], r[S.METRIC], r[S.K]): r[S.VALUE] for r in rows if r[S.SLICE] == "all"}
+    head = f"{'model':<20}" + "".join(
+        f"{(m + '@' + str(k) if k else m) + (' (s)' if rk != 'full' else ''):>15}" for rk, m, k in cols
+    )
+    lines = [head]
+    for model in models:
+        cells = []
+        for rk, m, k in cols:
+            v = value.get((model, rk, m, k))
+            cells.append(f"{v:>15.4f}" if isinstance(v, float) else f"{'-':>15}")
+        lines.append(f"{model:<20}" + "".join(cells))
+    if sampled_label:
+        lines.append(f"(s) = {sampled_label} ranking")
+    return "\n".join(lines)

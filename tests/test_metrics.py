@@ -1,0 +1,160 @@
+"""Metrics against hand-computed cases and an independent NumPy reference; blocked retrieval
+against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.evaluation import metrics as M
+from shoprec.evaluation.retrieval import VECTOR, ItemMatrix, score_pairs, top_k, top_k_block
+
+pytestmark = pytest.mark.spark
+
+
+def _recs(spark: SparkSession, recs: dict[str, list[str]]) -> DataFrame:
+    rows = [(u, r + 1, i) for u, items in recs.items() for r, i in enumerate(items)]
+    return spark.createDataFrame(rows, f"{S.USER_KEY} string, {S.RANK} int, {S.ITEM_ID} string")
+
+
+def _truth(spark: SparkSession, truth: dict[str, set[str]]) -> DataFrame:
+    rows = [(u, i) for u, items in truth.items() for i in sorted(items)]
+    return spark.createDataFrame(rows, f"{S.USER_KEY} string, {S.ITEM_ID} string")
+
+
+def _values(df: DataFrame) -> dict[tuple[str, int], float]:
+    return {(r[S.METRIC], r[S.K]): r[S.VALUE] for r in df.collect()}
+
+
+def reference(recs: dict[str, list[str]], truth: dict[str, set[str]], k: int) -> dict[str, float]:
+    """The textbook definitions, one user at a time, in NumPy."""
+    rows = []
+    for user, relevant in truth.items():
+        ranked = recs.get(user, [])
+        gains = np.array([1.0 if item in relevant else 0.0 for item in ranked[:k]])
+        discounts = 1.0 / np.log2(np.arange(2, len(gains) + 2))
+        ideal = (1.0 / np.log2(np.arange(2, min(k, len(relevant)) + 2))).sum()
+        precision_at = np.cumsum(gains) / np.arange(1, len(gains) + 1) if len(gains) else np.zeros(0)
+        first = next((i + 1 for i, item in enumerate(ranked) if item in relevant), None)
+        rows.append(
+            {
+                "hit_rate": float(gains.sum() > 0),
+                "precision": gains.sum() / k,
+                "recall": gains.sum() / len(relevant),
+                "ndcg": float((gains * discounts).sum() / ideal),
+                "map": float((precision_at * gains).sum() / min(k, len(relevant))),
+                "mrr": 1.0 / first if first else 0.0,
+            }
+        )
+    return {c: float(v) for c, v in pd.DataFrame(rows).mean().items()}
+
+
+def test_hand_computed_case(spark: SparkSession) -> None:
+    # u1: relevant {a, c}, list a b c d -> hits at ranks 1 and 3; u2: relevant {z}, never recommended
+    recs = {"u1": ["a", "b", "c", "d"], "u2": ["a", "b", "c", "d"]}
+    truth = {"u1": {"a", "c"}, "u2": {"z"}}
+    got = _values(M.ranking_metrics(_recs(spark, recs), _truth(spark, truth), [2, 4]))
+    assert got[("hit_rate", 2)] == pytest.approx(0.5)
+    assert got[("recall", 2)] == pytest.approx(0.25)  # u1 1/2, u2 0
+    assert got[("recall", 4)] == pytest.approx(0.5)
+    assert got[("precision", 4)] == pytest.approx((2 / 4) / 2)
+    ndcg4_u1 = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert got[("ndcg", 4)] == pytest.approx(ndcg4_u1 / 2)
+    assert got[("map", 4)] == pytest.approx(((1 / 1 + 2 / 3) / 2) / 2)
+    assert got[("mrr", 0)] == pytest.approx(0.5)  # u1 1/1, u2 0: users without hits count
+
+
+def test_matches_numpy_reference_on_random_data(spark: SparkSession) -> None:
+    rng = np.random.default_rng(3)
+    items = [f"i{j}" for j in range(40)]
+    recs = {f"u{n}": [str(i) for i in rng.choice(items, size=15, replace=False)] for n in range(60)}
+    truth = {
+        f"u{n}": {str(i) for i in rng.choice(items, size=int(rng.integers(1, 6)), replace=False)}
+        for n in range(70)
+    }
+    got = _values(M.ranking_metrics(_recs(spark, recs), _truth(spark, truth), [5, 10]))
+    for k in (5, 10):
+        want = reference(recs, truth, k)
+        for metric in ("hit_rate", "precision", "recall", "ndcg", "map"):
+            assert got[(metric, k)] == pytest.approx(want[metric], abs=1e-9), (metric, k)
+    assert got[("mrr", 0)] == pytest.approx(reference(recs, truth, 15)["mrr"], abs=1e-9)
+
+
+def test_slices_are_computed_per_key(spark: SparkSession) -> None:
+    recs = _recs(spark, {"u1": ["a", "b"], "u2": ["a", "b"]})
+    truth = spark.createDataFrame(
+        [("u1", "a", "cold"), ("u2", "x", "warm")],
+        f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.SLICE} string",
+    )
+    out = M.ranking_metrics(recs, truth, [1], [S.SLICE]).where(F.col(S.METRIC) == "hit_rate").collect()
+    assert {r[S.SLICE]: (r[S.VALUE], r[S.USERS]) for r in out} == {"cold": (1.0, 1), "warm": (0.0, 1)}
+
+
+def test_sampled_rank_counts_ties_as_half(spark: SparkSession) -> None:
+    scored = spark.createDataFrame(
+        [(1, True, 0.5), (1, False, 0.9), (1, False, 0.5), (1, False, 0.1), (2, True, 1.0), (2, False, 0.0)],
+        "event long, is_positive boolean, score double",
+    )
+    ranks = {r["event"]: r[S.RANK] for r in M.positive_rank(scored).collect()}
+    assert ranks == {1: 2.5, 2: 1.0}
+    got = _values(M.sampled_metrics(M.positive_rank(scored), [1, 3]))
+    assert got[("hit_rate", 1)] == pytest.approx(0.5)
+    assert got[("ndcg", 3)] == pytest.approx((1 / math.log2(3.5) + 1.0) / 2)
+
+
+def test_beyond_accuracy(spark: SparkSession) -> None:
+    recs = _recs(spark, {"u1": ["a", "b"], "u2": ["a", "c"]})
+    catalog = spark.createDataFrame([(i,) for i in "abcd"], f"{S.ITEM_ID} string")
+    assert M.coverage(recs, 4, [1, 2]) == [("coverage", 1, 0.25), ("coverage", 2, 0.75)]
+    cats = spark.createDataFrame(
+        [("a", "x"), ("b", "x"), ("c", "y")], f"{S.ITEM_ID} string, {S.TOP_CATEGORY} string"
+    )
+    assert M.category_diversity(recs, cats, 2) == pytest.approx(0.5)  # u1 same category, u2 differs
+    exposure = [2.0, 1.0, 1.0, 0.0]  # a twice, b and c once, d never
+    gini = M.exposure_gini(recs, catalog, 2)
+    assert gini == pytest.approx(
+        float(np.abs(np.subtract.outer(exposure, exposure)).mean() / (2 * np.mean(exposure)))
+    )
+    users = spark.createDataFrame([("a", 2), ("b", 1)], f"{S.ITEM_ID} string, _users long")
+    want = np.mean([-np.log2(3 / 5), -np.log2(2 / 5), -np.log2(3 / 5), -np.log2(1 / 5)])
+    assert M.novelty(recs, users, 4, 2) == pytest.approx(want)
+    vectors = spark.createDataFrame(
+        [("a", [1.0, 0.0]), ("b", [0.0, 2.0]), ("c", [1.0, 0.0])],
+        f"{S.ITEM_ID} string, {VECTOR} array<double>",
+    )
+    assert M.embedding_diversity(recs, vectors, 2) == pytest.approx(0.5)  # orthogonal 1, identical 0
+
+
+def test_blocked_top_k_equals_brute_force_with_exclusions() -> None:
+    rng = np.random.default_rng(0)
+    users, items = rng.normal(size=(37, 8)).astype(np.float32), rng.normal(size=(101, 8)).astype(np.float32)
+    exclude = [rng.choice(101, size=5, replace=False) for _ in range(37)]
+    idx, scores = top_k_block(users, items, 10, item_block=16, exclude=exclude)
+    full = users @ items.T
+    for r, e in enumerate(exclude):
+        full[r, e] = -np.inf
+    want = np.argsort(-full, axis=1)[:, :10]
+    np.testing.assert_array_equal(idx, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(full, want, 1), rtol=1e-5)
+
+
+def test_top_k_in_spark_excludes_and_ranks(spark: SparkSession) -> None:
+    items = spark.createDataFrame(
+        [("a", [3.0]), ("b", [2.0]), ("c", [1.0])], f"{S.ITEM_ID} string, {VECTOR} array<float>"
+    )
+    users = spark.createDataFrame(
+        [("u1", [1.0]), ("u2", [-1.0])], f"{S.USER_KEY} string, {VECTOR} array<float>"
+    )
+    exclude = spark.createDataFrame([("u1", "a")], f"{S.USER_KEY} string, {S.ITEM_ID} string")
+    out = top_k(spark, users, ItemMatrix.from_frame(items), 2, exclude=exclude, user_block=1, item_block=2)
+    got = sorted((r[S.USER_KEY], r[S.RANK], r[S.ITEM_ID]) for r in out.collect())
+    assert got == [("u1", 1, "b"), ("u1", 2, "c"), ("u2", 1, "c"), ("u2", 2, "b")]
+    pairs = spark.createDataFrame([("u1", "a"), ("u2", "zz")], f"{S.USER_KEY} string, {S.ITEM_ID} string")
+    scores = {r[S.USER_KEY]: r[S.SCORE] for r in score_pairs(pairs, users, items).collect()}
+    assert scores == {"u1": 3.0, "u2": 0.0}
