@@ -22,9 +22,10 @@ spark = get_spark(cfg.spark)
 
 # COMMAND ----------
 
-tables = run_pipeline(spark, cfg)
+result = run_pipeline(spark, cfg)
 display(
     spark.createDataFrame(
-        [(t.name, t.location, t.rows) for t in tables], "name string, location string, rows long"
+        [(t.name, t.location, t.rows) for t in result.tables], "name string, location string, rows long"
     )
 )
+displayHTML(f"<pre>{result.headline}</pre><p>report: {result.report}</p>")

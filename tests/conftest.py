@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pyspark.sql import SparkSession
 
 from shoprec.config import SparkConfig
+from shoprec.datagen import vocab
 from shoprec.spark import get_spark
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,6 +35,42 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     session = get_spark(cfg)
     yield session
     session.stop()
+
+
+WORDS = ["wireless", "earbuds", "trail", "running", "shoes", "coffee", "grinder", "##s", "great", "bad"]
+
+
+def build_tiny_bert(path: Path, words: list[str] | None = None) -> tuple[Any, Any]:
+    """A 2-layer, 32-wide BERT with its own word-level vocabulary: seconds to build and run."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = words or WORDS
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    config = BertConfig(
+        vocab_size=len(words) + 5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    return tokenizer, BertModel(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny BERT whose vocabulary holds the generated shop's words (so text is not all [UNK])."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    text = " ".join(f"{leaf.path} {' '.join(leaf.nouns)}" for leaf in vocab.leaves())
+    words = sorted({w for w in text.lower().split() if w.isalpha()} | set(WORDS))
+    tokenizer, model = build_tiny_bert(path / "src", words)
+    model.save_pretrained(path / "model")
+    tokenizer.save_pretrained(path / "model")
+    return path / "model"
 
 
 @pytest.fixture()

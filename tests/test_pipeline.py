@@ -25,7 +25,7 @@ def test_pipeline_writes_bronze_tables_and_is_idempotent(
             "generator": {"users": 150, "items": 80, "days": 5, "bad_row_rate": 0.02, "users_per_block": 100},
         }
     )
-    first = {t.name: t.rows for t in run_pipeline(spark, cfg)}
+    first = {t.name: t.rows for t in run_pipeline(spark, cfg).tables}
     manifest_events = spark.read.text(f"{cfg.path('raw')}/events").count()
     assert first["bronze_events"] == manifest_events, "every raw line is a bronze row, bad ones too"
     events = delta.read(spark, cfg.table("bronze_events"))
@@ -39,5 +39,5 @@ def test_pipeline_writes_bronze_tables_and_is_idempotent(
     )
     assert first["silver_catalog"] > 0
 
-    second = {t.name: t.rows for t in run_pipeline(spark, cfg)}
+    second = {t.name: t.rows for t in run_pipeline(spark, cfg).tables}
     assert second == first

@@ -7,33 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
 
+from conftest import build_tiny_bert
 from shoprec.training.pretrained import ModelNotFoundError, load_encoder, packaged_model_dir
-
-WORDS = ["wireless", "earbuds", "trail", "running", "shoes", "coffee", "grinder", "##s", "great", "bad"]
-
-
-def _tiny_bert(path: Path) -> tuple[BertTokenizerFast, BertModel]:
-    vocab = path / "vocab.txt"
-    path.mkdir(parents=True, exist_ok=True)
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
-    config = BertConfig(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    return tokenizer, BertModel(config)
 
 
 def test_tiny_bert_saves_and_reloads_offline(tmp_path: Path) -> None:
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    tokenizer, model = _tiny_bert(tmp_path / "src")
+    tokenizer, model = build_tiny_bert(tmp_path / "src")
     model.save_pretrained(tmp_path / "saved")
     tokenizer.save_pretrained(tmp_path / "saved")
 

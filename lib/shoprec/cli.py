@@ -95,8 +95,40 @@ def _forget(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -
 def _run(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.pipeline import run_pipeline
 
-    _print_tables([(t.name, t.rows, t.location) for t in run_pipeline(spark, cfg)])
+    result = run_pipeline(spark, cfg)
+    _print_tables([(t.name, t.rows, t.location) for t in result.tables])
+    if result.headline:
+        sys.stdout.write(f"\n{result.headline}\n")
+    if result.report:
+        sys.stdout.write(f"\nreport: {result.report}\n")
     return 0
+
+
+def _evaluate(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.evaluation.job import evaluate, headline
+
+    result = evaluate(spark, cfg, models=args.model or None, run_id=args.run_id)
+    sys.stdout.write(f"evaluation run {result.run_id} -> {cfg.table('eval_metrics')}\n")
+    sys.stdout.write(headline(result.metrics, cfg.evaluation.ks) + "\n")
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", action="append", default=[], help="evaluate only this model (repeatable)")
+    p.add_argument("--run-id", default=None, help="record under this run id (default: a new one)")
+
+
+def _report(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.evaluation.report import write_report
+
+    path = write_report(spark, cfg, run_id=args.run_id, out=args.out)
+    sys.stdout.write(f"report: {path}\n")
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-id", default=None, help="the evaluation run to show (default: the latest)")
+    p.add_argument("--out", default=None, help="HTML file to write (default: paths.reports)")
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
@@ -150,6 +182,18 @@ STAGES: dict[str, Stage] = {
         "build the gold tables (interactions, item features, profiles, sequences, training examples)",
         "shoprec features --env local --full --set features.split.mode=leave_last_out",
         _features_args,
+    ),
+    "evaluate": Stage(
+        _evaluate,
+        "recommend with every baseline, score them on the held-out split and record the metrics",
+        "shoprec evaluate --env office --model als --model encoder",
+        _evaluate_args,
+    ),
+    "report": Stage(
+        _report,
+        "write the HTML evaluation report (plots and tables) of the latest or a given run",
+        "shoprec report --env local --out /tmp/report.html",
+        _report_args,
     ),
     "forget": Stage(
         _forget,

@@ -1,4 +1,4 @@
-"""The main job, end to end on whatever exists so far: generate → bronze Delta tables → report.
+"""The main job, end to end: generate → bronze → silver → gold → evaluation → report.
 
 Later stages (silver, gold, training, scoring, evaluation) extend this same function, so README
 command 1 always runs the whole pipeline.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
@@ -17,6 +18,9 @@ from shoprec.config import ShoprecConfig
 from shoprec.datagen.job import generate
 from shoprec.etl.bronze import ingest_all
 from shoprec.etl.silver import clean_all
+from shoprec.evaluation.job import evaluate
+from shoprec.evaluation.job import headline as job_headline
+from shoprec.evaluation.report import write_report
 from shoprec.features.job import build_gold
 
 log = logging.getLogger(__name__)
@@ -40,13 +44,20 @@ class TableSummary:
     rows: int
 
 
+@dataclass(frozen=True)
+class PipelineResult:
+    tables: list[TableSummary]
+    report: Path | None
+    headline: str  # the evaluation's main metrics as a plain-text table
+
+
 def summarise(spark: SparkSession, cfg: ShoprecConfig, names: list[str]) -> list[TableSummary]:
     """Read each table back and count its rows."""
     return [TableSummary(n, cfg.table(n), delta.read(spark, cfg.table(n)).count()) for n in names]
 
 
-def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> list[TableSummary]:
-    """Run every stage that exists, in order, and return the tables it wrote with their row counts."""
+def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
+    """Run every stage, in order: the tables it wrote with their row counts, and the report."""
     started = time.perf_counter()
     if cfg.generator.enabled:
         generated = generate(spark, cfg)
@@ -61,5 +72,11 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> list[TableSummary]:
     gold = build_gold(spark, cfg)  # it counts its own tables: no second pass over them
     tables = summarise(spark, cfg, list(DATA_TABLES))
     tables += [TableSummary(name, cfg.table(name), rows) for name, rows in gold.rows.items()]
+    report, headline = None, ""
+    if cfg.evaluation.models:
+        result = evaluate(spark, cfg)
+        headline = job_headline(result.metrics, cfg.evaluation.ks)
+        report = write_report(spark, cfg, result.run_id)
+        tables += summarise(spark, cfg, ["recommendations", "eval_metrics"])
     log.info("pipeline finished in %.1fs", time.perf_counter() - started)
-    return tables
+    return PipelineResult(tables, report, headline)

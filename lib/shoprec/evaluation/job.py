@@ -8,11 +8,12 @@ re-run of the same run id replaces, never duplicates).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -39,8 +40,24 @@ class EvalResult:
     seconds: dict[str, float]  # per model
 
 
-def new_run_id() -> str:
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+def default_run_id(spark: SparkSession, cfg: ShoprecConfig, names: list[str]) -> str:
+    """The same inputs give the same run id: the gold tables' versions, the evaluation settings and
+    the models. Re-running on unchanged data replaces that run's rows instead of adding a run."""
+    versions = [
+        delta.for_location(spark, cfg.table(t)).history(1).select("version").first()
+        for t in ("gold_item_features", "gold_training_examples", "gold_interactions")
+    ]
+    text = json.dumps(
+        [
+            [v[0] if v else None for v in versions],
+            dataclasses.asdict(cfg.evaluation),
+            names,
+            shoprec.__version__,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return f"{cfg.evaluation.split}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 def ensure_tables(spark: SparkSession, cfg: ShoprecConfig) -> None:
@@ -167,8 +184,8 @@ def evaluate(
     unknown = sorted(set(names) - set(BASELINES))
     if unknown:
         raise ShoprecError(f"evaluation.models: unknown {', '.join(unknown)} (known: {', '.join(BASELINES)})")
-    run_id = run_id or new_run_id()
     ensure_tables(spark, cfg)
+    run_id = run_id or default_run_id(spark, cfg, names)
     data = eval_data.load(spark, cfg)
     version = shoprec.__version__
     reference: DataFrame | None = None
