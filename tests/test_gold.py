@@ -216,3 +216,16 @@ def test_a_new_day_updates_serving_tables_as_a_full_rebuild_would(
     for name, df in serving.items():
         split = None if name == "gold_interactions" else S.SERVING
         assertDataFrameEqual(_table(spark, cfg, name, split), df, checkRowOrder=False, rtol=1e-9)
+
+
+def test_a_user_who_only_searched_gets_a_profile(spark: SparkSession, silver: ShoprecConfig) -> None:
+    events = delta.read(spark, silver.table("silver_events"))
+    searcher = (
+        events.where(F.col(S.EVENT_TYPE) == S.SEARCH).limit(1).withColumn(S.USER_KEY, F.lit("u_only_search"))
+    )
+    items = _table(spark, silver, "gold_item_features", S.SERVING)
+    state = gold.user_state(searcher, items, silver.features)
+    row = gold.user_profiles(state, silver.features, S.SERVING, datetime.now()).first()
+    assert row is not None
+    assert row[S.PRICE_BAND] is None and row[S.TOP_CATEGORIES] == [] and row[S.EVENTS_COUNT] == 1
+    assert row[S.PROFILE_TEXT].startswith("searches ")

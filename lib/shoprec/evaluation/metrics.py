@@ -65,7 +65,7 @@ def ranking_metrics(
         for metric, col in ranking_columns(k).items():
             cols.append(F.avg(col).alias(f"{metric}@{k}"))
             names.append((metric, k))
-    mrr = F.when(F.size(RANKS) > 0, 1.0 / F.col(RANKS)[0]).otherwise(0.0)
+    mrr = F.when(F.size(RANKS) > 0, 1.0 / F.get(F.col(RANKS), 0)).otherwise(0.0)
     cols.append(F.avg(mrr).alias("mrr@0"))
     names.append(("mrr", 0))
     wide = per_user.groupBy(*keys).agg(*cols)

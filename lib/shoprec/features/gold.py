@@ -372,7 +372,7 @@ def user_profiles(state: DataFrame, cfg: FeaturesConfig, split: str, as_of: date
         S.USER_KEY,
         _top(F.col(S.CATEGORY_WEIGHTS), cfg.top_k, True).alias(S.TOP_CATEGORIES),
         _top(F.col(S.BRAND_WEIGHTS), cfg.top_k, True).alias(S.TOP_BRANDS),
-        _top(F.col(S.BAND_WEIGHTS), 1, False)[0].alias(S.PRICE_BAND),
+        F.get(_top(F.col(S.BAND_WEIGHTS), 1, False), 0).alias(S.PRICE_BAND),
         S.EVENTS_COUNT,
         F.size(S.ACTIVE_DATES).cast("long").alias(S.ACTIVE_DAYS),
         (
