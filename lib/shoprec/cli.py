@@ -118,6 +118,24 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", default=None, help="record under this run id (default: a new one)")
 
 
+def _train(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.training.job import train
+
+    run = train(spark, cfg, evaluate_after=not args.no_evaluate)
+    sys.stdout.write(
+        f"fine-tuned retriever: {run.model_dir}\n"
+        f"  {run.examples:,} examples, {run.samples_per_second:.1f} samples/s, {len(run.results)} processes\n"
+        f"  MLflow run {run.mlflow_run_id} at {run.tracking_uri}\n"
+    )
+    if run.eval_run_id:
+        sys.stdout.write(f"  evaluation run {run.eval_run_id} (shoprec report --run-id {run.eval_run_id})\n")
+    return 0
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the fine-tuned model")
+
+
 def _report(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.evaluation.report import write_report
 
@@ -188,6 +206,12 @@ STAGES: dict[str, Stage] = {
         "recommend with every baseline, score them on the held-out split and record the metrics",
         "shoprec evaluate --env office --model als --model encoder",
         _evaluate_args,
+    ),
+    "train": Stage(
+        _train,
+        "fine-tune the two-tower retriever (Petastorm -> Horovod), track it in MLflow, evaluate it",
+        "shoprec train --env local --set training.processes=2 --set training.epochs=1",
+        _train_args,
     ),
     "report": Stage(
         _report,

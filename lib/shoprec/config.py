@@ -90,6 +90,7 @@ def _default_tables() -> dict[str, str]:
         "gold_user_state": "${lake}/gold/user_state",
         "recommendations": "${lake}/serve/recommendations",
         "eval_metrics": "${lake}/ops/eval_metrics",
+        "training_tokens": "${lake}/gold/training_tokens",
     }
 
 
@@ -303,6 +304,55 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class LoraConfig:
+    """Low-rank adapters (peft) on the encoder's attention instead of updating every weight."""
+
+    enabled: bool = False
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TrainingConfig:
+    """Fine-tuning the two-tower retriever (and ranking head) on the gold training examples."""
+
+    #: The pretrained encoder to start from; unset means the packaged all-MiniLM-L6-v2.
+    model_path: str | None = None
+    #: ``horovod``: local processes over gloo (``horovodrun -np N``); ``single``: this process.
+    launcher: Literal["horovod", "single"] = "horovod"
+    processes: int = Field(default=2, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    #: Stop after this many optimizer steps in total (unset: all epochs).
+    max_steps: int | None = Field(default=None, ge=1)
+    #: Use at most this many training examples (the demo trains on a sample; unset: all).
+    max_examples: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=2)
+    #: Learning rate for one process; multiplied by the number of processes.
+    learning_rate: float = Field(default=3e-5, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    warmup_steps: int = Field(default=10, ge=0)
+    temperature: float = Field(default=0.05, gt=0)
+    #: Subtract log(item frequency) from in-batch logits (popular items are over-sampled negatives).
+    logq_correction: bool = True
+    user_max_length: int = Field(default=96, ge=8)
+    item_max_length: int = Field(default=64, ge=8)
+    #: The user text names this many recent items, newest first.
+    history_items: int = Field(default=8, ge=1)
+    #: Freeze the embeddings and the lowest N transformer layers.
+    freeze_layers: int = Field(default=0, ge=0)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    checkpoint_every_steps: int = Field(default=50, ge=1)
+    log_every_steps: int = Field(default=5, ge=1)
+    seed: int = 17
+    #: bf16/fp16 autocast on CUDA (ignored on CPU).
+    mixed_precision: bool = True
+    #: MLflow tracking URI; unset means a local file store under ``paths.root``/mlruns.
+    tracking_uri: str | None = None
+    experiment: str = "shoprec"
+
+
+@dataclass(frozen=True, config=_STRICT)
 class ShoprecConfig:
     """Everything a job needs; built once per run and passed down."""
 
@@ -316,6 +366,7 @@ class ShoprecConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def path(self, name: str) -> str:
         """A resolved entry of ``paths`` (``raw``, ``lake``...)."""

@@ -151,8 +151,11 @@ def als(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
     return Vectors(users, items, "collaborative_filtering")
 
 
-def user_text(data: EvalData, history_items: int) -> DataFrame:
-    """``(user_key, text)``: the user's most recent item titles (newest first), then the profile."""
+def user_text(data: EvalData, history_items: int, with_profile: bool = True) -> DataFrame:
+    """``(user_key, text)``: the user's most recent item titles (newest first), then the profile.
+
+    Without the profile it is exactly the text the fine-tuned user tower was trained on
+    (``training.prepare``)."""
     titles = data.items.select(S.ITEM_ID, S.TITLE)
     recent = (
         data.sequences.select(S.USER_KEY, F.posexplode(F.reverse(S.ITEMS)).alias("_pos", S.ITEM_ID))
@@ -172,12 +175,32 @@ def user_text(data: EvalData, history_items: int) -> DataFrame:
 def encoder_zero_shot(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
     e = cfg.evaluation.encoder
     texts = user_text(data, e.history_items).join(_eval_users(data), S.USER_KEY, "left_semi")
-    users = encoder.embed(texts, S.USER_KEY, "text", e)
-    items = encoder.embed(data.items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, e)
+    users = encoder.embed(texts, S.USER_KEY, "text", e, tower="user")
+    items = encoder.embed(data.items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, e, tower="item")
     return Vectors(users, items, "embedding")
 
 
-BASELINES: dict[str, Callable[[SparkSession, ShoprecConfig, EvalData], Vectors]] = {
+Builder = Callable[[SparkSession, ShoprecConfig, EvalData], Vectors]
+
+
+def two_tower(path: str, history_items: int) -> Builder:
+    """The fine-tuned retriever at ``path`` as a model the evaluation can run."""
+
+    def build(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
+        e = cfg.evaluation.encoder
+        texts = user_text(data, history_items, with_profile=False).join(
+            _eval_users(data), S.USER_KEY, "left_semi"
+        )
+        users = encoder.embed(texts, S.USER_KEY, "text", e, tower="user", path=path)
+        items = encoder.embed(
+            data.items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, e, "item", path
+        )
+        return Vectors(users, items, "embedding")
+
+    return build
+
+
+BASELINES: dict[str, Builder] = {
     "popularity": popularity,
     "category_popularity": category_popularity,
     "recent_popularity": recent_popularity,

@@ -1,8 +1,10 @@
 """Text → vector with a pretrained sentence encoder, inside Spark tasks.
 
 The model is loaded once per Python worker (a module-level cache keyed by path), from a local
-directory only. Pooling is the mean of token states under the attention mask, then L2
-normalisation: what all-MiniLM-L6-v2 was trained with, so zero-shot cosine scores are meaningful.
+directory only. Pooling is the mean of token states under the attention mask, then the tower's
+projection and L2 normalisation (``shoprec.training.model``): for a plain pretrained encoder the
+projection is the identity, which is what all-MiniLM-L6-v2 was trained with, so zero-shot
+cosines are meaningful.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from shoprec.config import EncoderConfig
-from shoprec.training.pretrained import load_encoder, packaged_model_dir
+from shoprec.training.pretrained import packaged_model_dir
 
 log = logging.getLogger(__name__)
 _MODELS: dict[str, tuple[Any, Any]] = {}
@@ -32,25 +34,25 @@ def model_dir(cfg: EncoderConfig) -> Path:
 
 def _cached(path: str) -> tuple[Any, Any]:
     if path not in _MODELS:
-        tokenizer, model = load_encoder(path)
-        _MODELS[path] = (tokenizer, model.eval())
+        from shoprec.training.model import load
+
+        tokenizer, model, _ = load(path)
+        _MODELS[path] = (tokenizer, model)
     return _MODELS[path]
 
 
-def mean_pool(hidden: Any, mask: Any) -> Any:
-    """Mean of the token states where ``mask`` is 1, L2-normalised."""
-    import torch
+def encode(
+    texts: list[str], path: str, max_length: int, batch_size: int, tower: str = "item"
+) -> NDArray[Any]:
+    """Embed ``texts`` (in order) with one tower of the model at ``path``: one unit vector each.
 
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, dim=-1)
-
-
-def encode(texts: list[str], path: str, max_length: int, batch_size: int) -> NDArray[Any]:
-    """Embed ``texts`` (in order) with the model at ``path``: one unit row vector each."""
+    A plain pretrained encoder directory works too: its towers are the identity, i.e. the mean-
+    pooled, normalised sentence embedding.
+    """
     import torch
 
     tokenizer, model = _cached(path)
+    embed_fn = model.users if tower == "user" else model.items
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -61,15 +63,16 @@ def encode(texts: list[str], path: str, max_length: int, batch_size: int) -> NDA
                 max_length=max_length,
                 return_tensors="pt",
             )
-            hidden = model(**batch).last_hidden_state
-            out.append(mean_pool(hidden, batch["attention_mask"]).float().numpy())
-    width = int(model.config.hidden_size)
+            out.append(embed_fn(batch["input_ids"], batch["attention_mask"]).float().numpy())
+    width = int(model.encoder.config.hidden_size)
     return np.concatenate(out) if out else np.zeros((0, width), dtype=np.float32)
 
 
-def embed(df: DataFrame, key: str, text: str, cfg: EncoderConfig) -> DataFrame:
+def embed(
+    df: DataFrame, key: str, text: str, cfg: EncoderConfig, tower: str = "item", path: str | None = None
+) -> DataFrame:
     """``(key, vector)`` for every row of ``df``, encoded in the Spark tasks that hold the rows."""
-    path = str(model_dir(cfg))
+    path = path or str(model_dir(cfg))
     _cached(path)  # fail here, on the driver, with a clear message if the model is missing
     schema = StructType(
         [StructField(key, StringType(), False), StructField("vector", ArrayType(FloatType(), False), False)]
@@ -82,7 +85,7 @@ def embed(df: DataFrame, key: str, text: str, cfg: EncoderConfig) -> DataFrame:
         torch.set_num_threads(threads)
         for pdf in batches:
             texts = pdf[text].fillna("").astype(str).tolist()
-            vectors = encode(texts, path, max_length, batch_size)
+            vectors = encode(texts, path, max_length, batch_size, tower)
             yield pd.DataFrame({key: pdf[key].to_numpy(), "vector": list(vectors)})
 
     return df.select(key, text).mapInPandas(run, schema)

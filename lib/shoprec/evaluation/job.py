@@ -27,7 +27,7 @@ from shoprec.config import ShoprecConfig
 from shoprec.errors import ShoprecError
 from shoprec.evaluation import data as eval_data
 from shoprec.evaluation import metrics as M
-from shoprec.evaluation.baselines import BASELINES, Vectors
+from shoprec.evaluation.baselines import BASELINES, Builder, Vectors
 from shoprec.evaluation.retrieval import ItemMatrix, score_pairs, top_k
 
 log = logging.getLogger(__name__)
@@ -177,13 +177,20 @@ def evaluate_vectors(
 
 
 def evaluate(
-    spark: SparkSession, cfg: ShoprecConfig, models: list[str] | None = None, run_id: str | None = None
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    models: list[str] | None = None,
+    run_id: str | None = None,
+    extra: dict[str, Builder] | None = None,
 ) -> EvalResult:
-    """Evaluate the configured baselines on the configured split and record everything."""
-    names = models or list(cfg.evaluation.models)
-    unknown = sorted(set(names) - set(BASELINES))
+    """Evaluate the configured baselines (and ``extra`` models, e.g. a fine-tuned retriever) on the
+    configured split and record everything."""
+    builders: dict[str, Builder] = {**BASELINES, **(extra or {})}
+    chosen = list(cfg.evaluation.models) if models is None else list(models)
+    names = chosen + [n for n in (extra or {}) if n not in chosen]
+    unknown = sorted(set(names) - set(builders))
     if unknown:
-        raise ShoprecError(f"evaluation.models: unknown {', '.join(unknown)} (known: {', '.join(BASELINES)})")
+        raise ShoprecError(f"evaluation.models: unknown {', '.join(unknown)} (known: {', '.join(builders)})")
     ensure_tables(spark, cfg)
     run_id = run_id or default_run_id(spark, cfg, names)
     data = eval_data.load(spark, cfg)
@@ -193,7 +200,7 @@ def evaluate(
     seconds: dict[str, float] = {}
     for name in tqdm(names, desc="evaluate", unit="model"):
         started = time.perf_counter()
-        vectors = BASELINES[name](spark, cfg, data)
+        vectors = builders[name](spark, cfg, data)
         vectors = Vectors(
             vectors.users.localCheckpoint(), vectors.items.localCheckpoint(), vectors.source
         )  # computed once: retrieval, sampled scoring and diversity all read them

@@ -23,8 +23,9 @@ class SnapshotNotReadableError(ShoprecError):
     """The table uses a Delta feature that plain Parquet readers (Petastorm) would get wrong."""
 
 
-def snapshot_files(spark: SparkSession, location: str) -> list[str]:
-    """The Parquet files of the table's current snapshot, as URLs Petastorm can open.
+def snapshot_files(spark: SparkSession, location: str, partition: dict[str, str] | None = None) -> list[str]:
+    """The Parquet files of the table's current snapshot, as URLs Petastorm can open; with
+    ``partition``, only the files of that partition (``{"split": "train"}``).
 
     Raises:
         SnapshotNotReadableError: the table has deletion vectors or column mapping enabled, which
@@ -40,6 +41,8 @@ def snapshot_files(spark: SparkSession, location: str) -> list[str]:
     if props.get("delta.columnMapping.mode", "none") != "none":
         raise SnapshotNotReadableError(f"{location}: column mapping is enabled; Petastorm cannot read it")
     files = sorted(delta.read(spark, location).inputFiles())
+    for column, value in (partition or {}).items():
+        files = [f for f in files if f"/{column}={value}/" in f]
     log.info("%s: current snapshot has %d files", location, len(files))
     return files
 

@@ -88,6 +88,15 @@ def broadcast_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | N
             hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
 
+def join() -> None:
+    """Wait here until every process has reached it. A process that has no more batches calls it,
+    and the others' allreduces go on without it instead of hanging (uneven shards)."""
+    if _backend == "horovod":
+        import horovod.torch as hvd
+
+        hvd.join()
+
+
 def distributed_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Wrap ``optimizer`` so gradients are averaged over processes before each step."""
     if _backend == "horovod":

@@ -1,0 +1,153 @@
+"""``shoprec train``: tokens table → fine-tuning processes → model directory → evaluation → MLflow.
+
+One MLflow run per training (local file store by default): parameters, per-step loss from rank 0,
+throughput, the evaluation module's validation/test metrics for the fine-tuned retriever, and the
+model directory with its tokenizer as an artifact (``model/``) that scoring loads.
+
+Checkpoints live under ``paths.checkpoints/<fingerprint>``, the fingerprint being a hash of the
+training settings and the tokens table's version: re-running the same training after a crash
+finds them and resumes; changing anything starts afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from shoprec import delta
+from shoprec import schemas as S
+from shoprec.config import ShoprecConfig
+from shoprec.training import distributed as dist
+from shoprec.training.data import snapshot_files
+from shoprec.training.prepare import model_path, prepare
+from shoprec.training.train import TrainResult, TrainSpec, train_worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    model_dir: Path
+    mlflow_run_id: str
+    tracking_uri: str
+    results: list[TrainResult]
+    seconds: float
+    examples: int
+    eval_run_id: str | None
+
+    @property
+    def samples_per_second(self) -> float:
+        """All processes together."""
+        return sum(r.examples for r in self.results) / self.seconds if self.seconds else 0.0
+
+
+def tracking_uri(cfg: ShoprecConfig) -> str:
+    """The configured MLflow tracking URI, else a SQLite database under ``paths.root``."""
+    return cfg.training.tracking_uri or f"sqlite:///{Path(cfg.path('root'), 'mlflow.db').resolve()}"
+
+
+def _experiment(client: Any, cfg: ShoprecConfig) -> str:
+    """The experiment's id; created with its artifacts under ``paths.root`` (not the working dir)."""
+    found = client.get_experiment_by_name(cfg.training.experiment)
+    if found:
+        return str(found.experiment_id)
+    artifacts = Path(cfg.path("root"), "mlartifacts").resolve().as_uri()
+    return str(client.create_experiment(cfg.training.experiment, artifact_location=artifacts))
+
+
+def _fingerprint(cfg: ShoprecConfig, tokens_version: int) -> str:
+    text = json.dumps(
+        [dataclasses.asdict(cfg.training), tokens_version, model_path(cfg)], sort_keys=True, default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) -> TrainRun:
+    """Prepare the tokens, fine-tune on ``training.processes`` processes, record and evaluate."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    t = cfg.training
+    started = time.perf_counter()
+    prepared = prepare(spark, cfg)
+    version_row = delta.for_location(spark, prepared.location).history(1).select("version").first()
+    version = int(version_row[0]) if version_row else 0
+    fingerprint = _fingerprint(cfg, version)
+    files = snapshot_files(spark, prepared.location, {S.SPLIT: S.TRAIN})
+    uri = tracking_uri(cfg)
+    client = MlflowClient(uri)
+    experiment_id = _experiment(client, cfg)
+    previous = client.search_runs(
+        [experiment_id],
+        f"tags.fingerprint = '{fingerprint}' and attributes.status != 'FINISHED'",
+        max_results=1,
+    )
+    if previous:
+        run_id = previous[0].info.run_id
+        log.info("resuming MLflow run %s (same settings and data as an unfinished run)", run_id)
+    else:
+        created = client.create_run(experiment_id, tags={"fingerprint": fingerprint, "model": "retriever"})
+        run_id = created.info.run_id
+        params = {k: v for k, v in dataclasses.asdict(t).items() if k not in ("lora",)}
+        params.update({f"lora_{k}": v for k, v in dataclasses.asdict(t.lora).items()})
+        params.update(
+            {"base_model": model_path(cfg), "train_examples": prepared.rows, "tokens_version": version}
+        )
+        for key, value in params.items():
+            client.log_param(run_id, key, str(value)[:500])
+    output = Path(cfg.path("models")) / f"retriever-{fingerprint}"
+    spec = TrainSpec(
+        files=files,
+        rows=prepared.rows,
+        base_model=model_path(cfg),
+        output=str(output),
+        checkpoints=str(Path(cfg.path("checkpoints")) / fingerprint),
+        cfg=t,
+        tracking_uri=uri,
+        mlflow_run_id=run_id,
+    )
+    processes = t.processes if t.launcher == "horovod" else 1
+    train_started = time.perf_counter()
+    results = dist.launch(train_worker, processes, t.launcher, args=(spec,))
+    seconds = time.perf_counter() - train_started
+    examples = sum(r.examples for r in results)
+    client.log_metric(run_id, "samples_per_second", examples / seconds if seconds else 0.0)
+    client.log_metric(run_id, "train_seconds", seconds)
+    client.log_artifacts(run_id, str(output), "model")
+    eval_run = None
+    if evaluate_after:
+        from shoprec.evaluation.baselines import two_tower
+        from shoprec.evaluation.job import evaluate
+
+        result = evaluate(spark, cfg, models=[], extra={"retriever": two_tower(str(output), t.history_items)})
+        eval_run = result.run_id
+        for r in result.metrics:
+            if (
+                r[S.SLICE] == "all"
+                and r[S.METRIC] in ("recall", "ndcg", "hit_rate", "mrr")
+                and r[S.VALUE] is not None
+            ):
+                ranking = "full" if r[S.RANKING] == "full" else "sampled"
+                key = f"{cfg.evaluation.split}_{ranking}_{r[S.METRIC]}_at_{r[S.K]}"
+                client.log_metric(run_id, key, float(str(r[S.VALUE])))
+    client.set_terminated(run_id, "FINISHED")
+    mlflow.set_tracking_uri(uri)
+    run = TrainRun(output, run_id, uri, results, time.perf_counter() - started, examples, eval_run)
+    log.info(
+        "training run %s: %d examples in %.0fs (%.1f samples/s over %d processes) -> %s",
+        run_id,
+        examples,
+        seconds,
+        examples / seconds if seconds else 0.0,
+        processes,
+        output,
+    )
+    return run

@@ -1,0 +1,122 @@
+"""The two-tower retriever: one pretrained encoder, a projection per tower, unit vectors.
+
+The towers share the encoder (half the weights, and user history text and item text are the
+same kind of text); each has its own linear projection, initialised to the identity so training
+starts exactly at the zero-shot encoder and can only move away from it by learning.
+
+Saved as a directory that needs no shoprec code to read the encoder: the (LoRA-merged) encoder
+and tokenizer in transformers format, plus ``towers.pt`` (the projections) and
+``shoprec_model.json`` (pooling, lengths, temperature).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+META = "shoprec_model.json"
+TOWERS = "towers.pt"
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token states where ``mask`` is 1 (the pooling all-MiniLM-L6-v2 was trained with)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+class TwoTower(nn.Module):
+    def __init__(self, encoder: Any, temperature: float = 0.05) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = int(encoder.config.hidden_size)
+        self.user_proj = nn.Linear(hidden, hidden)
+        self.item_proj = nn.Linear(hidden, hidden)
+        for proj in (self.user_proj, self.item_proj):
+            nn.init.eye_(proj.weight)
+            nn.init.zeros_(proj.bias)
+        self.temperature = temperature
+
+    def _embed(self, ids: torch.Tensor, mask: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return nn.functional.normalize(proj(mean_pool(hidden, mask)), dim=-1)
+
+    def users(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._embed(ids, mask, self.user_proj)
+
+    def items(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self._embed(ids, mask, self.item_proj)
+
+
+def in_batch_loss(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    item_index: torch.Tensor,
+    logq: torch.Tensor | None,
+    temperature: float,
+) -> torch.Tensor:
+    """Sampled softmax over the batch's items: each user's own item is the positive, the others
+    are negatives. ``logq`` (log sampling frequency) is subtracted so popular items, which show
+    up as negatives more often, are not pushed down for being popular; other rows with the same
+    item are masked, not counted as negatives."""
+    logits = users @ items.T / temperature
+    if logq is not None:
+        logits = logits - logq.unsqueeze(0)
+    same = item_index.unsqueeze(0) == item_index.unsqueeze(1)
+    eye = torch.eye(len(item_index), dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(same & ~eye, torch.finfo(logits.dtype).min)
+    target = torch.arange(len(item_index), device=logits.device)
+    return nn.functional.cross_entropy(logits, target)
+
+
+def freeze_lower(encoder: Any, layers: int) -> None:
+    """Freeze the embeddings and the lowest ``layers`` transformer layers (BERT-style encoders)."""
+    if layers <= 0:
+        return
+    for p in encoder.embeddings.parameters():
+        p.requires_grad = False
+    for layer in encoder.encoder.layer[:layers]:
+        for p in layer.parameters():
+            p.requires_grad = False
+
+
+def with_lora(encoder: Any, r: int, alpha: int, dropout: float) -> Any:
+    """Wrap the encoder's attention projections in LoRA adapters (peft)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=["query", "key", "value"])
+    return get_peft_model(encoder, config)
+
+
+def save(model: TwoTower, tokenizer: Any, path: Path, meta: dict[str, Any]) -> None:
+    """Write the model directory (LoRA adapters merged into the encoder first)."""
+    path.mkdir(parents=True, exist_ok=True)
+    encoder = model.encoder
+    if hasattr(encoder, "merge_and_unload"):
+        encoder = encoder.merge_and_unload()
+    encoder.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    torch.save(
+        {"user_proj": model.user_proj.state_dict(), "item_proj": model.item_proj.state_dict()}, path / TOWERS
+    )
+    (path / META).write_text(json.dumps({"temperature": model.temperature, **meta}, indent=2, sort_keys=True))
+
+
+def load(path: str | Path) -> tuple[Any, TwoTower, dict[str, Any]]:
+    """(tokenizer, model, meta) from a directory written by :func:`save`."""
+    from shoprec.training.pretrained import load_encoder
+
+    path = Path(path)
+    tokenizer, encoder = load_encoder(path)
+    meta = json.loads((path / META).read_text()) if (path / META).is_file() else {}
+    model = TwoTower(encoder, float(meta.get("temperature", 0.05)))
+    if (path / TOWERS).is_file():
+        state = torch.load(path / TOWERS, map_location="cpu")
+        model.user_proj.load_state_dict(state["user_proj"])
+        model.item_proj.load_state_dict(state["item_proj"])
+    return tokenizer, model.eval(), meta

@@ -1,0 +1,131 @@
+"""Fine-tuning end to end on a small shop with a tiny BERT: Petastorm shards, two Horovod
+processes that stay in sync and learn, checkpoints, MLflow, evaluation of the result."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from shoprec import delta
+from shoprec import schemas as S
+from shoprec.config import ShoprecConfig, from_dict
+from shoprec.datagen.job import generate
+from shoprec.etl.bronze import ingest_all
+from shoprec.etl.silver import clean_all
+from shoprec.features.job import build_gold
+from shoprec.training import model as tt
+from shoprec.training.data import make_loader, make_reader, snapshot_files
+from shoprec.training.job import train
+from shoprec.training.prepare import ITEM_INDEX, LOADER_FIELDS, prepare
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+def _cfg(root: Path, model: Path, **training: object) -> ShoprecConfig:
+    return from_dict(
+        {
+            "paths": {"root": str(root)},
+            "generator": {"seed": 4, "users": 200, "items": 100, "days": 10, "users_per_block": 100},
+            "privacy": {"key_env": "SHOPREC_TEST_KEY"},
+            "features": {"split": {"valid_days": 2, "test_days": 2}, "eval_negatives": 20},
+            "evaluation": {"ks": [10], "encoder": {"model_path": str(model)}, "models": []},
+            "training": {
+                "model_path": str(model),
+                "batch_size": 16,
+                "learning_rate": 1e-3,
+                "user_max_length": 48,
+                "item_max_length": 32,
+                "checkpoint_every_steps": 5,
+                "log_every_steps": 2,
+                "warmup_steps": 2,
+                **training,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def shop(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
+) -> ShoprecConfig:
+    os.environ["SHOPREC_TEST_KEY"] = "train-key"
+    cfg = _cfg(tmp_path_factory.mktemp("train"), tiny_model_dir)
+    generate(spark, cfg)
+    ingest_all(spark, cfg)
+    clean_all(spark, cfg)
+    build_gold(spark, cfg)
+    prepare(spark, cfg)
+    return cfg
+
+
+def test_in_batch_loss_masks_duplicates_and_corrects_for_popularity() -> None:
+    torch.manual_seed(0)
+    users = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    items = users.clone()
+    index = torch.tensor([0, 1, 2, 3])
+    perfect = tt.in_batch_loss(users, items, index, None, 0.05)
+    shuffled = tt.in_batch_loss(users, items.flip(0), index, None, 0.05)
+    assert perfect < shuffled
+    # a duplicate item in the batch is not a negative for the other row that has it
+    dup = torch.tensor([0, 0, 2, 3])
+    same = torch.stack([users[0], users[0], users[2], users[3]])
+    masked = tt.in_batch_loss(same, same, dup, None, 0.05)
+    unmasked = tt.in_batch_loss(same, same, index, None, 0.05)  # the twin counts as a negative
+    assert masked < 0.05 and unmasked > 0.3
+    # logq shifts logits per item: subtracting a constant changes nothing
+    assert torch.isclose(tt.in_batch_loss(users, items, index, torch.full((4,), -2.0), 0.05), perfect)
+
+
+def test_each_example_is_read_once_per_epoch_across_ranks(spark: SparkSession, shop: ShoprecConfig) -> None:
+    files = snapshot_files(spark, shop.table("training_tokens"), {S.SPLIT: S.TRAIN})
+    expected = delta.read(spark, shop.table("training_tokens")).where(F.col(S.SPLIT) == S.TRAIN).count()
+    assert len(files) >= 2
+    seen: list[np.ndarray] = []
+    for rank in range(2):
+        with make_reader(files, LOADER_FIELDS, shard=rank, shard_count=2, shuffle=True, seed=3) as reader:
+            shard = [b["user_input_ids"].numpy() for b in make_loader(reader, 7)]
+        assert shard, f"rank {rank} got nothing"
+        seen.append(np.concatenate(shard))
+    assert sum(len(s) for s in seen) == expected
+    assert make_loader is not None and ITEM_INDEX in LOADER_FIELDS
+
+
+def test_two_horovod_processes_learn_in_sync_and_record_everything(
+    spark: SparkSession, shop: ShoprecConfig
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    run = train(spark, shop)
+    assert len(run.results) == 2
+    a, b = run.results
+    assert a.final_weights_checksum == pytest.approx(b.final_weights_checksum, rel=0, abs=1e-6), (
+        "ranks diverged"
+    )
+    losses = [loss for _, loss in a.losses]
+    assert len(losses) >= 4
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]), f"loss did not fall: {losses}"
+    assert (run.model_dir / tt.META).is_file() and (run.model_dir / "tokenizer_config.json").is_file()
+
+    client = MlflowClient(run.tracking_uri)
+    mlrun = client.get_run(run.mlflow_run_id)
+    assert mlrun.info.status == "FINISHED"
+    assert mlrun.data.params["batch_size"] == "16"
+    history = client.get_metric_history(run.mlflow_run_id, "train_loss")
+    assert len(history) == len(losses)
+    assert "test_full_recall_at_10" in mlrun.data.metrics
+    artifacts = {f.path for f in client.list_artifacts(run.mlflow_run_id, "model")}
+    assert "model/towers.pt" in artifacts and "model/config.json" in artifacts
+
+    # the saved model is what the evaluation scored: reload it and check it embeds as trained
+    tokenizer, model, meta = tt.load(run.model_dir)
+    assert meta["steps"] == a.steps
+    batch = tokenizer(["recently: wireless earbuds"], return_tensors="pt")
+    with torch.no_grad():
+        vec = model.users(batch["input_ids"], batch["attention_mask"])
+    assert vec.shape == (1, 32) and torch.isclose(vec.norm(), torch.tensor(1.0))
