@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
-from shoprec.config import SparkConfig
+from shoprec.config import ShoprecConfig, SparkConfig, from_dict
 from shoprec.datagen import vocab
 from shoprec.spark import get_spark
 
@@ -71,6 +71,50 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(path / "model")
     tokenizer.save_pretrained(path / "model")
     return path / "model"
+
+
+#: The small shop several test modules share (built once per session by ``small_shop``).
+SMALL_SHOP: dict[str, Any] = {
+    "generator": {"seed": 9, "users": 200, "items": 100, "days": 10, "users_per_block": 100},
+    "privacy": {"key_env": "SHOPREC_TEST_KEY"},
+    "features": {
+        "split": {"valid_days": 2, "test_days": 2},
+        "eval_negatives": 20,
+        "positive_events": ["purchase", "add_to_cart"],
+    },
+}
+
+
+def small_cfg(root: Path, model: Path, **sections: dict[str, Any]) -> ShoprecConfig:
+    """The small shop's configuration at ``root`` with ``model`` as every encoder, plus ``sections``."""
+    base: dict[str, Any] = {
+        "paths": {"root": str(root)},
+        **SMALL_SHOP,
+        "evaluation": {"encoder": {"model_path": str(model)}},
+        "training": {"model_path": str(model)},
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return from_dict(base)
+
+
+@pytest.fixture(scope="session")
+def small_shop(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
+) -> ShoprecConfig:
+    """A generated shop taken through ingest, clean and gold: what evaluation and training read."""
+    from shoprec.datagen.job import generate
+    from shoprec.etl.bronze import ingest_all
+    from shoprec.etl.silver import clean_all
+    from shoprec.features.job import build_gold
+
+    os.environ["SHOPREC_TEST_KEY"] = "small-shop-key"
+    cfg = small_cfg(tmp_path_factory.mktemp("small-shop"), tiny_model_dir)
+    generate(spark, cfg)
+    ingest_all(spark, cfg)
+    clean_all(spark, cfg)
+    build_gold(spark, cfg)
+    return cfg
 
 
 @pytest.fixture()

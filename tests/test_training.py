@@ -3,7 +3,6 @@ processes that stay in sync and learn, checkpoints, MLflow, evaluation of the re
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,10 @@ import torch
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from conftest import small_cfg
 from shoprec import delta
 from shoprec import schemas as S
-from shoprec.config import ShoprecConfig, from_dict
-from shoprec.datagen.job import generate
-from shoprec.etl.bronze import ingest_all
-from shoprec.etl.silver import clean_all
-from shoprec.features.job import build_gold
+from shoprec.config import ShoprecConfig
 from shoprec.training import model as tt
 from shoprec.training.data import make_loader, make_reader, snapshot_files
 from shoprec.training.job import train
@@ -27,39 +23,23 @@ from shoprec.training.prepare import ITEM_INDEX, LOADER_FIELDS, prepare
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
-def _cfg(root: Path, model: Path, **training: object) -> ShoprecConfig:
-    return from_dict(
-        {
-            "paths": {"root": str(root)},
-            "generator": {"seed": 4, "users": 200, "items": 100, "days": 10, "users_per_block": 100},
-            "privacy": {"key_env": "SHOPREC_TEST_KEY"},
-            "features": {"split": {"valid_days": 2, "test_days": 2}, "eval_negatives": 20},
-            "evaluation": {"ks": [10], "encoder": {"model_path": str(model)}, "models": []},
-            "training": {
-                "model_path": str(model),
-                "batch_size": 16,
-                "learning_rate": 1e-3,
-                "user_max_length": 48,
-                "item_max_length": 32,
-                "checkpoint_every_steps": 5,
-                "log_every_steps": 2,
-                "warmup_steps": 2,
-                **training,
-            },
-        }
-    )
-
-
 @pytest.fixture(scope="module")
-def shop(
-    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
-) -> ShoprecConfig:
-    os.environ["SHOPREC_TEST_KEY"] = "train-key"
-    cfg = _cfg(tmp_path_factory.mktemp("train"), tiny_model_dir)
-    generate(spark, cfg)
-    ingest_all(spark, cfg)
-    clean_all(spark, cfg)
-    build_gold(spark, cfg)
+def shop(spark: SparkSession, small_shop: ShoprecConfig, tiny_model_dir: Path) -> ShoprecConfig:
+    cfg = small_cfg(
+        Path(small_shop.paths.root),
+        tiny_model_dir,
+        evaluation={"ks": [10], "models": []},
+        training={
+            "batch_size": 16,
+            "learning_rate": 1e-3,
+            "user_max_length": 48,
+            "item_max_length": 32,
+            "checkpoint_every_steps": 5,
+            "log_every_steps": 2,
+            "warmup_steps": 2,
+            "max_steps": 16,
+        },
+    )
     prepare(spark, cfg)
     return cfg
 
