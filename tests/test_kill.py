@@ -28,6 +28,7 @@ SETTINGS = [
     "generator.users_per_block=150",
     "generator.bad_row_rate=0.02",
     "spark.shuffle_partitions=2",
+    "evaluation.models=[]",
 ]
 TABLES = [*DATA_TABLES, *GOLD_TABLES]
 #: Columns that name the run or the file, not the data: they differ between two lakes by design.

@@ -23,9 +23,13 @@ def test_pipeline_writes_bronze_tables_and_is_idempotent(
         {
             "paths": {"root": str(tmp_path)},
             "generator": {"users": 150, "items": 80, "days": 5, "bad_row_rate": 0.02, "users_per_block": 100},
+            "evaluation": {"models": ["popularity"]},
         }
     )
-    first = {t.name: t.rows for t in run_pipeline(spark, cfg).tables}
+    result = run_pipeline(spark, cfg)
+    first = {t.name: t.rows for t in result.tables}
+    assert result.report is not None and result.report.is_file()
+    assert "popularity" in result.headline and first["recommendations"] > 0
     manifest_events = spark.read.text(f"{cfg.path('raw')}/events").count()
     assert first["bronze_events"] == manifest_events, "every raw line is a bronze row, bad ones too"
     events = delta.read(spark, cfg.table("bronze_events"))

@@ -109,3 +109,71 @@ def test_two_horovod_processes_learn_in_sync_and_record_everything(
     with torch.no_grad():
         vec = model.users(batch["input_ids"], batch["attention_mask"])
     assert vec.shape == (1, 32) and torch.isclose(vec.norm(), torch.tensor(1.0))
+
+
+def test_a_killed_training_resumes_from_its_checkpoint(
+    spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
+) -> None:
+    """A real ``shoprec train`` process is killed after its first checkpoint; the re-run resumes."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    settings = shop.to_dict()
+    settings.pop("env")
+    settings["paths"] = {
+        **settings["paths"],
+        "checkpoints": str(tmp_path / "ckpt"),
+        "models": str(tmp_path / "models"),
+    }
+    settings["training"] = {
+        **settings["training"],
+        "launcher": "single",
+        "max_steps": 30,
+        "checkpoint_every_steps": 4,
+    }
+    (conf / "t.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(settings, default=str))))
+    cmd = [
+        sys.executable,
+        "-m",
+        "shoprec.cli",
+        "train",
+        "--env",
+        "t",
+        "--conf-dir",
+        str(conf),
+        "--no-evaluate",
+    ]
+    env = {**os.environ, "SHOPREC_TEST_KEY": os.environ["SHOPREC_TEST_KEY"]}
+
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while (
+        not list((tmp_path / "ckpt").glob("*/ckpt-*.pt"))
+        and proc.poll() is None
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    checkpoints = list((tmp_path / "ckpt").glob("*/ckpt-*.pt"))
+    assert checkpoints, "no checkpoint before the kill"
+    assert not list((tmp_path / "models").glob("*/towers.pt")), "killed before the end: no final model yet"
+
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, timeout=600)
+    log = done.stderr.decode()
+    assert done.returncode == 0, log[-3000:]
+    assert "resuming from ckpt-" in log and "resuming MLflow run" in log
+    model_dir = next((tmp_path / "models").glob("*/towers.pt")).parent
+    _, _, meta = tt.load(model_dir)
+    assert meta["steps"] == 30  # the total, counted across the kill

@@ -317,6 +317,8 @@ class LoraConfig:
 class TrainingConfig:
     """Fine-tuning the two-tower retriever (and ranking head) on the gold training examples."""
 
+    #: Whether ``shoprec run`` trains (``shoprec train`` always does).
+    enabled: bool = False
     #: The pretrained encoder to start from; unset means the packaged all-MiniLM-L6-v2.
     model_path: str | None = None
     #: ``horovod``: local processes over gloo (``horovodrun -np N``); ``single``: this process.

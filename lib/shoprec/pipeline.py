@@ -73,10 +73,24 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
     tables = summarise(spark, cfg, list(DATA_TABLES))
     tables += [TableSummary(name, cfg.table(name), rows) for name, rows in gold.rows.items()]
     report, headline = None, ""
-    if cfg.evaluation.models:
-        result = evaluate(spark, cfg)
+    extra, curves, trained = {}, [], None
+    if cfg.training.enabled:
+        from shoprec.evaluation.report import LossCurve
+        from shoprec.training.job import retriever_model, train
+
+        trained = train(spark, cfg, evaluate_after=False)
+        extra["retriever"] = retriever_model(cfg, trained.model_dir)
+        first = trained.results[0]
+        curves.append(LossCurve("retriever", [s for s, _ in first.losses], [v for _, v in first.losses]))
+        tables += summarise(spark, cfg, ["training_tokens"])
+    if cfg.evaluation.models or extra:
+        result = evaluate(spark, cfg, extra=extra)
         headline = job_headline(result.metrics, cfg.evaluation.ks)
-        report = write_report(spark, cfg, result.run_id)
+        report = write_report(spark, cfg, result.run_id, curves=curves)
         tables += summarise(spark, cfg, ["recommendations", "eval_metrics"])
+        if trained is not None:
+            from shoprec.training.job import log_evaluation
+
+            log_evaluation(cfg, trained.tracking_uri, trained.mlflow_run_id, result.metrics)
     log.info("pipeline finished in %.1fs", time.perf_counter() - started)
     return PipelineResult(tables, report, headline)

@@ -70,6 +70,27 @@ def _fingerprint(cfg: ShoprecConfig, tokens_version: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def retriever_model(cfg: ShoprecConfig, model_dir: Path) -> Any:
+    """The fine-tuned retriever as a model the evaluation can run."""
+    from shoprec.evaluation.baselines import two_tower
+
+    return two_tower(str(model_dir), cfg.training.history_items)
+
+
+def log_evaluation(cfg: ShoprecConfig, uri: str, run_id: str, rows: list[dict[str, object]]) -> None:
+    """The retriever's headline metrics from an evaluation run, into its MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for r in rows:
+        if r[S.MODEL] != "retriever" or r[S.SLICE] != "all" or r[S.VALUE] is None:
+            continue
+        if r[S.METRIC] in ("recall", "ndcg", "hit_rate", "mrr"):
+            ranking = "full" if r[S.RANKING] == "full" else "sampled"
+            key = f"{cfg.evaluation.split}_{ranking}_{r[S.METRIC]}_at_{r[S.K]}"
+            client.log_metric(run_id, key, float(str(r[S.VALUE])))
+
+
 def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) -> TrainRun:
     """Prepare the tokens, fine-tune on ``training.processes`` processes, record and evaluate."""
     import mlflow
