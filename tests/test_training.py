@@ -177,3 +177,25 @@ def test_a_killed_training_resumes_from_its_checkpoint(
     model_dir = next((tmp_path / "models").glob("*/towers.pt")).parent
     _, _, meta = tt.load(model_dir)
     assert meta["steps"] == 30  # the total, counted across the kill
+
+
+def test_lora_and_freezing_train_fewer_weights_and_save_a_plain_encoder(tmp_path: Path) -> None:
+    from conftest import build_tiny_bert
+
+    tokenizer, encoder = build_tiny_bert(tmp_path / "src")
+    total = sum(p.numel() for p in encoder.parameters())
+    tt.freeze_lower(encoder, 1)
+    frozen = sum(p.numel() for p in encoder.parameters() if not p.requires_grad)
+    assert 0 < frozen < total
+    _, fresh = build_tiny_bert(tmp_path / "src2")
+    model = tt.TwoTower(tt.with_lora(fresh, r=2, alpha=4, dropout=0.0))
+    trainable = sum(p.numel() for p in model.encoder.parameters() if p.requires_grad)
+    assert 0 < trainable < total / 5
+    tt.save(model.eval(), tokenizer, tmp_path / "saved", {"steps": 0})
+    _, loaded, meta = tt.load(tmp_path / "saved")
+    assert meta["steps"] == 0 and not hasattr(loaded.encoder, "peft_config")
+    ids = tokenizer(["wireless earbuds"], return_tensors="pt")
+    with torch.no_grad():
+        a = model.items(ids["input_ids"], ids["attention_mask"])
+        b = loaded.items(ids["input_ids"], ids["attention_mask"])
+    torch.testing.assert_close(a, b)
