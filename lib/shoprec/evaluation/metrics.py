@@ -14,7 +14,7 @@ Users with relevant items but no recommendations count as zeros: they are not dr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -147,22 +147,35 @@ def embedding_diversity(recs: DataFrame, vectors: DataFrame, k: int) -> float | 
     """Intra-list diversity by embedding: the mean cosine distance between pairs in the top K.
 
     With unit vectors v_i, the sum over pairs of cos(v_i, v_j) is (|sum v|^2 - n) / 2, so one
-    vector sum per user gives the mean without forming the pairs.
+    vector sum per user gives the mean without forming the pairs. The item vectors are broadcast
+    (catalog-sized); users stay in their Spark tasks.
     """
-    unit = vectors.select(
-        S.ITEM_ID,
-        F.transform(
-            "vector", lambda x: x / F.sqrt(F.aggregate("vector", F.lit(0.0), lambda a, y: a + y * y))
-        ).alias("_u"),
-    )
-    top = recs.where(F.col(S.RANK) <= k).join(unit, S.ITEM_ID)
-    dims = top.select(S.USER_KEY, F.posexplode("_u").alias("_d", "_x"))
-    sums = dims.groupBy(S.USER_KEY, "_d").agg(F.sum("_x").alias("_s"))
-    norm2 = sums.groupBy(S.USER_KEY).agg(F.sum(F.col("_s") * F.col("_s")).alias("_norm2"))
-    counts = top.groupBy(S.USER_KEY).agg(F.count(F.lit(1)).alias("_n"))
-    n = F.col("_n")
-    mean_cos = (F.col("_norm2") - n) / (n * (n - 1))
-    row = norm2.join(counts, S.USER_KEY).where(n > 1).agg(F.avg(1 - mean_cos)).first()
+    import numpy as np
+    import pandas as pd
+
+    pdf = vectors.select(S.ITEM_ID, "vector").toPandas()
+    if pdf.empty:
+        return None
+    matrix = np.stack([np.asarray(v, dtype=np.float64) for v in pdf["vector"]])
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    spark = recs.sparkSession
+    bc = spark.sparkContext.broadcast((matrix, {item: i for i, item in enumerate(pdf[S.ITEM_ID])}))
+    lists = recs.where(F.col(S.RANK) <= k).groupBy(S.USER_KEY).agg(F.collect_list(S.ITEM_ID).alias("_items"))
+
+    def per_user(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
+        m, index = bc.value
+        for part in batches:
+            out = []
+            for items in part["_items"]:
+                rows = [index[i] for i in items if i in index]
+                n = len(rows)
+                if n < 2:
+                    continue
+                total = m[rows].sum(axis=0)
+                out.append(1.0 - (float(total @ total) - n) / (n * (n - 1)))
+            yield pd.DataFrame({"_ild": out}, dtype="float64")
+
+    row = lists.mapInPandas(per_user, "_ild double").agg(F.avg("_ild")).first()
     return None if row is None or row[0] is None else float(row[0])
 
 
