@@ -88,4 +88,7 @@ def embed(
             vectors = encode(texts, path, max_length, batch_size, tower)
             yield pd.DataFrame({key: pdf[key].to_numpy(), "vector": list(vectors)})
 
-    return df.select(key, text).mapInPandas(run, schema)
+    # text is small in bytes but heavy to encode: spread it over every core explicitly (adaptive
+    # execution would otherwise coalesce a few thousand short strings into one task)
+    tasks = 2 * df.sparkSession.sparkContext.defaultParallelism
+    return df.select(key, text).repartition(tasks).mapInPandas(run, schema)

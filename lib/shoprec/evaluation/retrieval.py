@@ -142,7 +142,8 @@ def top_k(
                     }
                 ).query(f"{S.SCORE} > -inf")
 
-    return frame.mapInPandas(score, TOPK_SCHEMA)
+    # every core gets users: adaptive execution would coalesce a small user table into one task
+    return frame.repartition(2 * spark.sparkContext.defaultParallelism).mapInPandas(score, TOPK_SCHEMA)
 
 
 def score_pairs(pairs: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
