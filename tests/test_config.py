@@ -54,8 +54,8 @@ def test_out_of_range_value_names_key(conf_dir: Path) -> None:
 
 
 def test_unknown_override_names_override(conf_dir: Path) -> None:
-    with pytest.raises(ConfigError, match=r"--set training\.epochs=3: training: unknown key"):
-        load_config("local", ["training.epochs=3"], conf_dir=conf_dir)
+    with pytest.raises(ConfigError, match=r"--set training\.epochz=3: training\.epochz: unknown key"):
+        load_config("local", ["training.epochz=3"], conf_dir=conf_dir)
 
 
 def test_malformed_override(conf_dir: Path) -> None:

@@ -146,7 +146,9 @@ def evaluate_vectors(
 
     extra: list[tuple[str, int, float | None]] = list(M.coverage(recs, data.catalog_size, ev.ks))
     item_users = data.visible.groupBy(S.ITEM_ID).agg(F.countDistinct(S.USER_KEY).alias("_users"))
-    categories = data.items.select(S.ITEM_ID, S.TOP_CATEGORY)
+    # diversity over the most specific category: a catalog with a single top category (Office) is
+    # still diverse or not across its leaves
+    categories = data.items.select(S.ITEM_ID, F.col(S.CATEGORY_PATH).alias(S.TOP_CATEGORY))
     for k in ev.ks:
         extra.append(("diversity_category", k, M.category_diversity(recs, categories, k)))
         if reference is not None:
@@ -196,6 +198,8 @@ def evaluate(
     data = eval_data.load(spark, cfg)
     version = shoprec.__version__
     reference: DataFrame | None = None
+    # the zero-shot encoder's item vectors are the reference for embedding diversity: run it first
+    names = sorted(names, key=lambda n: n != "encoder")
     all_rows: list[DataFrame] = []
     seconds: dict[str, float] = {}
     for name in tqdm(names, desc="evaluate", unit="model"):
@@ -230,15 +234,15 @@ def headline(rows: list[dict[str, object]], ks: tuple[int, ...]) -> str:
         cols += [(sampled_label, "hit_rate", 10), (sampled_label, "ndcg", 10)]
     cols += [("full", "coverage", max(ks))]
     value = {(r[S.MODEL], r[S.RANKING], r[S.METRIC], r[S.K]): r[S.VALUE] for r in rows if r[S.SLICE] == "all"}
-    head = f"{'model':<20}" + "".join(
-        f"{(m + '@' + str(k) if k else m) + (' (s)' if rk != 'full' else ''):>15}" for rk, m, k in cols
-    )
+    names = [(m + "@" + str(k) if k else m) + (" (s)" if rk != "full" else "") for rk, m, k in cols]
+    widths = [max(11, len(n) + 2) for n in names]
+    head = f"{'model':<20}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))
     lines = [head]
     for model in models:
         cells = []
-        for rk, m, k in cols:
+        for (rk, m, k), w in zip(cols, widths, strict=True):
             v = value.get((model, rk, m, k))
-            cells.append(f"{v:>15.4f}" if isinstance(v, float) else f"{'-':>15}")
+            cells.append(f"{v:>{w}.4f}" if isinstance(v, float) else f"{'-':>{w}}")
         lines.append(f"{model:<20}" + "".join(cells))
     if sampled_label:
         lines.append(f"(s) = {sampled_label} ranking")

@@ -113,7 +113,7 @@ def _beyond(rows: Sequence[dict[str, Any]], models: list[str], k: int) -> str:
 
     panels = (
         ("coverage", "Catalog coverage (share of items ever shown)"),
-        ("diversity_category", "Intra-list diversity (different categories)"),
+        ("diversity_category", "Intra-list diversity (different leaf categories)"),
         ("novelty", "Novelty (bits: higher = less popular items)"),
         ("exposure_gini", "Exposure Gini (0 even, 1 concentrated)"),
     )
