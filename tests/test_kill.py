@@ -29,6 +29,7 @@ SETTINGS = [
     "generator.bad_row_rate=0.02",
     "spark.shuffle_partitions=2",
     "evaluation.models=[]",
+    "training.enabled=false",
 ]
 TABLES = [*DATA_TABLES, *GOLD_TABLES]
 #: Columns that name the run or the file, not the data: they differ between two lakes by design.
