@@ -89,7 +89,7 @@ def throughput(spark: SparkSession, users: int, items: int, dim: int, k: int, ta
     best_rt = float("inf")
     for _ in range(2):
         t0 = time.perf_counter()
-        n = top_k(spark, u, matrix, k, user_block=1024, item_block=8192).agg(F.count(F.lit(1))).first()
+        n = top_k(spark, u, matrix, k, user_block=2048, item_block=8192).agg(F.count(F.lit(1))).first()
         best_rt = min(best_rt, time.perf_counter() - t0)
         assert n is not None and n[0] == users * k
     madds = users * items * dim

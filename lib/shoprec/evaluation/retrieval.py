@@ -108,7 +108,6 @@ def top_k(
     """
     if len(items.ids) == 0:
         return spark.createDataFrame([], TOPK_SCHEMA)
-    bc_ids = spark.sparkContext.broadcast(items.ids)
     bc_matrix = spark.sparkContext.broadcast(items.matrix)
     frame = users.select(S.USER_KEY, VECTOR)
     if exclude is not None:
@@ -125,25 +124,37 @@ def top_k(
         import torch
 
         torch.set_num_threads(threads)
-        ids, matrix = bc_ids.value, bc_matrix.value
+        matrix = bc_matrix.value
         for pdf in batches:
             for start in range(0, len(pdf), user_block):
                 part = pdf.iloc[start : start + user_block]
                 vectors = np.stack([np.asarray(v, dtype=np.float32) for v in part[VECTOR]])
                 excl = [np.asarray(e if e is not None else [], dtype=np.int64) for e in part[EXCLUDE]]
                 best_i, best_s = top_k_block(vectors, matrix, k, item_block, excl)
-                n = best_i.shape[1]
+                # one row per user with arrays: Arrow moves them in bulk; Spark explodes them
                 yield pd.DataFrame(
                     {
-                        S.USER_KEY: np.repeat(part[S.USER_KEY].to_numpy(), n),
-                        S.RANK: np.tile(np.arange(1, n + 1, dtype=np.int32), len(part)),
-                        S.ITEM_ID: ids[best_i.ravel()],
-                        S.SCORE: best_s.ravel().astype(np.float32),
+                        S.USER_KEY: part[S.USER_KEY].to_numpy(),
+                        "_idx": list(best_i.astype(np.int32)),
+                        "_s": list(best_s),
                     }
-                ).query(f"{S.SCORE} > -inf")
+                )
 
-    # every core gets users: adaptive execution would coalesce a small user table into one task
-    return frame.repartition(2 * spark.sparkContext.defaultParallelism).mapInPandas(score, TOPK_SCHEMA)
+    lists = frame.repartition(2 * spark.sparkContext.defaultParallelism).mapInPandas(
+        score, f"{S.USER_KEY} string, _idx array<int>, _s array<float>"
+    )
+    ranked = lists.select(S.USER_KEY, F.posexplode(F.arrays_zip("_idx", "_s")).alias("_pos", "_e")).select(
+        S.USER_KEY,
+        (F.col("_pos") + 1).cast("int").alias(S.RANK),
+        F.col("_e._idx").alias("_idx"),
+        F.col("_e._s").alias(S.SCORE),
+    )
+    # masked items (exclusions) come back with -inf when fewer than k items were left
+    return (
+        ranked.where(F.col(S.SCORE) > F.lit(float("-inf")))
+        .join(F.broadcast(items.index(spark)), "_idx")
+        .select(S.USER_KEY, S.RANK, S.ITEM_ID, S.SCORE)
+    )
 
 
 def score_pairs(pairs: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
