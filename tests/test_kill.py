@@ -33,7 +33,7 @@ SETTINGS = [
 ]
 TABLES = [*DATA_TABLES, *GOLD_TABLES]
 #: Columns that name the run or the file, not the data: they differ between two lakes by design.
-VOLATILE = {S.INGEST_TIME, S.QUARANTINED_AT, S.INGEST_BATCH, S.SOURCE_FILE}
+VOLATILE = {S.INGEST_TIME, S.QUARANTINED_AT, S.INGEST_BATCH, S.SOURCE_FILE, S.BATCHES}
 
 
 def _run(root: Path, kill_after: float | None = None) -> int:

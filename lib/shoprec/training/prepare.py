@@ -124,11 +124,49 @@ def _tokenize(df: DataFrame, path: str, user_len: int, item_len: int) -> DataFra
     return df.mapInPandas(run, out_schema)
 
 
+SOURCE = "shoprec.tokens.source"
+
+
+def _source(spark: SparkSession, cfg: ShoprecConfig, splits: tuple[str, ...]) -> str:
+    """What the tokens are made from: the gold tables' versions and the settings that shape them."""
+    import hashlib
+    import json
+
+    versions = [
+        delta.for_location(spark, cfg.table(n)).history(1).select("version").first()
+        for n in ("gold_training_examples", "gold_item_features")
+    ]
+    t = cfg.training
+    shape = [
+        model_path(cfg),
+        t.user_max_length,
+        t.item_max_length,
+        t.history_items,
+        t.max_examples,
+        t.processes,
+    ]
+    text = json.dumps([[v[0] if v else None for v in versions], shape, list(splits)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def prepare(
     spark: SparkSession, cfg: ShoprecConfig, splits: tuple[str, ...] = (S.TRAIN, S.VALID)
 ) -> Prepared:
-    """Write ``training_tokens`` for ``splits`` from the gold examples (replacing those splits)."""
+    """Write ``training_tokens`` for ``splits`` from the gold examples (replacing those splits).
+
+    Skipped when the table already holds tokens made from the same gold versions and settings, so
+    a re-run (after a crash, say) trains on the same table version and can resume its checkpoints.
+    """
     t = cfg.training
+    location = cfg.table("training_tokens")
+    source = _source(spark, cfg, splits)
+    delta.ensure_table(spark, location, TOKENS_SCHEMA, [S.SPLIT])
+    detail = delta.for_location(spark, location).detail().select("properties").first()
+    if detail and (detail[0] or {}).get(SOURCE) == source:
+        existing = delta.read(spark, location)
+        count = existing.where(F.col(S.SPLIT) == S.TRAIN).count()
+        log.info("training tokens are up to date (%d train examples) -> %s", count, location)
+        return Prepared(location, count, existing.select(ITEM_INDEX).distinct().count())
     examples = delta.read(spark, cfg.table("gold_training_examples")).where(F.col(S.SPLIT).isin(*splits))
     items = delta.read(spark, cfg.table("gold_item_features")).where(F.col(S.SPLIT) == S.TRAIN)
     if items.limit(1).count() == 0:
@@ -162,12 +200,11 @@ def prepare(
         )
     )
     tokens = _tokenize(rows, model_path(cfg), t.user_max_length, t.item_max_length)
-    location = cfg.table("training_tokens")
-    delta.ensure_table(spark, location, TOKENS_SCHEMA, [S.SPLIT])
     # several files per split: Petastorm shards by row group, so every process gets some
     files = max(4, 2 * t.processes)
     quoted = ", ".join(f"'{s}'" for s in splits)
     delta.replace_where(tokens.repartition(files), location, f"{S.SPLIT} IN ({quoted})")
+    spark.sql(f"ALTER TABLE {delta.sql_name(location)} SET TBLPROPERTIES ('{SOURCE}' = '{source}')")
     written = delta.read(spark, location).where(F.col(S.SPLIT) == S.TRAIN).count()
     n_items = items.count()
     log.info("training tokens: %d train examples over %d items -> %s", written, n_items, location)
