@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from shoprec.config import TrainingConfig
+from shoprec.errors import ShoprecError
 from shoprec.training import distributed as dist
 from shoprec.training import model as tt
 from shoprec.training.data import make_loader, make_reader
@@ -203,6 +204,11 @@ def train_worker(spec: TrainSpec) -> TrainResult:
                 if global_step >= total:
                     done = True
                     break
+        if batches_done == 0:
+            raise ShoprecError(
+                f"rank {rank} read no training examples in epoch {epoch} from {len(spec.files)} files; "
+                "check that training_tokens has rows in its train split (`shoprec train` rewrites it)"
+            )
         dist.join()
         skip = 0
         if rank == 0 and not done:
