@@ -116,14 +116,14 @@ def main() -> None:
                         list(part[USER_TEXT]),
                         padding="max_length",
                         truncation=True,
-                        max_length=96,
+                        max_length=cfg.training.user_max_length,
                         return_tensors="pt",
                     ),
                     tok(
                         list(part[ITEM_TEXT]),
                         padding="max_length",
                         truncation=True,
-                        max_length=64,
+                        max_length=cfg.training.item_max_length,
                         return_tensors="pt",
                     ),
                 )

@@ -38,6 +38,7 @@ def shop(spark: SparkSession, small_shop: ShoprecConfig, tiny_model_dir: Path) -
             "log_every_steps": 2,
             "warmup_steps": 2,
             "max_steps": 16,
+            "ranker": {"epochs": 4, "batch_size": 64, "hidden": [32], "student_hidden": [8]},
         },
     )
     prepare(spark, cfg)
@@ -60,6 +61,17 @@ def test_in_batch_loss_masks_duplicates_and_corrects_for_popularity() -> None:
     assert masked < 0.05 and unmasked > 0.3
     # logq shifts logits per item: subtracting a constant changes nothing
     assert torch.isclose(tt.in_batch_loss(users, items, index, torch.full((4,), -2.0), 0.05), perfect)
+    # hard negatives: a user's own positive among them is masked, a row without one (-1) too,
+    # and a hard item close to the users makes the task harder
+    one, zero = users[:1], torch.tensor([0])
+    own = tt.in_batch_loss(one, one, zero, None, 0.05, one.clone(), zero)
+    other = tt.in_batch_loss(one, one, zero, None, 0.05, one.clone(), torch.tensor([5]))
+    assert float(own) == pytest.approx(0.0, abs=1e-6) and float(other) == pytest.approx(np.log(2), rel=1e-5)
+    none = tt.in_batch_loss(users, items, index, None, 0.05, users.clone(), torch.full((4,), -1))
+    assert torch.isclose(none, perfect)
+    close = torch.nn.functional.normalize(users + 0.05 * torch.randn(4, 8), dim=-1)
+    harder = tt.in_batch_loss(users, items, index, None, 0.05, close, torch.tensor([9, 9, 9, 9]))
+    assert harder > perfect + 0.5
 
 
 def test_each_example_is_read_once_per_epoch_across_ranks(spark: SparkSession, shop: ShoprecConfig) -> None:
@@ -110,6 +122,61 @@ def test_two_horovod_processes_learn_in_sync_and_record_everything(
         vec = model.users(batch["input_ids"], batch["attention_mask"])
     assert vec.shape == (1, 32) and torch.isclose(vec.norm(), torch.tensor(1.0))
 
+    # the ranking head, trained after the retriever by the same two processes, on its vectors
+    from shoprec.training import ranker as rk
+
+    assert run.ranker_dir == run.model_dir / "ranker" and len(run.ranker_results) == 2
+    r0, r1 = run.ranker_results
+    assert r0.checksum == pytest.approx(r1.checksum, rel=0, abs=1e-6), "ranker ranks diverged"
+    assert r0.epoch_losses[-1] < r0.epoch_losses[0], r0.epoch_losses
+    m = r0.metrics
+    assert m["valid_ranker_click_auc"] > 0.6, m  # positives against random catalog items
+    assert "valid_ranker_purchase_auc" in m and "valid_student_click_auc" in m
+    teacher, student = rk.load(run.ranker_dir), rk.load(run.ranker_dir, student=True)
+    assert rk.param_count(student.model) < rk.param_count(teacher.model)
+    assert teacher.meta["weights"] == {"click": 1.0, "purchase": 1.0, "value": 0.0}
+    assert mlrun.data.metrics["valid_ranker_click_auc"] == pytest.approx(m["valid_ranker_click_auc"])
+    assert len(client.get_metric_history(run.mlflow_run_id, "ranker_loss")) == 4
+    ranker_files = {f.path for f in client.list_artifacts(run.mlflow_run_id, "model/ranker")}
+    assert {"model/ranker/ranker.pt", "model/ranker/student.pt"} <= ranker_files
+
+
+def test_the_spark_launcher_runs_horovod_in_spark_tasks(
+    spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
+) -> None:
+    """``training.launcher: spark``: the same training inside two Spark barrier tasks."""
+    from dataclasses import replace
+
+    cfg = replace(
+        shop,
+        paths=replace(shop.paths, models=str(tmp_path / "models"), checkpoints=str(tmp_path / "ckpt")),
+        training=replace(
+            shop.training,
+            launcher="spark",
+            max_steps=4,
+            experiment="spark-launcher",
+            ranker=replace(shop.training.ranker, enabled=False),  # the ranker's launch is the same call
+            hard_negatives=True,
+        ),
+    )
+    run = train(spark, cfg, evaluate_after=False)
+    # hard negatives came from the category-popularity list: same category, never the positive
+    from shoprec.training.prepare import HARD_INDEX, HARD_TEXT
+
+    tokens = delta.read(spark, cfg.table("training_tokens")).where(F.col(S.SPLIT) == S.TRAIN)
+    items = delta.read(spark, cfg.table("gold_item_features")).where(F.col(S.SPLIT) == S.TRAIN)
+    with_hard = tokens.where(F.col(HARD_INDEX) >= 0)
+    assert with_hard.count() > 0.9 * tokens.count()
+    assert with_hard.where(F.col(HARD_INDEX) == F.col(ITEM_INDEX)).count() == 0
+    cats = items.select(F.col(S.ITEM_TEXT).alias(HARD_TEXT), F.col(S.TOP_CATEGORY).alias("hard_cat"))
+    pos = items.select(F.col(S.ITEM_ID).alias(S.POSITIVE_ITEM), F.col(S.TOP_CATEGORY).alias("pos_cat"))
+    joined = with_hard.join(cats, HARD_TEXT).join(pos, S.POSITIVE_ITEM)
+    assert joined.where(F.col("hard_cat") != F.col("pos_cat")).count() == 0 and joined.count() > 0
+    assert [r.rank for r in run.results] == [0, 1] and all(r.steps == 4 for r in run.results)
+    a, b = run.results
+    assert a.final_weights_checksum == pytest.approx(b.final_weights_checksum, rel=0, abs=1e-6)
+    assert (run.model_dir / tt.META).is_file() and run.ranker_dir is None
+
 
 def test_a_killed_training_resumes_from_its_checkpoint(
     spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
@@ -139,6 +206,7 @@ def test_a_killed_training_resumes_from_its_checkpoint(
         "launcher": "single",
         "max_steps": 30,
         "checkpoint_every_steps": 4,
+        "ranker": {**settings["training"]["ranker"], "enabled": False},
     }
     (conf / "t.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(settings, default=str))))
     cmd = [

@@ -132,6 +132,28 @@ def _train(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) ->
     return 0
 
 
+def _score(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.scoring.job import score
+
+    loads = spark.sparkContext.accumulator(0)
+    r = score(spark, cfg, incremental=args.incremental, loads=loads)
+    lists = ", ".join(f"{name}: {n:,} users" for name, n in r.lists.items()) or "none (nothing changed)"
+    sys.stdout.write(
+        f"scored with model {r.model_version} (run {r.run_id}): {r.users:,} users, "
+        f"{r.candidates:,} candidates, {r.pairs_per_second:,.0f} pairs/s, ranker loaded {r.ranker_loads}x\n"
+        f"  lists: {lists}\n  item embeddings refreshed: {r.embedded_items:,}\n  -> {r.location}\n"
+    )
+    return 0
+
+
+def _score_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="re-embed only changed items (Change Data Feed) and re-score only the users they affect",
+    )
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the fine-tuned model")
 
@@ -209,9 +231,15 @@ STAGES: dict[str, Stage] = {
     ),
     "train": Stage(
         _train,
-        "fine-tune the two-tower retriever (Petastorm -> Horovod), track it in MLflow, evaluate it",
+        "fine-tune the two-tower retriever and the ranker (Petastorm -> Horovod), track in MLflow, evaluate",
         "shoprec train --env local --set training.processes=2 --set training.epochs=1",
         _train_args,
+    ),
+    "score": Stage(
+        _score,
+        "rank candidates for every user with the fine-tuned model, apply business rules, MERGE into Delta",
+        "shoprec score --env local --set scoring.retrieval_k=200",
+        _score_args,
     ),
     "report": Stage(
         _report,

@@ -91,6 +91,9 @@ def _default_tables() -> dict[str, str]:
         "recommendations": "${lake}/serve/recommendations",
         "eval_metrics": "${lake}/ops/eval_metrics",
         "training_tokens": "${lake}/gold/training_tokens",
+        "ranker_examples": "${lake}/gold/ranker_examples",
+        "item_embeddings": "${lake}/serve/item_embeddings",
+        "score_candidates": "${lake}/serve/candidates",
     }
 
 
@@ -314,6 +317,36 @@ class LoraConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class ObjectiveWeights:
+    """How the ranker's heads combine into one score: p(click)^click × p(purchase)^purchase ×
+    (1 + price)^value, i.e. a weighted sum of logs. ``purchase: 1, value: 1`` ranks by expected
+    revenue; ``click: 1`` alone by engagement."""
+
+    click: float = Field(default=1.0, ge=0)
+    purchase: float = Field(default=1.0, ge=0)
+    value: float = Field(default=0.0, ge=0)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class RankerConfig:
+    """The ranking head: (user vector, item vector, features) → p(click), p(purchase).
+
+    Trained after the retriever on its embeddings (frozen), with binary cross-entropy per head, by
+    the same launcher and processes. Optionally distilled into a smaller student for scoring."""
+
+    enabled: bool = True
+    #: Negatives per positive, taken from the example's sampled negatives.
+    negatives: int = Field(default=4, ge=1)
+    hidden: tuple[int, ...] = (128, 32)
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=256, ge=2)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
+    #: Also train a student with these hidden sizes on the teacher's probabilities (empty: none).
+    student_hidden: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, config=_STRICT)
 class TrainingConfig:
     """Fine-tuning the two-tower retriever (and ranking head) on the gold training examples."""
 
@@ -321,8 +354,10 @@ class TrainingConfig:
     enabled: bool = False
     #: The pretrained encoder to start from; unset means the packaged all-MiniLM-L6-v2.
     model_path: str | None = None
-    #: ``horovod``: local processes over gloo (``horovodrun -np N``); ``single``: this process.
-    launcher: Literal["horovod", "single"] = "horovod"
+    #: ``horovod``: local processes over gloo (what ``horovodrun -np N`` starts); ``spark``: Horovod
+    #: inside Spark barrier tasks on the cluster's executors (``horovod.spark.run``); ``single``:
+    #: this process.
+    launcher: Literal["horovod", "spark", "single"] = "horovod"
     processes: int = Field(default=2, ge=1)
     epochs: int = Field(default=1, ge=1)
     #: Stop after this many optimizer steps in total (unset: all epochs).
@@ -341,6 +376,10 @@ class TrainingConfig:
     item_max_length: int = Field(default=64, ge=8)
     #: The user text names this many recent items, newest first.
     history_items: int = Field(default=8, ge=1)
+    #: One hard negative per example from the category-popularity baseline: a popular item of the
+    #: positive's category (one of its ``hard_negative_pool`` most popular), added to the softmax.
+    hard_negatives: bool = False
+    hard_negative_pool: int = Field(default=20, ge=2)
     #: Freeze the embeddings and the lowest N transformer layers.
     freeze_layers: int = Field(default=0, ge=0)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -352,6 +391,64 @@ class TrainingConfig:
     #: MLflow tracking URI; unset means a local file store under ``paths.root``/mlruns.
     tracking_uri: str | None = None
     experiment: str = "shoprec"
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ScenarioConfig:
+    """One surface's business rules (``app``, ``web``...), applied after the ranker, in this order."""
+
+    name: str
+    #: Items in the final list.
+    k: int = Field(default=20, ge=1)
+    drop_out_of_stock: bool = True
+    #: Drop items the user already bought, except in these top-level categories.
+    exclude_bought: bool = True
+    repeat_categories: tuple[str, ...] = ()
+    #: Subtract ``price_affinity × band gap`` (0, ½ or 1 band apart) from the log score.
+    price_affinity: float = Field(default=0.5, ge=0)
+    #: Add ``promotion_boost × discount`` (a fraction) to the log score.
+    promotion_boost: float = Field(default=1.0, ge=0)
+    #: ``category_cap``: at most ``category_cap`` items per top-level category; ``mmr``: maximal
+    #: marginal relevance on item embeddings with ``mmr_lambda``; ``none``.
+    diversity: Literal["none", "category_cap", "mmr"] = "category_cap"
+    category_cap: int = Field(default=4, ge=1)
+    mmr_lambda: float = Field(default=0.7, ge=0, le=1)
+    #: How the ranker's heads combine into the final score.
+    weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
+
+
+def _default_scenarios() -> tuple[ScenarioConfig, ...]:
+    return (
+        ScenarioConfig(name="app", k=10, diversity="category_cap", category_cap=3),
+        ScenarioConfig(
+            name="web", k=20, diversity="mmr", weights=ObjectiveWeights(click=1.0, purchase=1.0, value=0.5)
+        ),
+    )
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ScoringConfig:
+    """Batch scoring: candidates for every serving user, the ranker, business rules, MERGE."""
+
+    #: A trained model directory (retriever + ``ranker/``); unset means the newest under ``paths.models``.
+    model_path: str | None = None
+    #: The ``model`` column of the recommendations it writes.
+    model_name: str = "shoprec"
+    #: Score with the distilled student instead of the ranker.
+    use_student: bool = False
+    #: Candidates per source.
+    retrieval_k: int = Field(default=100, ge=1)
+    als_k: int = Field(default=50, ge=0)
+    popular_k: int = Field(default=20, ge=0)
+    new_item_k: int = Field(default=10, ge=0)
+    #: Items launched within this many days of the data's end are "new" (reached by text only).
+    new_item_days: int = Field(default=14, ge=1)
+    #: Rows per ranker forward pass inside the scoring UDF.
+    batch_size: int = Field(default=4096, ge=1)
+    #: Torch threads per Spark task (one task per core: 1 avoids oversubscription).
+    threads: int = Field(default=1, ge=1)
+    scenarios: tuple[ScenarioConfig, ...] = field(default_factory=_default_scenarios)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -369,6 +466,7 @@ class ShoprecConfig:
     sources: SourcesConfig = field(default_factory=SourcesConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
 
     def path(self, name: str) -> str:
         """A resolved entry of ``paths`` (``raw``, ``lake``...)."""

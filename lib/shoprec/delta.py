@@ -63,6 +63,17 @@ def ensure_table(
     return table
 
 
+def add_missing_columns(spark: SparkSession, location: str, schema: StructType) -> list[str]:
+    """Add ``schema``'s nullable columns the table lacks (a table made by an older shoprec)."""
+    have = set(read(spark, location).columns)
+    missing = [f for f in schema.fields if f.name not in have]
+    for f in missing:
+        if not f.nullable:
+            raise ValueError(f"{location}: cannot add NOT NULL column {f.name} to an existing table")
+        spark.sql(f"ALTER TABLE {sql_name(location)} ADD COLUMNS (`{f.name}` {f.dataType.simpleString()})")
+    return [f.name for f in missing]
+
+
 def read(spark: SparkSession, location: str, version: int | None = None) -> DataFrame:
     """Read a table, optionally as of an older ``version`` (time travel)."""
     reader = spark.read.format("delta")
@@ -80,9 +91,13 @@ def replace_where(df: DataFrame, location: str, condition: str) -> None:
         writer.saveAsTable(location)
 
 
-def overwrite(df: DataFrame, location: str) -> None:
-    """Atomically replace the whole table's contents with ``df`` (schema kept)."""
+def overwrite(df: DataFrame, location: str, new_schema: Sequence[str] | None = None) -> None:
+    """Atomically replace the whole table's contents with ``df`` (schema kept). With
+    ``new_schema`` (the partition columns), the table takes ``df``'s schema instead: for derived
+    tables whose shape changed between versions of shoprec."""
     writer = df.write.format("delta").mode("overwrite")
+    if new_schema is not None:
+        writer = writer.option("overwriteSchema", "true").partitionBy(*new_schema)
     if is_table_path(location):
         writer.save(location)
     else:

@@ -83,6 +83,13 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
         first = trained.results[0]
         curves.append(LossCurve("retriever", [s for s, _ in first.losses], [v for _, v in first.losses]))
         tables += summarise(spark, cfg, ["training_tokens"])
+        if cfg.training.ranker.enabled:
+            from shoprec.scoring.job import score
+
+            tables += summarise(spark, cfg, ["ranker_examples"])
+            scored = score(spark, cfg)
+            log.info("batch scoring: %d users, run %s", scored.users, scored.run_id)
+            tables += summarise(spark, cfg, ["item_embeddings"])
     if cfg.evaluation.models or extra:
         result = evaluate(spark, cfg, extra=extra)
         headline = job_headline(result.metrics, cfg.evaluation.ks)

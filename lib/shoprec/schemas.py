@@ -379,6 +379,7 @@ GOLD_TRAINING_SCHEMA = StructType(
 # ---- evaluation and serving ----
 SCENARIO, RANK, SCORE, SOURCE = "scenario", "rank", "score", "source"
 MODEL, MODEL_VERSION, RUN_ID, GENERATED_AT = "model", "model_version", "run_id", "generated_at"
+RULES = "rules"
 #: The recommendations contract: every recommender in shoprec writes this shape (docs/recommendations.md).
 RECOMMENDATION_SCHEMA = StructType(
     [
@@ -392,6 +393,8 @@ RECOMMENDATION_SCHEMA = StructType(
         StructField(MODEL_VERSION, StringType(), False),
         StructField(RUN_ID, StringType(), False),
         StructField(GENERATED_AT, TimestampType(), False),
+        #: Business rules that moved the item (scoring); null for evaluation lists.
+        StructField(RULES, ArrayType(StringType(), True), True),
     ]
 )
 RECOMMENDATION_CHECKS: dict[str, str] = {"rank_from_one": f"{RANK} >= 1"}

@@ -110,12 +110,13 @@ def category_popularity(spark: SparkSession, cfg: ShoprecConfig, data: EvalData)
     return Vectors(users, items, "popularity")
 
 
-def als(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
-    """Implicit-feedback ALS; ids become dense integers by rank, not by a fitted indexer model."""
+def fit_als(spark: SparkSession, cfg: ShoprecConfig, interactions: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Implicit-feedback ALS on ``interactions``: ``(user_key, vector)`` and ``(item_id, vector)``.
+    Ids become dense integers by rank, not by a fitted indexer model."""
     from pyspark.ml.recommendation import ALS
 
     a = cfg.evaluation.als
-    ratings = data.visible.groupBy(S.USER_KEY, S.ITEM_ID).agg(F.sum(S.WEIGHT).cast("float").alias("_w"))
+    ratings = interactions.groupBy(S.USER_KEY, S.ITEM_ID).agg(F.sum(S.WEIGHT).cast("float").alias("_w"))
     user_ids = (
         ratings.select(S.USER_KEY)
         .distinct()
@@ -140,15 +141,19 @@ def als(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
         seed=a.seed,
         coldStartStrategy="drop",
     ).fit(train)
-    users = (
-        model.userFactors.join(user_ids, F.col("id") == F.col("_u"))
-        .join(_eval_users(data), S.USER_KEY, "left_semi")
-        .select(S.USER_KEY, F.col("features").alias(VECTOR))
+    users = model.userFactors.join(user_ids, F.col("id") == F.col("_u")).select(
+        S.USER_KEY, F.col("features").alias(VECTOR)
     )
     items = model.itemFactors.join(item_ids, F.col("id") == F.col("_i")).select(
         S.ITEM_ID, F.col("features").alias(VECTOR)
     )
-    return Vectors(users, items, "collaborative_filtering")
+    return users, items
+
+
+def als(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
+    """Spark ML ALS on the interactions the split could see."""
+    users, items = fit_als(spark, cfg, data.visible)
+    return Vectors(users.join(_eval_users(data), S.USER_KEY, "left_semi"), items, "collaborative_filtering")
 
 
 def user_text(data: EvalData, history_items: int, with_profile: bool = True) -> DataFrame:
@@ -156,17 +161,25 @@ def user_text(data: EvalData, history_items: int, with_profile: bool = True) -> 
 
     Without the profile it is exactly the text the fine-tuned user tower was trained on
     (``training.prepare``)."""
-    titles = data.items.select(S.ITEM_ID, S.TITLE)
+    return history_texts(data.items, data.sequences, data.profiles if with_profile else None, history_items)
+
+
+def history_texts(
+    items: DataFrame, sequences: DataFrame, profiles: DataFrame | None, history_items: int
+) -> DataFrame:
+    """``(user_key, text)`` from item titles, behaviour sequences and (optionally) profiles."""
+    titles = items.select(S.ITEM_ID, S.TITLE)
     recent = (
-        data.sequences.select(S.USER_KEY, F.posexplode(F.reverse(S.ITEMS)).alias("_pos", S.ITEM_ID))
+        sequences.select(S.USER_KEY, F.posexplode(F.reverse(S.ITEMS)).alias("_pos", S.ITEM_ID))
         .where(F.col("_pos") < history_items)
         .join(titles, S.ITEM_ID, "left")
         .groupBy(S.USER_KEY)
         .agg(F.array_sort(F.collect_list(F.struct("_pos", S.TITLE))).alias("_t"))
         .select(S.USER_KEY, F.concat_ws("; ", F.transform("_t", lambda t: t[S.TITLE])).alias("_recent"))
     )
-    profiles = data.profiles.select(S.USER_KEY, S.PROFILE_TEXT)
-    return recent.join(profiles, S.USER_KEY, "full_outer").select(
+    if profiles is None:
+        return recent.select(S.USER_KEY, F.concat(F.lit("recently: "), "_recent").alias("text"))
+    return recent.join(profiles.select(S.USER_KEY, S.PROFILE_TEXT), S.USER_KEY, "full_outer").select(
         S.USER_KEY,
         F.concat_ws(". ", F.concat(F.lit("recently: "), "_recent"), S.PROFILE_TEXT).alias("text"),
     )

@@ -68,6 +68,7 @@ def ensure_tables(spark: SparkSession, cfg: ShoprecConfig) -> None:
         [S.MODEL],
         checks=S.RECOMMENDATION_CHECKS,
     )
+    delta.add_missing_columns(spark, cfg.table("recommendations"), S.RECOMMENDATION_SCHEMA)
     delta.ensure_table(spark, cfg.table("eval_metrics"), S.EVAL_METRICS_SCHEMA, [S.MODEL])
 
 
@@ -93,6 +94,7 @@ def write_recommendations(
         F.lit(version).alias(S.MODEL_VERSION),
         F.lit(run_id).alias(S.RUN_ID),
         F.current_timestamp().alias(S.GENERATED_AT),
+        F.lit(None).cast("array<string>").alias(S.RULES),
     )
     delta.replace_where(
         rows, cfg.table("recommendations"), f"{S.MODEL} = '{model}' AND {S.SCENARIO} = '{scenario}'"

@@ -15,7 +15,7 @@ import torch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Backend = Literal["horovod", "single"]
+Backend = Literal["horovod", "spark", "single"]
 _backend: Backend = "single"
 
 
@@ -27,6 +27,16 @@ def launch(
         if num_proc != 1:
             raise ValueError(f"backend 'single' runs one process, not {num_proc}")
         return [_in_single(fn, args)]
+    if backend == "spark":
+        # Horovod in Spark barrier tasks: one per process, on whichever executors have free slots
+        # (GPU executors on a cluster). Needs a running SparkSession; fn and args are pickled to them.
+        import horovod.spark
+
+        log.info("starting %d Horovod processes in Spark tasks", num_proc)
+        on_spark: list[T] = horovod.spark.run(
+            _in_horovod, args=(fn, args), num_proc=num_proc, use_gloo=True, verbose=0
+        )
+        return on_spark
     import horovod
 
     log.info("starting %d Horovod processes over gloo", num_proc)
@@ -45,7 +55,7 @@ def _in_horovod(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     import horovod.torch as hvd
 
     hvd.init()
-    _backend = "horovod"
+    _backend = "horovod"  # the same collectives however the processes were started
     try:
         return fn(*args)
     finally:
@@ -78,12 +88,15 @@ def allreduce_mean(tensor: torch.Tensor, name: str) -> torch.Tensor:
     return tensor
 
 
-def broadcast_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-    """Make every process start from rank 0's weights (and optimizer state)."""
+def broadcast_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, prefix: str = ""
+) -> None:
+    """Make every process start from rank 0's weights (and optimizer state). ``prefix`` keeps the
+    collective names of two models in one process apart (a teacher and its student)."""
     if _backend == "horovod":
         import horovod.torch as hvd
 
-        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        hvd.broadcast_parameters({f"{prefix}{k}": v for k, v in model.state_dict().items()}, root_rank=0)
         if optimizer is not None:
             hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
@@ -97,13 +110,15 @@ def join() -> None:
         hvd.join()
 
 
-def distributed_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> torch.optim.Optimizer:
+def distributed_optimizer(
+    optimizer: torch.optim.Optimizer, model: torch.nn.Module, prefix: str = ""
+) -> torch.optim.Optimizer:
     """Wrap ``optimizer`` so gradients are averaged over processes before each step."""
     if _backend == "horovod":
         import horovod.torch as hvd
 
         opt: torch.optim.Optimizer = hvd.DistributedOptimizer(
-            optimizer, named_parameters=model.named_parameters()
+            optimizer, named_parameters=[(f"{prefix}{n}", p) for n, p in model.named_parameters()]
         )
         return opt
     return optimizer

@@ -42,6 +42,8 @@ class TrainRun:
     seconds: float
     examples: int
     eval_run_id: str | None
+    ranker_dir: Path | None = None
+    ranker_results: list[Any] = dataclasses.field(default_factory=list)
 
     @property
     def samples_per_second(self) -> float:
@@ -64,9 +66,8 @@ def _experiment(client: Any, cfg: ShoprecConfig) -> str:
 
 
 def _fingerprint(cfg: ShoprecConfig, tokens_version: int) -> str:
-    text = json.dumps(
-        [dataclasses.asdict(cfg.training), tokens_version, model_path(cfg)], sort_keys=True, default=str
-    )
+    retriever = {k: v for k, v in dataclasses.asdict(cfg.training).items() if k != "ranker"}
+    text = json.dumps([retriever, tokens_version, model_path(cfg)], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -117,7 +118,7 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
     else:
         created = client.create_run(experiment_id, tags={"fingerprint": fingerprint, "model": "retriever"})
         run_id = created.info.run_id
-        params = {k: v for k, v in dataclasses.asdict(t).items() if k not in ("lora",)}
+        params = {k: v for k, v in dataclasses.asdict(t).items() if k not in ("lora", "ranker")}
         params.update({f"lora_{k}": v for k, v in dataclasses.asdict(t.lora).items()})
         params.update(
             {"base_model": model_path(cfg), "train_examples": prepared.rows, "tokens_version": version}
@@ -135,14 +136,20 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
         tracking_uri=uri,
         mlflow_run_id=run_id,
     )
-    processes = t.processes if t.launcher == "horovod" else 1
+    processes = 1 if t.launcher == "single" else t.processes
     train_started = time.perf_counter()
     results = dist.launch(train_worker, processes, t.launcher, args=(spec,))
     seconds = time.perf_counter() - train_started
     examples = sum(r.examples for r in results)
     client.log_metric(run_id, "samples_per_second", examples / seconds if seconds else 0.0)
     client.log_metric(run_id, "train_seconds", seconds)
-    client.log_artifacts(run_id, str(output), "model")
+    ranker_dir: Path | None = None
+    ranker_results: list[Any] = []
+    if t.ranker.enabled:
+        from shoprec.training.ranker_job import train_ranker
+
+        ranker_dir, ranker_results = train_ranker(spark, cfg, output, client, run_id)
+    client.log_artifacts(run_id, str(output), "model")  # the retriever, its tokenizer and the ranker
     eval_run = None
     if evaluate_after:
         from shoprec.evaluation.baselines import two_tower
@@ -161,7 +168,17 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
                 client.log_metric(run_id, key, float(str(r[S.VALUE])))
     client.set_terminated(run_id, "FINISHED")
     mlflow.set_tracking_uri(uri)
-    run = TrainRun(output, run_id, uri, results, time.perf_counter() - started, examples, eval_run)
+    run = TrainRun(
+        output,
+        run_id,
+        uri,
+        results,
+        time.perf_counter() - started,
+        examples,
+        eval_run,
+        ranker_dir,
+        ranker_results,
+    )
     log.info(
         "training run %s: %d examples in %.0fs (%.1f samples/s over %d processes) -> %s",
         run_id,

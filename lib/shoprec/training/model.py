@@ -59,17 +59,29 @@ def in_batch_loss(
     item_index: torch.Tensor,
     logq: torch.Tensor | None,
     temperature: float,
+    hard: torch.Tensor | None = None,
+    hard_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sampled softmax over the batch's items: each user's own item is the positive, the others
     are negatives. ``logq`` (log sampling frequency) is subtracted so popular items, which show
     up as negatives more often, are not pushed down for being popular; other rows with the same
-    item are masked, not counted as negatives."""
+    item are masked, not counted as negatives.
+
+    ``hard`` (one extra item vector per row, ``hard_index`` its item) adds hard negatives as more
+    columns, shared by the whole batch; they were not drawn by the in-batch process, so no logQ
+    correction, and a hard item that is some row's positive is masked for that row.
+    """
     logits = users @ items.T / temperature
     if logq is not None:
         logits = logits - logq.unsqueeze(0)
     same = item_index.unsqueeze(0) == item_index.unsqueeze(1)
     eye = torch.eye(len(item_index), dtype=torch.bool, device=logits.device)
     logits = logits.masked_fill(same & ~eye, torch.finfo(logits.dtype).min)
+    if hard is not None and hard_index is not None:
+        extra = users @ hard.T / temperature
+        own = item_index.unsqueeze(1) == hard_index.unsqueeze(0)
+        invalid = (hard_index < 0).unsqueeze(0)  # rows without a hard negative
+        logits = torch.cat([logits, extra.masked_fill(own | invalid, torch.finfo(extra.dtype).min)], dim=1)
     target = torch.arange(len(item_index), device=logits.device)
     return nn.functional.cross_entropy(logits, target)
 
@@ -107,13 +119,20 @@ def save(model: TwoTower, tokenizer: Any, path: Path, meta: dict[str, Any]) -> N
     (path / META).write_text(json.dumps({"temperature": model.temperature, **meta}, indent=2, sort_keys=True))
 
 
+def load_meta(path: str | Path) -> dict[str, Any]:
+    """The settings a model directory was trained with (empty for a plain pretrained encoder)."""
+    file = Path(path) / META
+    meta: dict[str, Any] = json.loads(file.read_text()) if file.is_file() else {}
+    return meta
+
+
 def load(path: str | Path) -> tuple[Any, TwoTower, dict[str, Any]]:
     """(tokenizer, model, meta) from a directory written by :func:`save`."""
     from shoprec.training.pretrained import load_encoder
 
     path = Path(path)
     tokenizer, encoder = load_encoder(path)
-    meta = json.loads((path / META).read_text()) if (path / META).is_file() else {}
+    meta = load_meta(path)
     model = TwoTower(encoder, float(meta.get("temperature", 0.05)))
     if (path / TOWERS).is_file():
         state = torch.load(path / TOWERS, map_location="cpu")

@@ -36,6 +36,12 @@ USER_IDS, USER_MASK, ITEM_IDS, ITEM_MASK = (
     "item_attention_mask",
 )
 ITEM_INDEX, LOGQ, USER_TEXT, ITEM_TEXT = "item_index", "logq", "user_text", "item_text"
+HARD_INDEX, HARD_TEXT, HARD_IDS, HARD_MASK = (
+    "hard_index",
+    "hard_text",
+    "hard_input_ids",
+    "hard_attention_mask",
+)
 TOKENS_SCHEMA = StructType(
     [
         StructField(S.SPLIT, StringType(), False),
@@ -49,10 +55,16 @@ TOKENS_SCHEMA = StructType(
         StructField(USER_MASK, ArrayType(IntegerType(), False), False),
         StructField(ITEM_IDS, ArrayType(IntegerType(), False), False),
         StructField(ITEM_MASK, ArrayType(IntegerType(), False), False),
+        StructField(HARD_INDEX, IntegerType(), False),
+        StructField(HARD_TEXT, StringType(), False),
+        StructField(HARD_IDS, ArrayType(IntegerType(), False), False),
+        StructField(HARD_MASK, ArrayType(IntegerType(), False), False),
     ]
 )
 #: What the trainers read (the texts stay in the table for people, not for the model).
 LOADER_FIELDS = (ITEM_INDEX, LOGQ, USER_IDS, USER_MASK, ITEM_IDS, ITEM_MASK)
+#: ... and with hard negatives on.
+HARD_FIELDS = (HARD_INDEX, HARD_IDS, HARD_MASK)
 
 
 @dataclass(frozen=True)
@@ -92,24 +104,42 @@ def texts(examples: DataFrame, items: DataFrame, history_items: int) -> DataFram
     )
 
 
-def _tokenize(df: DataFrame, path: str, user_len: int, item_len: int) -> DataFrame:
+def sample(examples: DataFrame, max_examples: int | None) -> DataFrame:
+    """About ``max_examples`` of ``examples`` (all when unset), chosen by a hash of each example: the
+    same ones on every run and every machine, so the ranker sees the retriever's examples."""
+    if not max_examples:
+        return examples
+    total = examples.count()
+    if total <= max_examples:
+        return examples
+    return examples.where(
+        (F.abs(F.xxhash64(S.USER_KEY, S.TARGET_TIME, S.POSITIVE_ITEM)) % total) < max_examples
+    )
+
+
+def _tokenize(df: DataFrame, path: str, user_len: int, item_len: int, hard: bool) -> DataFrame:
+    """Fixed-length token ids and masks for the user, item and (when ``hard``) hard-negative texts;
+    without hard negatives their arrays hold one 0, which the trainers never read."""
     out_schema = StructType(
         [f for f in df.schema.fields]
         + [
             StructField(c, ArrayType(IntegerType(), False), False)
-            for c in (USER_IDS, USER_MASK, ITEM_IDS, ITEM_MASK)
+            for c in (USER_IDS, USER_MASK, ITEM_IDS, ITEM_MASK, HARD_IDS, HARD_MASK)
         ]
     )
+    columns = [(USER_TEXT, USER_IDS, USER_MASK, user_len), (ITEM_TEXT, ITEM_IDS, ITEM_MASK, item_len)]
+    if hard:
+        columns.append((HARD_TEXT, HARD_IDS, HARD_MASK, item_len))
 
     def run(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         for pdf in batches:
-            for text_col, ids, mask, length in (
-                (USER_TEXT, USER_IDS, USER_MASK, user_len),
-                (ITEM_TEXT, ITEM_IDS, ITEM_MASK, item_len),
-            ):
+            if not hard:
+                none = [np.zeros(1, dtype=np.int32)] * len(pdf)
+                pdf[HARD_IDS], pdf[HARD_MASK] = none, none
+            for text_col, ids, mask, length in columns:
                 enc = tok(
                     pdf[text_col].tolist(),
                     padding="max_length",
@@ -144,9 +174,47 @@ def _source(spark: SparkSession, cfg: ShoprecConfig, splits: tuple[str, ...]) ->
         t.history_items,
         t.max_examples,
         t.processes,
+        t.hard_negatives,
+        t.hard_negative_pool,
     ]
     text = json.dumps([[v[0] if v else None for v in versions], shape, list(splits)])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _with_hard_negative(
+    rows: DataFrame, items: DataFrame, index: DataFrame, on: bool, pool: int
+) -> DataFrame:
+    """``rows`` with a hard negative (index and text; -1 and "" when off or none): one of the
+    ``pool`` most popular items of the positive's top category (the category-popularity
+    baseline's list), not the positive, picked by a hash of the example."""
+    if not on:
+        return rows.withColumn(HARD_INDEX, F.lit(-1)).withColumn(HARD_TEXT, F.lit(""))
+    ranked = Window.partitionBy(S.TOP_CATEGORY).orderBy(F.desc(S.POPULARITY), S.ITEM_ID)
+    top = (
+        items.select(S.ITEM_ID, S.TOP_CATEGORY, S.POPULARITY)
+        .withColumn("_r", F.row_number().over(ranked))
+        .where(F.col("_r") <= pool)
+        .groupBy(S.TOP_CATEGORY)
+        .agg(F.sort_array(F.collect_list(F.struct("_r", S.ITEM_ID))).alias("_top"))
+    )
+    category = items.select(F.col(S.ITEM_ID).alias(S.POSITIVE_ITEM), S.TOP_CATEGORY)
+    others = F.filter(F.transform("_top", lambda t: t[S.ITEM_ID]), lambda i: i != F.col(S.POSITIVE_ITEM))
+    pick = F.element_at(
+        "_others",
+        (F.pmod(F.xxhash64(S.USER_KEY, S.POSITIVE_ITEM, USER_TEXT), F.size("_others")) + 1).cast("int"),
+    )
+    text = items.select(F.col(S.ITEM_ID).alias("_hard"), F.col(S.ITEM_TEXT).alias("_hard_text"))
+    return (
+        rows.join(category, S.POSITIVE_ITEM, "left")
+        .join(top, S.TOP_CATEGORY, "left")
+        .withColumn("_others", F.coalesce(others, F.array().cast("array<string>")))
+        .withColumn("_hard", F.when(F.size("_others") > 0, pick))
+        .join(text, "_hard", "left")
+        .join(index.select(F.col(S.ITEM_ID).alias("_hard"), F.col(ITEM_INDEX).alias("_hi")), "_hard", "left")
+        .withColumn(HARD_INDEX, F.coalesce(F.col("_hi").cast("int"), F.lit(-1)))
+        .withColumn(HARD_TEXT, F.coalesce("_hard_text", F.lit("")))
+        .drop("_hard", "_hard_text", "_hi", "_others", "_top", S.TOP_CATEGORY)
+    )
 
 
 def prepare(
@@ -173,13 +241,7 @@ def prepare(
         raise ShoprecError(
             f"{cfg.table('gold_item_features')} has no train split: run `shoprec features` first"
         )
-    if t.max_examples:
-        # a deterministic sample: the same examples on every run and every machine
-        total = examples.count()
-        if total > t.max_examples:
-            examples = examples.where(
-                (F.abs(F.xxhash64(S.USER_KEY, S.TARGET_TIME, S.POSITIVE_ITEM)) % total) < t.max_examples
-            )
+    examples = sample(examples, t.max_examples)
     examples = examples.withColumn("_row", F.monotonically_increasing_id())
     index = items.select(S.ITEM_ID).withColumn(ITEM_INDEX, F.dense_rank().over(Window.orderBy(S.ITEM_ID)) - 1)
     train = examples.where(F.col(S.SPLIT) == S.TRAIN)
@@ -199,11 +261,17 @@ def prepare(
             ITEM_TEXT,
         )
     )
-    tokens = _tokenize(rows, model_path(cfg), t.user_max_length, t.item_max_length)
+    rows = _with_hard_negative(rows, items, index, t.hard_negatives, t.hard_negative_pool)
+    tokens = _tokenize(rows, model_path(cfg), t.user_max_length, t.item_max_length, t.hard_negatives)
     # several files per split: Petastorm shards by row group, so every process gets some
     files = max(4, 2 * t.processes)
     quoted = ", ".join(f"'{s}'" for s in splits)
-    delta.replace_where(tokens.repartition(files), location, f"{S.SPLIT} IN ({quoted})")
+    out = tokens.repartition(files).select(*TOKENS_SCHEMA.fieldNames())
+    if delta.read(spark, location).columns != TOKENS_SCHEMA.fieldNames():
+        log.info("%s was written by another version of shoprec: rewriting it whole", location)
+        delta.overwrite(out, location, new_schema=[S.SPLIT])
+    else:
+        delta.replace_where(out, location, f"{S.SPLIT} IN ({quoted})")
     spark.sql(f"ALTER TABLE {delta.sql_name(location)} SET TBLPROPERTIES ('{SOURCE}' = '{source}')")
     written = delta.read(spark, location).where(F.col(S.SPLIT) == S.TRAIN).count()
     n_items = items.count()

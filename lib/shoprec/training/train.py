@@ -28,7 +28,19 @@ from shoprec.errors import ShoprecError
 from shoprec.training import distributed as dist
 from shoprec.training import model as tt
 from shoprec.training.data import make_loader, make_reader
-from shoprec.training.prepare import ITEM_IDS, ITEM_INDEX, ITEM_MASK, LOADER_FIELDS, LOGQ, USER_IDS, USER_MASK
+from shoprec.training.prepare import (
+    HARD_FIELDS,
+    HARD_IDS,
+    HARD_INDEX,
+    HARD_MASK,
+    ITEM_IDS,
+    ITEM_INDEX,
+    ITEM_MASK,
+    LOADER_FIELDS,
+    LOGQ,
+    USER_IDS,
+    USER_MASK,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +162,7 @@ def train_worker(spec: TrainSpec) -> TrainResult:
         model.train()
         reader = make_reader(
             spec.files,
-            LOADER_FIELDS,
+            LOADER_FIELDS + (HARD_FIELDS if cfg.hard_negatives else ()),
             shard=rank,
             shard_count=size,
             num_epochs=1,
@@ -170,12 +182,20 @@ def train_worker(spec: TrainSpec) -> TrainResult:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     users = model.users(batch[USER_IDS].long().to(device), batch[USER_MASK].long().to(device))
                     items = model.items(batch[ITEM_IDS].long().to(device), batch[ITEM_MASK].long().to(device))
+                    hard = hard_index = None
+                    if cfg.hard_negatives:
+                        hard = model.items(
+                            batch[HARD_IDS].long().to(device), batch[HARD_MASK].long().to(device)
+                        ).float()
+                        hard_index = batch[HARD_INDEX].to(device)
                     loss = tt.in_batch_loss(
                         users.float(),
                         items.float(),
                         batch[ITEM_INDEX].to(device),
                         batch[LOGQ].float().to(device) if cfg.logq_correction else None,
                         cfg.temperature,
+                        hard,
+                        hard_index,
                     )
                 model.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]

@@ -1,0 +1,334 @@
+"""``shoprec score``: every serving user gets a fresh ranked list per scenario, MERGEd into Delta.
+
+model (newest trained, or ``scoring.model_path``) → item embeddings (incremental by Change Data
+Feed) → user vectors → candidates (embedding, ALS, popular, new items) → pair features → the
+ranker in a pandas UDF (scored candidates staged in Delta) → business rules per scenario → one
+MERGE per scenario into the recommendations table.
+
+The MERGE replaces each scored user's whole list atomically: its source holds every rank from 1 to
+the longest list already stored, empty ranks deleting what a longer old list had. Rows whose
+content did not change are not rewritten, so running the same run again changes nothing. The
+condition names the model's partition literally, so Delta reads only that partition's files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DoubleType,
+    FloatType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from shoprec import delta
+from shoprec import schemas as S
+from shoprec.config import ScenarioConfig, ShoprecConfig
+from shoprec.errors import ShoprecError
+from shoprec.scoring import candidates, embeddings, rules
+from shoprec.scoring import model as scoring_model
+from shoprec.training import ranker as rk
+
+log = logging.getLogger(__name__)
+
+#: Scored candidates, staged between the ranker and the rules (one row per user and candidate).
+SCORED_SCHEMA = StructType(
+    [
+        StructField(S.USER_KEY, StringType(), False),
+        StructField(S.ITEM_ID, StringType(), False),
+        StructField(S.SOURCE, StringType(), False),
+        StructField(rk.P_CLICK, FloatType(), False),
+        StructField(rk.P_PURCHASE, FloatType(), False),
+        StructField(rk.VALUE, FloatType(), False),
+        StructField(S.IN_STOCK, BooleanType(), False),
+        StructField(rules.BOUGHT, BooleanType(), False),
+        StructField(S.TOP_CATEGORY, StringType(), True),
+        StructField(rules.BAND_GAP, FloatType(), False),
+        StructField(rules.DISCOUNT, FloatType(), False),
+        StructField(rk.ITEM_VECTOR, ArrayType(FloatType(), False), False),
+        StructField(S.RUN_ID, StringType(), False),
+    ]
+)
+LIST_SCHEMA = StructType(
+    [
+        StructField(S.USER_KEY, StringType(), False),
+        StructField(S.ITEM_ID, StringType(), False),
+        StructField(S.RANK, IntegerType(), False),
+        StructField(S.SCORE, DoubleType(), False),
+        StructField(S.SOURCE, StringType(), False),
+        StructField(rules.RULES, ArrayType(StringType(), False), False),
+    ]
+)
+
+
+@dataclass
+class ScoreResult:
+    run_id: str
+    model_version: str
+    model_dir: Path
+    users: int = 0
+    candidates: int = 0
+    lists: dict[str, int] = field(default_factory=dict)
+    embedded_items: int = 0
+    seconds: float = 0.0
+    scoring_seconds: float = 0.0
+    ranker_loads: int = 0
+    location: str = ""
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.candidates / self.scoring_seconds if self.scoring_seconds else 0.0
+
+
+def resolve_model(cfg: ShoprecConfig) -> tuple[Path, str]:
+    """The model directory to score with and its version (the directory's name)."""
+    if cfg.scoring.model_path:
+        path = Path(cfg.scoring.model_path)
+    else:
+        found = sorted(
+            Path(cfg.path("models")).glob(f"*/ranker/{rk.RANKER_FILE}"), key=lambda p: p.stat().st_mtime
+        )
+        if not found:
+            raise ShoprecError(
+                f"no trained model under {cfg.path('models')}: run `shoprec train` first, "
+                "or set scoring.model_path to a model directory"
+            )
+        path = found[-1].parent.parent
+    if not (path / rk.RANKER_DIR / rk.RANKER_FILE).is_file():
+        raise ShoprecError(
+            f"model version {path.name!r} not found ({path / rk.RANKER_DIR / rk.RANKER_FILE} is missing): "
+            "set scoring.model_path to a directory `shoprec train` wrote"
+        )
+    return path, path.name
+
+
+def _run_id(spark: SparkSession, cfg: ShoprecConfig, version: str, incremental: bool) -> str:
+    """The same inputs and settings give the same run id (a re-run is the same run)."""
+    tables = ("gold_item_features", "gold_user_profiles", "gold_sequences", "gold_interactions")
+    versions = [delta.for_location(spark, cfg.table(t)).history(1).select("version").first() for t in tables]
+    text = json.dumps(
+        [version, [v[0] if v else None for v in versions], asdict(cfg.scoring), incremental],
+        sort_keys=True,
+        default=str,
+    )
+    return f"score-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _serving(spark: SparkSession, cfg: ShoprecConfig, name: str) -> DataFrame:
+    return delta.read(spark, cfg.table(name)).where(F.col(S.SPLIT) == S.SERVING)
+
+
+def _affected_users(
+    spark: SparkSession, cfg: ShoprecConfig, changed: DataFrame, items: DataFrame
+) -> DataFrame:
+    """Users an item change can matter to: it is in their current list, or in their top category."""
+    recs = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
+    listed = recs.join(changed, S.ITEM_ID, "left_semi").select(S.USER_KEY)
+    cats = items.join(changed, S.ITEM_ID, "left_semi").select(S.TOP_CATEGORY).distinct()
+    profiles = _serving(spark, cfg, "gold_user_profiles").select(
+        S.USER_KEY, F.element_at(F.col(S.TOP_CATEGORIES), 1)["name"].alias(S.TOP_CATEGORY)
+    )
+    in_cat = profiles.join(cats, S.TOP_CATEGORY, "left_semi").select(S.USER_KEY)
+    return listed.unionByName(in_cat).distinct()
+
+
+def check_candidates(cands: DataFrame, items: DataFrame) -> int:
+    """Stop on an empty candidate set or candidates that are not in the serving catalog."""
+    n = cands.count()
+    if n == 0:
+        raise ShoprecError("the candidate set is empty: no serving users or no serving items to score")
+    unknown = cands.join(items.select(S.ITEM_ID), S.ITEM_ID, "left_anti")
+    missing = unknown.select(S.ITEM_ID).distinct().limit(5).collect()
+    if missing:
+        names = ", ".join(r[0] for r in missing)
+        raise ShoprecError(
+            f"candidates name items absent from the serving catalog (e.g. {names}): "
+            "re-run `shoprec features` so item features and embeddings agree"
+        )
+    return n
+
+
+def score_candidates(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    cands: DataFrame,
+    users: DataFrame,
+    item_vectors: DataFrame,
+    items: DataFrame,
+    profiles: DataFrame,
+    purchases: DataFrame,
+    model_dir: Path,
+    loads: Any = None,
+) -> DataFrame:
+    """``cands`` (user_key, item_id, source) with features, both vectors and the ranker's heads."""
+    sc = cfg.scoring
+    feats = rk.pair_features(cands, items, profiles)
+    joined = (
+        feats.join(users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY)
+        .join(item_vectors.select(S.ITEM_ID, F.col("vector").alias(rk.ITEM_VECTOR)), S.ITEM_ID)
+        .join(purchases.withColumn(rules.BOUGHT, F.lit(True)), [S.USER_KEY, S.ITEM_ID], "left")
+        .join(items.select(S.ITEM_ID, S.IN_STOCK, S.TOP_CATEGORY), S.ITEM_ID)
+    )
+    ranker_dir = str(model_dir / rk.RANKER_DIR)
+    scored = scoring_model.score(joined, ranker_dir, sc.use_student, sc.batch_size, sc.threads, loads)
+    gap, discount = rk.FEATURE_NAMES.index("price_band_gap"), rk.FEATURE_NAMES.index("discount")
+    return scored.select(
+        S.USER_KEY,
+        S.ITEM_ID,
+        S.SOURCE,
+        rk.P_CLICK,
+        rk.P_PURCHASE,
+        rk.VALUE,
+        S.IN_STOCK,
+        F.coalesce(rules.BOUGHT, F.lit(False)).alias(rules.BOUGHT),
+        S.TOP_CATEGORY,
+        F.col(rk.FEATURES)[gap].alias(rules.BAND_GAP),
+        F.col(rk.FEATURES)[discount].alias(rules.DISCOUNT),
+        rk.ITEM_VECTOR,
+    )
+
+
+def ensure_recommendations(spark: SparkSession, cfg: ShoprecConfig) -> str:
+    """The recommendations table, with the ``rules`` column added where an older one lacks it."""
+    from shoprec.evaluation.job import ensure_tables
+
+    ensure_tables(spark, cfg)
+    return cfg.table("recommendations")
+
+
+def merge_lists(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    lists: DataFrame,
+    scenario: ScenarioConfig,
+    version: str,
+    run_id: str,
+) -> None:
+    """Replace each listed user's ``scenario`` list atomically (one MERGE), unchanged rows kept."""
+    location = ensure_recommendations(spark, cfg)
+    model = cfg.scoring.model_name
+    stored = (
+        delta.read(spark, location)
+        .where((F.col(S.MODEL) == model) & (F.col(S.SCENARIO) == scenario.name))
+        .agg(F.max(S.RANK))
+        .first()
+    )
+    longest = max(scenario.k, int(stored[0]) if stored and stored[0] is not None else 0)
+    ranks = spark.range(1, longest + 1).select(F.col("id").cast("int").alias(S.RANK))
+    users = lists.select(S.USER_KEY).distinct()
+    source = (
+        users.crossJoin(F.broadcast(ranks))
+        .join(lists, [S.USER_KEY, S.RANK], "left")
+        .select(
+            S.USER_KEY,
+            F.lit(scenario.name).alias(S.SCENARIO),
+            S.RANK,
+            S.ITEM_ID,
+            S.SCORE,
+            S.SOURCE,
+            F.lit(model).alias(S.MODEL),
+            F.lit(version).alias(S.MODEL_VERSION),
+            F.lit(run_id).alias(S.RUN_ID),
+            F.current_timestamp().alias(S.GENERATED_AT),
+            F.col(rules.RULES).alias(S.RULES),
+        )
+    )
+    on = (
+        f"t.{S.MODEL} = '{model}' AND t.{S.SCENARIO} = '{scenario.name}' "
+        f"AND t.{S.USER_KEY} = s.{S.USER_KEY} AND t.{S.RANK} = s.{S.RANK}"
+    )
+    changed = " OR ".join(
+        f"NOT (t.{c} <=> s.{c})" for c in (S.ITEM_ID, S.SCORE, S.SOURCE, S.MODEL_VERSION, S.RUN_ID, S.RULES)
+    )
+    (
+        delta.for_location(spark, location)
+        .alias("t")
+        .merge(source.alias("s"), on)
+        .whenMatchedDelete(f"s.{S.ITEM_ID} IS NULL")
+        .whenMatchedUpdateAll(changed)
+        .whenNotMatchedInsertAll(f"s.{S.ITEM_ID} IS NOT NULL")
+        .execute()
+    )
+
+
+def score(
+    spark: SparkSession, cfg: ShoprecConfig, incremental: bool = False, loads: Any = None
+) -> ScoreResult:
+    """Score every serving user (with ``incremental``, only those changed items affect)."""
+    from shoprec.evaluation import encoder
+    from shoprec.evaluation.baselines import history_texts
+    from shoprec.training.model import load_meta
+
+    started = time.perf_counter()
+    model_dir, version = resolve_model(cfg)
+    run_id = _run_id(spark, cfg, version, incremental)
+    result = ScoreResult(run_id, version, model_dir, location=cfg.table("recommendations"))
+    refreshed = embeddings.refresh(spark, cfg, str(model_dir), version, incremental)
+    result.embedded_items = refreshed.embedded
+    items = _serving(spark, cfg, "gold_item_features").localCheckpoint()
+    profiles = _serving(spark, cfg, "gold_user_profiles")
+    sequences = _serving(spark, cfg, "gold_sequences")
+    interactions = delta.read(spark, cfg.table("gold_interactions"))
+    history = int(load_meta(model_dir).get("history_items", cfg.training.history_items))
+    texts = history_texts(items, sequences, None, history)
+    ensure_recommendations(spark, cfg)
+    if incremental and refreshed.changed_items is not None:
+        texts = texts.join(
+            _affected_users(spark, cfg, refreshed.changed_items, items), S.USER_KEY, "left_semi"
+        )
+    users = encoder.embed(texts, S.USER_KEY, "text", cfg.evaluation.encoder, "user", str(model_dir))
+    users = users.localCheckpoint()
+    result.users = users.count()
+    if result.users == 0:
+        if incremental:
+            log.info("no user is affected by the item changes: nothing to re-score")
+            result.seconds = time.perf_counter() - started
+            return result
+        raise ShoprecError(f"no serving users in {cfg.table('gold_sequences')}: run `shoprec features` first")
+    item_vectors = embeddings.vectors(spark, cfg, version).localCheckpoint()
+    cands = candidates.generate(
+        spark, cfg, users, item_vectors, items, profiles, interactions
+    ).localCheckpoint()
+    result.candidates = check_candidates(cands, items)
+    purchases = interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
+    t0 = time.perf_counter()
+    scored = score_candidates(
+        spark, cfg, cands, users, item_vectors, items, profiles, purchases, model_dir, loads
+    ).withColumn(S.RUN_ID, F.lit(run_id))
+    staging = cfg.table("score_candidates")
+    delta.ensure_table(spark, staging, SCORED_SCHEMA, [S.RUN_ID])
+    delta.replace_where(scored.select(*SCORED_SCHEMA.fieldNames()), staging, f"{S.RUN_ID} = '{run_id}'")
+    result.scoring_seconds = time.perf_counter() - t0
+    staged = delta.read(spark, staging).where(F.col(S.RUN_ID) == run_id)
+    for sc in cfg.scoring.scenarios:
+        lists = staged.groupBy(S.USER_KEY).applyInPandas(rules.per_user(sc), LIST_SCHEMA)
+        merge_lists(spark, cfg, lists, sc, version, run_id)
+        result.lists[sc.name] = result.users
+    # keep only this run's staged candidates (the table is a work area, not a history)
+    delta.for_location(spark, staging).delete(F.col(S.RUN_ID) != run_id)
+    if loads is not None:
+        result.ranker_loads = int(loads.value)
+    result.seconds = time.perf_counter() - started
+    log.info(
+        "scored %d users, %d candidates (%.0f pairs/s) with %s in %.0fs -> %s",
+        result.users,
+        result.candidates,
+        result.pairs_per_second,
+        version,
+        result.seconds,
+        result.location,
+    )
+    return result

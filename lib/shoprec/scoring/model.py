@@ -1,0 +1,109 @@
+"""The ranker inside Spark tasks: loaded once per Python worker process, run in batches.
+
+Spark reuses Python workers between tasks (``spark.python.worker.reuse``, on by default), so a
+module-level cache keyed by path keeps one ranker per process however many batches and tasks
+pass through it. Inference runs under ``torch.inference_mode`` in batches of
+``scoring.batch_size`` rows with ``scoring.threads`` torch threads (one per task core), on the
+executor's GPU when it has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from pyspark.sql import DataFrame
+from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
+
+from shoprec.training import ranker as rk
+
+log = logging.getLogger(__name__)
+_LOADED: dict[str, Any] = {}
+LOADER_PID = "_loader_pid"
+
+
+def cached_ranker(path: str, student: bool) -> tuple[Any, bool]:
+    """``(model, loaded_now)``: the process's ranker for ``path``, loading it on first use."""
+    import torch
+
+    key = f"{path}|{student}"
+    if key in _LOADED:
+        return _LOADED[key], False
+    saved = rk.load(path, student)
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    _LOADED[key] = saved.model.to(device)
+    log.info("ranker loaded from %s in process %d (%s)", path, os.getpid(), device)
+    return _LOADED[key], True
+
+
+def predict(
+    model: Any, users: NDArray[Any], items: NDArray[Any], feats: NDArray[Any], batch: int
+) -> NDArray[Any]:
+    """``(n, 2)`` probabilities (click, purchase) for stacked inputs."""
+    import torch
+
+    device = next(model.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(users), batch):
+            sl = slice(start, start + batch)
+            logits = model(
+                torch.from_numpy(users[sl]).to(device),
+                torch.from_numpy(items[sl]).to(device),
+                torch.from_numpy(feats[sl]).to(device),
+            )
+            out.append(torch.sigmoid(logits.float()).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+
+
+def _stack(column: pd.Series) -> NDArray[Any]:  # type: ignore[type-arg]
+    return np.stack([np.asarray(v, dtype=np.float32) for v in column]) if len(column) else np.zeros((0, 0))
+
+
+def score(
+    df: DataFrame,
+    model_dir: str,
+    student: bool = False,
+    batch_size: int = 4096,
+    threads: int = 1,
+    loads: Any = None,
+) -> DataFrame:
+    """``df`` (with ``user_vector``, ``item_vector``, ``features``) plus ``p_click``, ``p_purchase``
+    and the pid of the process that scored the row (``_loader_pid``, for checks). ``loads``, a Spark
+    accumulator, counts how many times a ranker was loaded."""
+    rk.load(model_dir, student)  # fail on the driver, with a clear message, if it is missing
+    schema = StructType(
+        [
+            *df.schema.fields,
+            StructField(rk.P_CLICK, FloatType(), False),
+            StructField(rk.P_PURCHASE, FloatType(), False),
+            StructField(LOADER_PID, IntegerType(), False),
+        ]
+    )
+
+    def run(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
+        import torch
+
+        torch.set_num_threads(threads)
+        model, loaded_now = cached_ranker(model_dir, student)
+        if loaded_now and loads is not None:
+            loads.add(1)
+        for pdf in batches:
+            probs = predict(
+                model,
+                _stack(pdf[rk.USER_VECTOR]),
+                _stack(pdf[rk.ITEM_VECTOR]),
+                _stack(pdf[rk.FEATURES]),
+                batch_size,
+            )
+            pdf[rk.P_CLICK] = probs[:, 0] if len(pdf) else []
+            pdf[rk.P_PURCHASE] = probs[:, 1] if len(pdf) else []
+            pdf[LOADER_PID] = os.getpid()
+            yield pdf
+
+    return df.mapInPandas(run, schema)

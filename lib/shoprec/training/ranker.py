@@ -1,0 +1,236 @@
+"""The ranking head: scores (user, candidate) pairs with p(click) and p(purchase).
+
+The retriever finds a few hundred plausible items; the ranker orders them using what a dot product
+cannot see: the user's price band against the item's price, how much of the user's activity is in
+the item's category and brand, the item's popularity, rating, conversion and promotion. Its input
+is the retriever's two vectors (as their element-wise product and their dot product) plus those
+features; a small MLP with two logistic heads, trained with binary cross-entropy on click and
+purchase labels. The heads combine into one score by configured weights (:func:`combine`).
+
+Examples come from the gold training examples: the positive event is a click (and a purchase when
+it was one), its sampled negatives are neither. Features are computed in Spark
+(:func:`pair_features`), the same function scoring uses, so training and serving cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.config import ObjectiveWeights
+
+log = logging.getLogger(__name__)
+
+USER_VECTOR, ITEM_VECTOR, FEATURES = "user_vector", "item_vector", "features"
+CLICK, PURCHASE, VALUE = "click", "purchase", "value"
+P_CLICK, P_PURCHASE = "p_click", "p_purchase"
+#: The tabular features, in the order of the ``features`` array.
+FEATURE_NAMES: tuple[str, ...] = (
+    "price_band_gap",
+    "price_band_known",
+    "log_popularity",
+    "category_affinity",
+    "brand_affinity",
+    "rating_mean",
+    "has_rating",
+    "log_rating_count",
+    "conversion_rate",
+    "discount",
+    "in_stock",
+    "log_price",
+)
+RANKER_DIR, RANKER_FILE, STUDENT_FILE, META_FILE = "ranker", "ranker.pt", "student.pt", "ranker.json"
+LOADER_FIELDS = (USER_VECTOR, ITEM_VECTOR, FEATURES, CLICK, PURCHASE)
+
+
+def _band_index(col: Column) -> Column:
+    out = F.lit(None).cast("double")
+    for i, band in enumerate(S.PRICE_BANDS):
+        out = F.when(col == band, F.lit(float(i))).otherwise(out)
+    return out
+
+
+def _affinity(weights: str, name: Column) -> Column:
+    """The share of the user's weight on ``name`` (0 when the user never touched it)."""
+    total = F.aggregate(F.col(weights), F.lit(0.0), lambda acc, w: acc + w[S.WEIGHT])
+    match = F.aggregate(
+        F.filter(F.col(weights), lambda w: w["name"] == name), F.lit(0.0), lambda acc, w: acc + w[S.WEIGHT]
+    )
+    return F.when(total > 0, match / total).otherwise(F.lit(0.0))
+
+
+def pair_features(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> DataFrame:
+    """``pairs`` (user_key, item_id, ...) with ``features`` (array<float>, :data:`FEATURE_NAMES`) and
+    ``value`` (the item's price, 0 when unknown). Users without a profile get neutral values."""
+    it = items.select(
+        S.ITEM_ID,
+        F.col(S.TOP_CATEGORY).alias("_cat"),
+        F.col(S.BRAND).alias("_brand"),
+        _band_index(F.col(S.PRICE_BAND)).alias("_iband"),
+        S.POPULARITY,
+        S.RATING_MEAN,
+        S.RATING_COUNT,
+        S.CONVERSION_RATE,
+        S.DISCOUNT_PCT,
+        S.IN_STOCK,
+        S.PRICE,
+    )
+    pr = profiles.select(
+        S.USER_KEY, _band_index(F.col(S.PRICE_BAND)).alias("_uband"), S.TOP_CATEGORIES, S.TOP_BRANDS
+    )
+    df = pairs.join(it, S.ITEM_ID).join(pr, S.USER_KEY, "left")
+    empty = F.array().cast(profiles.schema[S.TOP_CATEGORIES].dataType)
+    df = df.withColumn(S.TOP_CATEGORIES, F.coalesce(S.TOP_CATEGORIES, empty)).withColumn(
+        S.TOP_BRANDS, F.coalesce(S.TOP_BRANDS, empty)
+    )
+    known = F.col("_uband").isNotNull() & F.col("_iband").isNotNull()
+    values = [
+        F.when(known, F.abs(F.col("_uband") - F.col("_iband")) / 2.0).otherwise(0.5),
+        F.when(known, 1.0).otherwise(0.0),
+        F.log1p(F.greatest(F.col(S.POPULARITY), F.lit(0.0))),
+        _affinity(S.TOP_CATEGORIES, F.col("_cat")),
+        _affinity(S.TOP_BRANDS, F.col("_brand")),
+        F.coalesce(F.col(S.RATING_MEAN) / 5.0, F.lit(0.0)),
+        F.when(F.col(S.RATING_COUNT) > 0, 1.0).otherwise(0.0),
+        F.log1p(F.col(S.RATING_COUNT).cast("double")),
+        F.coalesce(F.col(S.CONVERSION_RATE), F.lit(0.0)),
+        F.coalesce(F.col(S.DISCOUNT_PCT) / 100.0, F.lit(0.0)),
+        F.when(F.col(S.IN_STOCK), 1.0).otherwise(0.0),
+        F.log1p(F.coalesce(F.col(S.PRICE), F.lit(0.0))),
+    ]
+    assert len(values) == len(FEATURE_NAMES)
+    helper = ["_cat", "_brand", "_iband", "_uband", S.TOP_CATEGORIES, S.TOP_BRANDS]
+    return df.select(
+        *[c for c in pairs.columns],
+        F.array(*[v.cast("float") for v in values]).alias(FEATURES),
+        F.coalesce(F.col(S.PRICE), F.lit(0.0)).cast("float").alias(VALUE),
+    ).drop(*[h for h in helper if h not in pairs.columns])
+
+
+class Ranker(torch.nn.Module):
+    """MLP over [u ⊙ v, u·v, features] with a click head and a purchase head (logits)."""
+
+    def __init__(self, dim: int, n_features: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        layers: list[torch.nn.Module] = []
+        width = dim + 1 + n_features
+        self.norm = torch.nn.LayerNorm(width)
+        for h in hidden:
+            layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+            width = h
+        self.trunk = torch.nn.Sequential(*layers)
+        self.heads = torch.nn.Linear(width, 2)
+        self.dim, self.n_features, self.hidden = dim, n_features, tuple(hidden)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """``(batch, 2)`` logits: click, purchase."""
+        prod = users * items
+        x = torch.cat([prod, prod.sum(-1, keepdim=True), features], dim=-1)
+        out: torch.Tensor = self.heads(self.trunk(self.norm(x)))
+        return out
+
+
+def loss(logits: torch.Tensor, click: torch.Tensor, purchase: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per head, summed: the heads learn separate probabilities."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    return bce(logits[:, 0], click) + bce(logits[:, 1], purchase)
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against the teacher's probabilities (soft labels), both heads."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(student, torch.sigmoid(teacher))
+
+
+def combine(
+    p_click: NDArray[Any], p_purchase: NDArray[Any], value: NDArray[Any], w: ObjectiveWeights
+) -> NDArray[Any]:
+    """One score from the heads: p(click)^a · p(purchase)^b · (1 + value)^c, as a sum of logs."""
+    eps = 1e-7
+    out: NDArray[Any] = (
+        w.click * np.log(np.clip(p_click, eps, 1.0))
+        + w.purchase * np.log(np.clip(p_purchase, eps, 1.0))
+        + w.value * np.log1p(np.clip(value, 0.0, None))
+    )
+    return out
+
+
+def auc(labels: NDArray[Any], scores: NDArray[Any]) -> float | None:
+    """Area under the ROC curve (Mann–Whitney, ties count half); None without both classes."""
+    labels = np.asarray(labels) > 0.5
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = np.asarray(scores)[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    # average rank over runs of equal scores
+    start = 0
+    for end in range(1, len(sorted_scores) + 1):
+        if end == len(sorted_scores) or sorted_scores[end] != sorted_scores[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2.0
+            start = end
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A ranker on disk: the network, its shape and how its heads combine."""
+
+    model: Ranker
+    meta: dict[str, Any]
+
+
+def save(model: Ranker, out: Path, meta: dict[str, Any], file: str = RANKER_FILE) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / file)
+    shape = {"dim": model.dim, "n_features": model.n_features, "hidden": list(model.hidden)}
+    meta_path = out / META_FILE
+    current = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    current.update(meta)
+    current[file] = shape
+    current["feature_names"] = list(FEATURE_NAMES)
+    meta_path.write_text(json.dumps(current, indent=2, default=str))
+
+
+def load(path: str | Path, student: bool = False) -> Saved:
+    """The ranker (or its distilled student) saved under ``path``, in eval mode on the CPU."""
+    from shoprec.errors import ShoprecError
+
+    path = Path(path)
+    file = STUDENT_FILE if student else RANKER_FILE
+    if not (path / META_FILE).is_file() or not (path / file).is_file():
+        raise ShoprecError(
+            f"{path}: no {'student ' if student else ''}ranker saved here ({file}, {META_FILE})"
+        )
+    meta = json.loads((path / META_FILE).read_text())
+    if meta.get("feature_names") != list(FEATURE_NAMES):
+        raise ShoprecError(f"{path}: the ranker was trained on other features; retrain it")
+    shape = meta[file]
+    model = Ranker(shape["dim"], shape["n_features"], shape["hidden"])
+    model.load_state_dict(torch.load(path / file, map_location="cpu", weights_only=True))
+    return Saved(model.eval(), meta)
+
+
+def param_count(model: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def sigmoid(x: NDArray[Any]) -> NDArray[Any]:
+    out: NDArray[Any] = 1.0 / (1.0 + np.exp(-x))
+    return out
+
+
+def log_loss(labels: NDArray[Any], p: NDArray[Any]) -> float:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))

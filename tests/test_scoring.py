@@ -1,0 +1,177 @@
+"""Batch scoring end to end on the small shop with a tiny trained model: lists for every serving
+user, the ranker loaded once per worker process, idempotent MERGE, incremental refresh, errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from conftest import small_cfg
+from shoprec import delta
+from shoprec import schemas as S
+from shoprec.config import ShoprecConfig
+from shoprec.errors import ShoprecError
+from shoprec.scoring import embeddings
+from shoprec.scoring.job import check_candidates, score
+from shoprec.training.job import train
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def shop(
+    spark: SparkSession,
+    small_shop: ShoprecConfig,
+    tiny_model_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ShoprecConfig:
+    models = tmp_path_factory.mktemp("scoring-models")
+    cfg = small_cfg(
+        Path(small_shop.paths.root),
+        tiny_model_dir,
+        paths={"root": small_shop.paths.root, "models": str(models), "checkpoints": str(models / "ckpt")},
+        evaluation={"ks": [10], "models": []},
+        training={
+            "launcher": "single",
+            "batch_size": 16,
+            "learning_rate": 1e-3,
+            "user_max_length": 48,
+            "item_max_length": 32,
+            "max_steps": 4,
+            "experiment": "scoring",
+            "ranker": {"epochs": 1, "batch_size": 64, "hidden": [16]},
+        },
+        scoring={"retrieval_k": 30, "als_k": 10, "popular_k": 5, "new_item_k": 5, "batch_size": 64},
+    )
+    train(spark, cfg, evaluate_after=False)
+    return cfg
+
+
+def _table(spark: SparkSession, cfg: ShoprecConfig) -> list[tuple[object, ...]]:
+    recs = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
+    return sorted(tuple(r) for r in recs.collect())
+
+
+def test_every_serving_user_gets_a_list_per_scenario_and_a_rerun_changes_nothing(
+    spark: SparkSession, shop: ShoprecConfig
+) -> None:
+    loads = spark.sparkContext.accumulator(0)
+    first = score(spark, shop, loads=loads)
+    users = delta.read(spark, shop.table("gold_sequences")).where(F.col(S.SPLIT) == S.SERVING).count()
+    assert first.users == users and first.candidates >= users * 30
+    recs = delta.read(spark, shop.table("recommendations")).where(F.col(S.MODEL) == "shoprec")
+    for sc in shop.scoring.scenarios:
+        lists = (
+            recs.where(F.col(S.SCENARIO) == sc.name)
+            .groupBy(S.USER_KEY)
+            .agg(
+                F.count(F.lit(1)).alias("n"),
+                F.max(S.RANK).alias("top"),
+                F.countDistinct(S.ITEM_ID).alias("d"),
+            )
+        )
+        assert lists.count() == users
+        assert (
+            lists.where(
+                (F.col("n") != F.col("top")) | (F.col("d") != F.col("n")) | (F.col("n") > sc.k)
+            ).count()
+            == 0
+        )
+    sources = {r[0] for r in recs.select(S.SOURCE).distinct().collect()}
+    assert any("embedding" in s for s in sources) and len(sources) > 1
+    assert recs.where(F.size(S.RULES) > 0).count() > 0, "no business rule moved anything"
+    assert recs.select(S.MODEL_VERSION).distinct().collect()[0][0] == first.model_version
+    staged = {r[0] for r in delta.read(spark, shop.table("score_candidates")).select(S.RUN_ID).collect()}
+    assert staged == {first.run_id}, "the staging table keeps only the latest run"
+    assert 1 <= first.ranker_loads <= 2, first.ranker_loads  # local[2]: at most two Python workers
+
+    before = _table(spark, shop)
+    version = delta.for_location(spark, shop.table("recommendations")).history(1).select("version").first()[0]
+    again = score(spark, shop)
+    assert again.run_id == first.run_id
+    assert _table(spark, shop) == before, "re-running the same run changed the table"
+    merges = (
+        delta.for_location(spark, shop.table("recommendations"))
+        .history()
+        .where(F.col("version") > version)
+        .where(F.col("operation") == "MERGE")
+        .select("operationMetrics")
+        .collect()
+    )
+    assert merges and all(int(m[0].get("numTargetRowsUpdated", "0")) == 0 for m in merges)
+
+
+def test_the_ranker_loads_once_per_worker_process_however_many_batches(
+    spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
+) -> None:
+    import shutil
+
+    from shoprec.scoring import model as scoring_model
+    from shoprec.scoring.job import resolve_model
+    from shoprec.training import ranker as rk
+
+    model_dir, _ = resolve_model(shop)
+    fresh = tmp_path / "ranker"  # a path no worker has cached yet
+    shutil.copytree(model_dir / rk.RANKER_DIR, fresh)
+    dim = rk.load(fresh).model.dim
+    rows = [([0.1] * dim, [0.2] * dim, [0.0] * len(rk.FEATURE_NAMES), i) for i in range(2000)]
+    df = spark.createDataFrame(
+        rows,
+        f"{rk.USER_VECTOR} array<float>, {rk.ITEM_VECTOR} array<float>, {rk.FEATURES} array<float>, i int",
+    ).repartition(8)
+    loads = spark.sparkContext.accumulator(0)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "50")
+    try:
+        out = scoring_model.score(df, str(fresh), batch_size=16, loads=loads)
+        pids = {r[0] for r in out.select(scoring_model.LOADER_PID).distinct().collect()}
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    # 8 tasks x several Arrow batches each, but one load per Python worker (module cache)
+    assert loads.value == len(pids) and 1 <= len(pids) <= 2, (loads.value, pids)
+
+
+def test_a_changed_item_is_re_embedded_alone_and_only_its_users_are_rescored(
+    spark: SparkSession, shop: ShoprecConfig
+) -> None:
+    score(spark, shop)
+    items = delta.for_location(spark, shop.table("gold_item_features"))
+    target = (
+        delta.read(spark, shop.table("recommendations"))
+        .where((F.col(S.MODEL) == "shoprec") & (F.col(S.SCENARIO) == "app") & (F.col(S.RANK) == 1))
+        .select(S.ITEM_ID)
+        .first()[0]
+    )
+    items.update(
+        (F.col(S.SPLIT) == S.SERVING) & (F.col(S.ITEM_ID) == target),
+        {S.ITEM_TEXT: F.concat(F.col(S.ITEM_TEXT), F.lit(" now in a new colour"))},
+    )
+    result = score(spark, shop, incremental=True)
+    assert result.embedded_items == 1
+    serving_users = delta.read(spark, shop.table("gold_sequences")).where(F.col(S.SPLIT) == S.SERVING).count()
+    assert 0 < result.users < serving_users
+    emb = embeddings.vectors(spark, shop, result.model_version)
+    assert (
+        emb.count()
+        == delta.read(spark, shop.table("gold_item_features")).where(F.col(S.SPLIT) == S.SERVING).count()
+    )
+    again = score(spark, shop, incremental=True)
+    assert again.embedded_items == 0 and again.users == 0  # nothing changed since
+
+
+def test_bad_inputs_stop_with_a_clear_message(
+    spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
+) -> None:
+    missing = replace(shop, scoring=replace(shop.scoring, model_path=str(tmp_path / "v-missing")))
+    with pytest.raises(ShoprecError, match="model version 'v-missing' not found"):
+        score(spark, missing)
+    items = delta.read(spark, shop.table("gold_item_features")).where(F.col(S.SPLIT) == S.SERVING)
+    empty = spark.createDataFrame([], f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.SOURCE} string")
+    with pytest.raises(ShoprecError, match="candidate set is empty"):
+        check_candidates(empty, items)
+    ghost = spark.createDataFrame([("u", "no-such-item", "embedding")], empty.schema)
+    with pytest.raises(ShoprecError, match=r"absent from the serving catalog \(e\.g\. no-such-item\)"):
+        check_candidates(ghost, items)
