@@ -175,3 +175,71 @@ def test_bad_inputs_stop_with_a_clear_message(
     ghost = spark.createDataFrame([("u", "no-such-item", "embedding")], empty.schema)
     with pytest.raises(ShoprecError, match=r"absent from the serving catalog \(e\.g\. no-such-item\)"):
         check_candidates(ghost, items)
+
+
+def _subprocess_score(conf: Path) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "shoprec.cli", "score", "--env", "t", "--conf-dir", str(conf)]
+
+
+def test_a_score_job_killed_mid_write_and_rerun_equals_an_uninterrupted_one(
+    spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
+) -> None:
+    """Kill a real ``shoprec score`` right after its first MERGE (one scenario new, one old), run it
+    again, and compare with the same run on an untouched copy of the lake."""
+    import json
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    score(spark, shop)  # the lists as they stand before the new run
+    clean_root = tmp_path / "clean"
+    shutil.copytree(shop.paths.root, clean_root)
+    settings = shop.to_dict()
+    settings.pop("env")
+    # a different run: shorter app lists, category cap instead of MMR on web
+    settings["scoring"]["scenarios"] = [
+        {**settings["scoring"]["scenarios"][0], "k": 5},
+        {**settings["scoring"]["scenarios"][1], "diversity": "category_cap", "category_cap": 2},
+    ]
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "t.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(settings, default=str))))
+    log_dir = Path(shop.table("recommendations")) / "_delta_log"
+    commits = len(list(log_dir.glob("*.json")))
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        _subprocess_score(conf),
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 400
+    while (
+        len(list(log_dir.glob("*.json"))) == commits and proc.poll() is None and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(log_dir.glob("*.json"))) == commits + 1, "killed after exactly one MERGE"
+    done = subprocess.run(_subprocess_score(conf), cwd=root, capture_output=True, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+
+    from shoprec.config import from_dict
+
+    clean = from_dict({**settings, "paths": {**settings["paths"], "root": str(clean_root)}})
+    score(spark, clean)
+
+    def rows(cfg: ShoprecConfig) -> list[tuple[object, ...]]:
+        df = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == "shoprec")
+        return sorted(tuple(r) for r in df.drop(S.GENERATED_AT).collect())
+
+    assert rows(shop) == rows(clean)
+    app = delta.read(spark, shop.table("recommendations")).where(F.col(S.SCENARIO) == "app")
+    assert app.agg(F.max(S.RANK)).first()[0] == 5, "the shorter list replaced the longer one whole"

@@ -140,8 +140,11 @@ def top_k(
                     }
                 )
 
-    lists = frame.repartition(2 * spark.sparkContext.defaultParallelism).mapInPandas(
-        score, f"{S.USER_KEY} string, _idx array<int>, _s array<float>"
+    # by user, sorted: the same blocks on every run, so the same floating-point results
+    lists = (
+        frame.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY)
+        .sortWithinPartitions(S.USER_KEY)
+        .mapInPandas(score, f"{S.USER_KEY} string, _idx array<int>, _s array<float>")
     )
     ranked = lists.select(S.USER_KEY, F.posexplode(F.arrays_zip("_idx", "_s")).alias("_pos", "_e")).select(
         S.USER_KEY,

@@ -183,6 +183,10 @@ def score_candidates(
         .join(items.select(S.ITEM_ID, S.IN_STOCK, S.TOP_CATEGORY), S.ITEM_ID)
     )
     ranker_dir = str(model_dir / rk.RANKER_DIR)
+    # the same batches on every run (by user, sorted): identical floating-point results on a re-run
+    joined = joined.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY).sortWithinPartitions(
+        S.USER_KEY, S.ITEM_ID
+    )
     scored = scoring_model.score(joined, ranker_dir, sc.use_student, sc.batch_size, sc.threads, loads)
     gap, discount = rk.FEATURE_NAMES.index("price_band_gap"), rk.FEATURE_NAMES.index("discount")
     return scored.select(
