@@ -32,20 +32,6 @@ OUT_OF_STOCK, ALREADY_BOUGHT, PRICE, PROMOTION, CATEGORY_CAP, MMR = (
     "category_cap",
     "mmr",
 )
-#: What :func:`rerank` reads from each candidate row.
-INPUT_COLUMNS = (
-    S.ITEM_ID,
-    S.SOURCE,
-    rk.P_CLICK,
-    rk.P_PURCHASE,
-    rk.VALUE,
-    S.IN_STOCK,
-    BOUGHT,
-    S.TOP_CATEGORY,
-    BAND_GAP,
-    DISCOUNT,
-    rk.ITEM_VECTOR,
-)
 
 
 def _order(df: pd.DataFrame) -> list[str]:

@@ -152,20 +152,11 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
     client.log_artifacts(run_id, str(output), "model")  # the retriever, its tokenizer and the ranker
     eval_run = None
     if evaluate_after:
-        from shoprec.evaluation.baselines import two_tower
         from shoprec.evaluation.job import evaluate
 
-        result = evaluate(spark, cfg, models=[], extra={"retriever": two_tower(str(output), t.history_items)})
+        result = evaluate(spark, cfg, models=[], extra={"retriever": retriever_model(cfg, output)})
         eval_run = result.run_id
-        for r in result.metrics:
-            if (
-                r[S.SLICE] == "all"
-                and r[S.METRIC] in ("recall", "ndcg", "hit_rate", "mrr")
-                and r[S.VALUE] is not None
-            ):
-                ranking = "full" if r[S.RANKING] == "full" else "sampled"
-                key = f"{cfg.evaluation.split}_{ranking}_{r[S.METRIC]}_at_{r[S.K]}"
-                client.log_metric(run_id, key, float(str(r[S.VALUE])))
+        log_evaluation(cfg, uri, run_id, result.metrics)
     client.set_terminated(run_id, "FINISHED")
     mlflow.set_tracking_uri(uri)
     run = TrainRun(
