@@ -8,8 +8,8 @@ demo: setup
 	.venv/bin/shoprec run --env local
 
 lint: setup
-	.venv/bin/ruff check lib jobs tests bench notebooks
-	.venv/bin/ruff format --check lib jobs tests bench notebooks
+	.venv/bin/ruff check lib jobs tests bench notebooks dags
+	.venv/bin/ruff format --check lib jobs tests bench notebooks dags
 	.venv/bin/mypy
 
 test: lint

@@ -71,4 +71,17 @@ ln -sfn "$env" "$here/.venv"
 
 # 5. Delta Lake's jars: resolved from Maven Central once into the cache (no-op when present).
 "$env/bin/python" -m shoprec.spark --fetch-jars
-log "ready: $here/.venv -> $env"
+
+# 6. Airflow, in a virtual environment of its own (its pins never meet the pipeline's), for the
+#    DAG's tests; linked as ./.airflow-venv. Keyed by its lock file's hash like the main one.
+af_lock="$here/dags/requirements-airflow.lock"
+af_env="$cache/airflow/$( (cat "$af_lock"; echo "$python") | sha256sum | cut -c1-16)"
+if [ ! -f "$af_env/.complete" ]; then
+  log "building the Airflow environment $af_env"
+  rm -rf "$af_env"
+  "$uv" venv -q --python "$python" "$af_env"
+  "$uv" pip sync -q --python "$af_env/bin/python" "$af_lock"
+  touch "$af_env/.complete"
+fi
+ln -sfn "$af_env" "$here/.airflow-venv"
+log "ready: $here/.venv -> $env, $here/.airflow-venv -> $af_env"

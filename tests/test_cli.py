@@ -58,3 +58,30 @@ def test_console_script_is_installed() -> None:
 def test_generate_scale_flag_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "--scale", "0"]) == 2  # scale must be > 0: refused before Spark starts
     assert "generator.scale" in capsys.readouterr().err
+
+
+@pytest.mark.spark
+def test_a_missing_table_is_one_line_naming_the_stage_that_writes_it(
+    spark: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", "--set", f"paths.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the log lines: one line, the stage and the fix
+    assert last.startswith("shoprec evaluate: table gold_")
+    assert "does not exist yet" in last and "run `shoprec features --env local` first" in last
+
+
+def test_promote_without_a_registered_model_names_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["promote", "--set", f"paths.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("shoprec promote: no versions of shoprec-ranker") and "run `shoprec train`" in last
+
+
+def test_the_processing_date_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", "--date", "2026-13-45"]) == 2
+    assert "processing_date" in capsys.readouterr().err

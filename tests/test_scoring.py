@@ -43,6 +43,7 @@ def shop(
             "item_max_length": 32,
             "max_steps": 4,
             "experiment": "scoring",
+            "registered_model": "scoring-ranker",
             "ranker": {"epochs": 1, "batch_size": 64, "hidden": [16]},
         },
         scoring={"retrieval_k": 30, "als_k": 10, "popular_k": 5, "new_item_k": 5, "batch_size": 64},
@@ -166,8 +167,11 @@ def test_bad_inputs_stop_with_a_clear_message(
     spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
 ) -> None:
     missing = replace(shop, scoring=replace(shop.scoring, model_path=str(tmp_path / "v-missing")))
-    with pytest.raises(ShoprecError, match="model version 'v-missing' not found"):
+    with pytest.raises(ShoprecError, match="model version 'v-missing' has no ranker"):
         score(spark, missing)
+    unknown = replace(shop, scoring=replace(shop.scoring, model_uri="models:/scoring-ranker/99"))
+    with pytest.raises(ShoprecError, match=r"no model at models:/scoring-ranker/99 .*run `shoprec train`"):
+        score(spark, unknown)
     items = delta.read(spark, shop.table("gold_item_features")).where(F.col(S.SPLIT) == S.SERVING)
     empty = spark.createDataFrame([], f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.SOURCE} string")
     with pytest.raises(ShoprecError, match="candidate set is empty"):
@@ -246,3 +250,45 @@ def test_a_score_job_killed_mid_write_and_rerun_equals_an_uninterrupted_one(
     assert rows(shop) == rows(clean)
     app = delta.read(spark, shop.table("recommendations")).where(F.col(S.SCENARIO) == "app")
     assert app.agg(F.max(S.RANK)).first()[0] == 5, "the shorter list replaced the longer one whole"
+
+
+def test_training_registers_the_model_and_promote_moves_the_champion_only_when_better(
+    shop: ShoprecConfig,
+) -> None:
+    """Scoring loads ``models:/scoring-ranker@champion``; a newer version becomes champion only if
+    its evaluation metric beats the champion's (or with force). Ends with the first champion back."""
+    from shoprec import registry
+    from shoprec.training.ranker import RANKER_DIR, RANKER_FILE
+
+    c = registry.client(shop)
+    name, metric = shop.training.registered_model, shop.training.promote_metric
+    first = c.get_model_version_by_alias(name, "champion")
+    path, version = registry.resolve(shop)
+    assert version == f"{name}-v{first.version}"
+    assert (path / RANKER_DIR / RANKER_FILE).is_file()
+    c.log_metric(first.run_id, metric, 0.10)
+
+    experiment = c.get_run(first.run_id).info.experiment_id
+    unevaluated = c.create_run(experiment).info.run_id
+    c.log_artifacts(unevaluated, str(path), "model")
+    v2 = registry.register(shop, unevaluated)
+    with pytest.raises(ShoprecError, match=f"has no metric {metric}"):
+        registry.promote(shop)
+    better = c.create_run(experiment).info.run_id
+    c.log_artifacts(better, str(path), "model")
+    c.log_metric(better, metric, 0.20)
+    v3 = registry.register(shop, better)
+    assert c.get_model_version_by_alias(name, "champion").version == first.version  # not yet
+    promoted = registry.promote(shop)  # the newest: v3
+    assert promoted.promoted and promoted.version == str(v3.version) and promoted.champion_value == 0.10
+    assert registry.resolve(shop)[1] == f"{name}-v{v3.version}"
+    back = registry.promote(shop, version=str(first.version))
+    assert not back.promoted  # 0.10 does not beat 0.20
+    assert c.get_model_version_by_alias(name, "champion").version == v3.version
+    assert registry.promote(shop, version=str(v2.version), force=True).promoted
+    assert registry.promote(shop, version=str(first.version), force=True).promoted
+    assert registry.resolve(shop)[1] == version
+    with pytest.raises(ShoprecError, match=r"expected models:/NAME@ALIAS"):
+        registry.resolve(shop, "models:/scoring-ranker")
+    with pytest.raises(ShoprecError, match=r"no model at models:/nobody@champion"):
+        registry.resolve(shop, "models:/nobody@champion")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -158,6 +160,21 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the fine-tuned model")
 
 
+def _promote(spark: SparkSession | None, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.registry import promote
+
+    result = promote(cfg, version=args.version, force=args.force)
+    sys.stdout.write(result.describe() + "\n")
+    return 0
+
+
+def _promote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", default=None, help="the registered version to promote (default: the newest)")
+    p.add_argument(
+        "--force", action="store_true", help="make it champion even if its evaluation is not better"
+    )
+
+
 def _report(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.evaluation.report import write_report
 
@@ -189,10 +206,11 @@ def _forget_args(p: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class Stage:
-    run: Callable[[SparkSession, ShoprecConfig, argparse.Namespace], int]
+    run: Callable[[Any, ShoprecConfig, argparse.Namespace], int]
     help: str
     example: str
     arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    spark: bool = True  # whether the stage needs a SparkSession
 
 
 STAGES: dict[str, Stage] = {
@@ -241,6 +259,13 @@ STAGES: dict[str, Stage] = {
         "shoprec score --env local --set scoring.retrieval_k=200",
         _score_args,
     ),
+    "promote": Stage(
+        _promote,
+        "make a registered model version @champion (what scoring loads) if it evaluates better",
+        "shoprec promote --env local --version 3",
+        _promote_args,
+        spark=False,
+    ),
     "report": Stage(
         _report,
         "write the HTML evaluation report (plots and tables) of the latest or a given run",
@@ -276,6 +301,12 @@ def _parser() -> argparse.ArgumentParser:
             help="override a configuration value, e.g. --set generator.users=500 (repeatable)",
         )
         p.add_argument("--conf-dir", default=None, help="directory of the YAML files (default: conf/)")
+        p.add_argument(
+            "--date",
+            default=None,
+            metavar="YYYY-MM-DD",
+            help="the day being processed, e.g. a scheduler's data interval (same as --set processing_date=)",
+        )
         p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         if stage.arguments:
             stage.arguments(p)
@@ -293,20 +324,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(args.overrides)
     if getattr(args, "scale", None) is not None:
         overrides.append(f"generator.scale={args.scale}")
+    if args.date is not None:
+        overrides.append(f"processing_date={args.date}")
     try:
         cfg = load_config(args.env, overrides, args.conf_dir)
     except ConfigError as exc:
         sys.stderr.write(f"shoprec {args.stage}: configuration error: {exc}\n")
         return 2
     log_config(cfg)
-    from shoprec.spark import get_spark
+    spark = None
+    if stage.spark:
+        from shoprec.spark import get_spark
 
-    spark = get_spark(cfg.spark)
+        spark = get_spark(cfg.spark)
     try:
         return stage.run(spark, cfg, args)
     except ShoprecError as exc:
         sys.stderr.write(f"shoprec {args.stage}: {exc}\n")
         return 2
+    except Exception as exc:
+        missing = missing_table(cfg, exc)
+        if missing is None:
+            raise
+        sys.stderr.write(f"shoprec {args.stage}: {missing}\n")
+        return 2
+
+
+#: Which stage writes the tables whose names start so (for "run X first").
+_WRITER = {
+    "bronze": "ingest",
+    "ingest": "ingest",
+    "silver": "clean",
+    "quarantine": "clean",
+    "gold": "features",
+    "training": "train",
+    "ranker": "train",
+    "item_embeddings": "score",
+    "score": "score",
+    "recommendations": "evaluate",
+    "eval": "evaluate",
+}
+_MISSING = re.compile(r"`?([^`\s]+)`? is not a Delta table|Path does not exist: (\S+)")
+
+
+def missing_table(cfg: ShoprecConfig, exc: BaseException) -> str | None:
+    """One line naming the missing table and the stage that writes it, when ``exc`` is Spark's or
+    Delta's "no table here" error; ``None`` for anything else."""
+    m = _MISSING.search(str(exc))
+    if not m:
+        return None
+    where = next(g for g in m.groups() if g).rstrip(".")
+    bare = where.removeprefix("file:")
+    name = next(
+        (n for n, loc in cfg.tables.items() if bare.rstrip("/").endswith(cfg.table(n).rstrip("/"))), None
+    )
+    if name is None:
+        return f"no Delta table at {where}: check paths.root and --env ({cfg.env}), or run its stage first"
+    writer = next((w for prefix, w in _WRITER.items() if name.startswith(prefix)), None)
+    fix = f"run `shoprec {writer} --env {cfg.env}` first" if writer else "run the stage that writes it first"
+    return f"table {name} does not exist yet ({cfg.table(name)}): {fix}, or check paths.root and --env"
+
+
+def notebook_stage(stage: str, env: str, overrides: str = "", processing_date: str = "") -> None:
+    """What a Databricks notebook calls with its widgets: the stage as ``shoprec STAGE`` runs it.
+
+    ``overrides`` is ``KEY=VALUE`` pairs separated by ``;``. A failed stage raises, so the notebook
+    (and the job task running it) fails with the stage's one-line message.
+    """
+    argv = ["--env", env]
+    for item in overrides.split(";"):
+        if item.strip():
+            argv += ["--set", item.strip()]
+    if processing_date.strip():
+        argv += ["--date", processing_date.strip()]
+    code = main([stage, *argv])
+    if code != 0:
+        raise ShoprecError(f"shoprec {stage} failed (exit {code}); its message is above")
 
 
 def run_stage(stage: str, argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, field
 from datetime import date
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -283,6 +285,9 @@ class EvaluationConfig:
 
     split: Literal["valid", "test"] = "test"
     ks: tuple[int, ...] = (10, 20, 50)
+    #: The scoring scenario whose lists are evaluated before and after each business rule (when a
+    #: trained ranker is evaluated); unset: the first of ``scoring.scenarios``.
+    scored_scenario: str | None = None
     models: tuple[ModelName, ...] = (
         "popularity",
         "category_popularity",
@@ -391,6 +396,11 @@ class TrainingConfig:
     #: MLflow tracking URI; unset means a local file store under ``paths.root``/mlruns.
     tracking_uri: str | None = None
     experiment: str = "shoprec"
+    #: Every trained model becomes a version of this registered model (the first one, champion).
+    registered_model: str = "shoprec-ranker"
+    #: ``shoprec promote`` moves @champion to a version only if this metric of its MLflow run is
+    #: higher than the champion's: ``<split>_<full|sampled>_<metric>_at_<k>``.
+    promote_metric: str = "test_full_ndcg_at_10"
     ranker: RankerConfig = field(default_factory=RankerConfig)
 
 
@@ -431,8 +441,10 @@ def _default_scenarios() -> tuple[ScenarioConfig, ...]:
 class ScoringConfig:
     """Batch scoring: candidates for every serving user, the ranker, business rules, MERGE."""
 
-    #: A trained model directory (retriever + ``ranker/``); unset means the newest under ``paths.models``.
+    #: A trained model directory (retriever + ``ranker/``); it overrides ``model_uri``.
     model_path: str | None = None
+    #: The registered model to score with; unset: ``models:/<training.registered_model>@champion``.
+    model_uri: str | None = None
     #: The ``model`` column of the recommendations it writes.
     model_name: str = "shoprec"
     #: Score with the distilled student instead of the ranker.
@@ -456,6 +468,10 @@ class ShoprecConfig:
     """Everything a job needs; built once per run and passed down."""
 
     env: str = "local"
+    #: The day being processed (a scheduler's data interval; ``--date``): ingest takes export files
+    #: of days up to it (``event_date=YYYY-MM-DD`` folders; files outside such folders always).
+    #: Unset: everything that has arrived.
+    processing_date: date | None = None
     spark: SparkConfig = field(default_factory=SparkConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     tables: dict[str, str] = field(default_factory=_default_tables)
@@ -516,12 +532,13 @@ def is_table_path(location: str) -> bool:
     return "/" in location or "://" in location or location.startswith(".")
 
 
-def default_conf_dir() -> Path:
-    """``$SHOPREC_CONF_DIR``, else the checkout's ``conf/``, else the copy shipped inside the wheel."""
+def default_conf_dir() -> Path | Traversable:
+    """``$SHOPREC_CONF_DIR``, else the checkout's ``conf/``, else the copy shipped inside the wheel
+    (read through importlib.resources: under ``spark-submit --py-files`` the wheel is a zip)."""
     if os.environ.get(CONF_DIR_ENV):
         return Path(os.environ[CONF_DIR_ENV])
     checkout = Path(__file__).resolve().parents[2] / "conf"
-    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "_conf"
+    return checkout if checkout.is_dir() else resources.files("shoprec") / "_conf"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -531,7 +548,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example --set generator.users=500")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date-like value that is no date
         raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from None
     return key.strip().split("."), value
 
@@ -592,7 +609,11 @@ def load_config(
     directory = Path(conf_dir) if conf_dir else default_conf_dir()
     path = directory / f"{env}.yaml"
     if not path.is_file():
-        available = sorted(p.stem for p in directory.glob("*.yaml")) if directory.is_dir() else []
+        available = (
+            sorted(p.name.removesuffix(".yaml") for p in directory.iterdir() if p.name.endswith(".yaml"))
+            if directory.is_dir()
+            else []
+        )
         raise ConfigError(
             f"environment {env!r}: no file {path} (available: {', '.join(available) or 'none'}); "
             f"pass --env with one of those"

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from shoprec import delta
+from shoprec import delta, registry
 from shoprec.config import ShoprecConfig
 from shoprec.datagen.job import generate
+from shoprec.errors import ShoprecError
 from shoprec.etl.bronze import ingest_all
 from shoprec.etl.silver import clean_all
 from shoprec.evaluation.job import evaluate
@@ -74,6 +75,7 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
     tables += [TableSummary(name, cfg.table(name), rows) for name, rows in gold.rows.items()]
     report, headline = None, ""
     extra, curves, trained = {}, [], None
+    scored: tuple[Path, str] | None = None
     if cfg.training.enabled:
         from shoprec.evaluation.report import LossCurve
         from shoprec.training.job import retriever_model, train
@@ -87,11 +89,14 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
             from shoprec.scoring.job import score
 
             tables += summarise(spark, cfg, ["ranker_examples"])
-            scored = score(spark, cfg)
-            log.info("batch scoring: %d users, run %s", scored.users, scored.run_id)
+            # score with the version just trained; it becomes champion below if it evaluates better
+            uri = f"models:/{cfg.training.registered_model}/{trained.registered_version}"
+            done = score(spark, replace(cfg, scoring=replace(cfg.scoring, model_uri=uri, model_path=None)))
+            log.info("batch scoring: %d users, run %s", done.users, done.run_id)
+            scored = (done.model_dir, done.model_version)
             tables += summarise(spark, cfg, ["item_embeddings"])
     if cfg.evaluation.models or extra:
-        result = evaluate(spark, cfg, extra=extra)
+        result = evaluate(spark, cfg, extra=extra, scored=scored)
         headline = job_headline(result.metrics, cfg.evaluation.ks)
         report = write_report(spark, cfg, result.run_id, curves=curves)
         tables += summarise(spark, cfg, ["recommendations", "eval_metrics"])
@@ -99,5 +104,9 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
             from shoprec.training.job import log_evaluation
 
             log_evaluation(cfg, trained.tracking_uri, trained.mlflow_run_id, result.metrics)
+            try:
+                registry.promote(cfg, trained.registered_version)
+            except ShoprecError as exc:  # e.g. the promote metric's K is not evaluated
+                log.warning("not promoted: %s", exc)
     log.info("pipeline finished in %.1fs", time.perf_counter() - started)
     return PipelineResult(tables, report, headline)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -60,6 +62,25 @@ def fetch_jars(cfg: SparkConfig) -> list[str]:
     return jars
 
 
+def ship_wheel(spark: SparkSession) -> Path | None:
+    """Make a ``--py-files`` wheel importable in Spark's Python workers too.
+
+    ``spark-submit --py-files dist/shoprec-*.whl`` puts the wheel on the driver's path, but PySpark
+    adds only ``.zip``, ``.egg`` and ``.jar`` files to the workers' path. A wheel is a zip archive:
+    ship a copy named ``.zip`` and the workers import shoprec from it as the driver does.
+    """
+    import shoprec
+
+    archive = next((p for p in Path(shoprec.__file__).parents if p.suffix == ".whl" and p.is_file()), None)
+    if archive is None:
+        return None
+    copy = Path(tempfile.mkdtemp(prefix="shoprec-py-")) / f"{archive.stem}.zip"
+    shutil.copyfile(archive, copy)
+    spark.sparkContext.addPyFile(str(copy))
+    log.info("shipping %s to the Python workers as %s", archive.name, copy.name)
+    return copy
+
+
 def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
     """Return the active session if there is one, else build a local one from ``cfg``."""
     active = SparkSession.getActiveSession()
@@ -100,6 +121,7 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
     started = time.perf_counter()
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    ship_wheel(spark)
     log.info(
         "Spark %s session %s started in %.1fs (master=%s)",
         spark.version,
@@ -114,7 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m shoprec.spark --fetch-jars``: resolve Delta's jars into the cache (used by setup)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--fetch-jars", action="store_true", help="resolve Delta's jars, then stop")
+    parser.add_argument(
+        "--print-jars",
+        action="store_true",
+        help="print the cached Delta jars comma-separated, for `spark-submit --jars` on one machine",
+    )
     args = parser.parse_args(argv)
+    if args.print_jars:
+        sys.stdout.write(",".join(fetch_jars(SparkConfig(master="local[1]"))) + "\n")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.fetch_jars:
         fetch_jars(SparkConfig(master="local[1]", app_name="shoprec-fetch-jars"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,9 +109,25 @@ def with_batch(df: DataFrame, batch: str) -> DataFrame:
     return df.withColumn(S.INGEST_BATCH, F.lit(batch)).withColumn(S.INGEST_TIME, F.current_timestamp())
 
 
+_DAY = re.compile(rf"/{S.EVENT_DATE}=(\d{{4}}-\d{{2}}-\d{{2}})/")
+
+
+def _folder_day(path: str) -> str | None:
+    """The ``event_date=YYYY-MM-DD`` partition folder's day in ``path``, if any."""
+    m = _DAY.search(path)
+    return m.group(1) if m else None
+
+
 def new_files(spark: SparkSession, cfg: ShoprecConfig, source: str, location: str) -> list[RawFile]:
-    """Files under ``location`` that the ingest log has not recorded yet."""
+    """Files under ``location`` that the ingest log has not recorded yet (with
+    ``processing_date``: none from an ``event_date=`` folder of a later day; they wait for theirs)."""
     files = list_files(spark, location)
+    if cfg.processing_date is not None:
+        day = cfg.processing_date.isoformat()
+        later = [f for f in files if (d := _folder_day(f.path)) is not None and d > day]
+        if later:
+            log.info("%s: %d files of days after %s wait for their own run", source, len(later), day)
+        files = [f for f in files if f not in later]
     log_loc = cfg.table("ingest_log")
     delta.ensure_table(spark, log_loc, S.INGEST_LOG_SCHEMA)
     seen = {

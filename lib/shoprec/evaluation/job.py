@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -94,7 +95,7 @@ def write_recommendations(
         F.lit(version).alias(S.MODEL_VERSION),
         F.lit(run_id).alias(S.RUN_ID),
         F.current_timestamp().alias(S.GENERATED_AT),
-        F.lit(None).cast("array<string>").alias(S.RULES),
+        (F.col(S.RULES) if S.RULES in recs.columns else F.lit(None).cast("array<string>")).alias(S.RULES),
     )
     delta.replace_where(
         rows, cfg.table("recommendations"), f"{S.MODEL} = '{model}' AND {S.SCENARIO} = '{scenario}'"
@@ -129,6 +130,29 @@ def evaluate_vectors(
     )
     scenario = f"eval:{data.split}"
     write_recommendations(spark, cfg, recs, name, version, run_id, scenario, vectors.source)
+    scored = score_pairs(data.sampled, vectors.users, vectors.items)
+    sampled = (
+        M.sampled_metrics(M.positive_rank(scored), ev.ks)
+        .withColumn(S.SLICE, F.lit("all"))
+        .withColumn(S.RANKING, F.lit(data.sampled_label))
+    )
+    return list_metrics(spark, cfg, data, name, version, run_id, scenario, reference, sampled)
+
+
+def list_metrics(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    data: eval_data.EvalData,
+    name: str,
+    version: str,
+    run_id: str,
+    scenario: str,
+    reference: DataFrame | None = None,
+    sampled: DataFrame | None = None,
+) -> DataFrame:
+    """Metric rows of the lists ``name`` wrote for ``scenario``: full ranking on every slice, beyond
+    accuracy, and the ``sampled`` ranking rows when the model can score arbitrary candidates."""
+    ev = cfg.evaluation
     recs = (
         delta.read(spark, cfg.table("recommendations"))
         .where((F.col(S.MODEL) == name) & (F.col(S.SCENARIO) == scenario))
@@ -137,14 +161,6 @@ def evaluate_vectors(
     )
     by_slice = data.truth.select(S.USER_KEY, S.ITEM_ID, F.explode("slices").alias(S.SLICE))
     full = M.ranking_metrics(recs, by_slice, ev.ks, [S.SLICE]).withColumn(S.RANKING, F.lit("full"))
-
-    scored = score_pairs(data.sampled, vectors.users, vectors.items)
-    ranks = M.positive_rank(scored)
-    sampled = (
-        M.sampled_metrics(ranks, ev.ks)
-        .withColumn(S.SLICE, F.lit("all"))
-        .withColumn(S.RANKING, F.lit(data.sampled_label))
-    )
 
     extra: list[tuple[str, int, float | None]] = list(M.coverage(recs, data.catalog_size, ev.ks))
     item_users = data.visible.groupBy(S.ITEM_ID).agg(F.countDistinct(S.USER_KEY).alias("_users"))
@@ -162,7 +178,7 @@ def evaluate_vectors(
         [(m, k, v, n_users) for m, k, v in extra],
         f"{S.METRIC} string, {S.K} int, {S.VALUE} double, {S.USERS} long",
     ).select(F.lit("all").alias(S.SLICE), "*", F.lit("full").alias(S.RANKING))
-    out = full.unionByName(sampled).unionByName(beyond)
+    out = (full if sampled is None else full.unionByName(sampled)).unionByName(beyond)
     rows = out.select(
         F.lit(run_id).alias(S.RUN_ID),
         F.lit(name).alias(S.MODEL),
@@ -180,15 +196,61 @@ def evaluate_vectors(
     return rows
 
 
+def evaluate_scored(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    data: eval_data.EvalData,
+    model_dir: Path,
+    version: str,
+    run_id: str,
+    reference: DataFrame | None = None,
+) -> list[DataFrame]:
+    """The scoring job's lists as of the split, before any business rule and after each one.
+
+    The candidates, the ranker and the rules are exactly what ``shoprec score`` runs, fed with the
+    split's past (its gold snapshot, the interactions it may see) instead of the serving state, so
+    the held-out positives measure them. One model row per step shows what each rule costs.
+    """
+    from shoprec.scoring import embeddings, rules
+    from shoprec.scoring import job as scoring
+
+    ev = cfg.evaluation
+    scenarios = {s.name: s for s in cfg.scoring.scenarios}
+    name = ev.scored_scenario or cfg.scoring.scenarios[0].name
+    if name not in scenarios:
+        raise ShoprecError(
+            f"evaluation.scored_scenario: no scenario {name!r} in scoring.scenarios "
+            f"(have: {', '.join(scenarios)})"
+        )
+    embeddings.refresh(spark, cfg, str(model_dir), version, incremental=True)
+    targets = data.truth.select(S.USER_KEY).distinct()
+    view = scoring.AsOf(data.items, data.profiles, data.sequences, data.visible, targets)
+    users, cands = scoring.user_candidates(spark, cfg, model_dir, version, view)
+    stage_id = f"{run_id}-scored"
+    scored = scoring.score_view(spark, cfg, model_dir, version, view, users, cands)
+    staged = scoring.stage(spark, cfg, scored.withColumn(S.RUN_ID, F.lit(stage_id)), stage_id)
+    rows = []
+    split_scenario = f"eval:{data.split}"
+    for label, variant in tqdm(rules.ablation(scenarios[name], max(ev.ks)), desc="rules", unit="step"):
+        model = f"{cfg.scoring.model_name} {label}"
+        lists = staged.groupBy(S.USER_KEY).applyInPandas(rules.per_user(variant), scoring.LIST_SCHEMA)
+        write_recommendations(spark, cfg, lists, model, version, run_id, split_scenario, "")
+        rows.append(list_metrics(spark, cfg, data, model, version, run_id, split_scenario, reference))
+    delta.for_location(spark, cfg.table("score_candidates")).delete(F.col(S.RUN_ID) == stage_id)
+    return rows
+
+
 def evaluate(
     spark: SparkSession,
     cfg: ShoprecConfig,
     models: list[str] | None = None,
     run_id: str | None = None,
     extra: dict[str, Builder] | None = None,
+    scored: tuple[Path, str] | None = None,
 ) -> EvalResult:
-    """Evaluate the configured baselines (and ``extra`` models, e.g. a fine-tuned retriever) on the
-    configured split and record everything."""
+    """Evaluate the configured baselines (and ``extra`` models, e.g. a fine-tuned retriever; and
+    with ``scored`` = (model directory, version), the scoring job's lists) on the configured split
+    and record everything."""
     builders: dict[str, Builder] = {**BASELINES, **(extra or {})}
     chosen = list(cfg.evaluation.models) if models is None else list(models)
     names = chosen + [n for n in (extra or {}) if n not in chosen]
@@ -215,6 +277,13 @@ def evaluate(
         all_rows.append(evaluate_vectors(spark, cfg, data, name, vectors, version, run_id, reference))
         seconds[name] = time.perf_counter() - started
         log.info("evaluated %s in %.1fs", name, seconds[name])
+    if scored is not None:
+        started = time.perf_counter()
+        all_rows += evaluate_scored(spark, cfg, data, scored[0], scored[1], run_id, reference)
+        seconds["scored"] = time.perf_counter() - started
+        log.info("evaluated the scoring job's lists in %.1fs", seconds["scored"])
+    if not all_rows:
+        raise ShoprecError("nothing to evaluate: evaluation.models is empty and no trained model was given")
     result_df = all_rows[0]
     for df in all_rows[1:]:
         result_df = result_df.unionByName(df)

@@ -235,7 +235,8 @@ def item_features(
         short.alias(S.SHORT_DESCRIPTION),
         S.DISCOUNT_PCT,
         S.STOCK,
-        F.coalesce(F.col(S.STOCK) > 0, F.lit(False)).alias(S.IN_STOCK),
+        # a catalog without stock levels (stock unknown) keeps every item sellable
+        F.coalesce(F.col(S.STOCK) > 0, F.lit(True)).alias(S.IN_STOCK),
         S.LAUNCH_DATE,
         *[
             F.coalesce(F.col(c).cast("long"), zero).alias(c)

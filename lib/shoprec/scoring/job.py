@@ -1,9 +1,9 @@
 """``shoprec score``: every serving user gets a fresh ranked list per scenario, MERGEd into Delta.
 
-model (newest trained, or ``scoring.model_path``) → item embeddings (incremental by Change Data
-Feed) → user vectors → candidates (embedding, ALS, popular, new items) → pair features → the
-ranker in a pandas UDF (scored candidates staged in Delta) → business rules per scenario → one
-MERGE per scenario into the recommendations table.
+model (the registry's champion, or ``scoring.model_uri`` / ``scoring.model_path``) → item
+embeddings (incremental by Change Data Feed) → user vectors → candidates (embedding, ALS,
+popular, new items) → pair features → the ranker in a pandas UDF (scored candidates staged in
+Delta) → business rules per scenario → one MERGE per scenario into the recommendations table.
 
 The MERGE replaces each scored user's whole list atomically: its source holds every rank from 1 to
 the longest list already stored, empty ranks deleting what a longer old list had. Rows whose
@@ -34,7 +34,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from shoprec import delta
+from shoprec import delta, registry
 from shoprec import schemas as S
 from shoprec.config import ScenarioConfig, ShoprecConfig
 from shoprec.errors import ShoprecError
@@ -94,25 +94,20 @@ class ScoreResult:
 
 
 def resolve_model(cfg: ShoprecConfig) -> tuple[Path, str]:
-    """The model directory to score with and its version (the directory's name)."""
-    if cfg.scoring.model_path:
-        path = Path(cfg.scoring.model_path)
+    """The model directory to score with and its version: ``scoring.model_path`` (the directory's
+    name is the version), else the registered model ``scoring.model_uri`` (default: the champion)."""
+    if not cfg.scoring.model_path:
+        path, version = registry.resolve(cfg)
     else:
-        found = sorted(
-            Path(cfg.path("models")).glob(f"*/ranker/{rk.RANKER_FILE}"), key=lambda p: p.stat().st_mtime
-        )
-        if not found:
-            raise ShoprecError(
-                f"no trained model under {cfg.path('models')}: run `shoprec train` first, "
-                "or set scoring.model_path to a model directory"
-            )
-        path = found[-1].parent.parent
+        path = Path(cfg.scoring.model_path)
+        version = path.name
     if not (path / rk.RANKER_DIR / rk.RANKER_FILE).is_file():
         raise ShoprecError(
-            f"model version {path.name!r} not found ({path / rk.RANKER_DIR / rk.RANKER_FILE} is missing): "
-            "set scoring.model_path to a directory `shoprec train` wrote"
+            f"model version {version!r} has no ranker ({path / rk.RANKER_DIR / rk.RANKER_FILE} is missing): "
+            "train with training.ranker.enabled, or point scoring.model_path at a directory "
+            "`shoprec train` wrote"
         )
-    return path, path.name
+    return path, version
 
 
 def _run_id(spark: SparkSession, cfg: ShoprecConfig, version: str, incremental: bool) -> str:
@@ -268,14 +263,68 @@ def merge_lists(
     )
 
 
-def score(
-    spark: SparkSession, cfg: ShoprecConfig, incremental: bool = False, loads: Any = None
-) -> ScoreResult:
-    """Score every serving user (with ``incremental``, only those changed items affect)."""
+@dataclass(frozen=True)
+class AsOf:
+    """The gold state lists are made from: the serving split, or an evaluation split's past."""
+
+    items: DataFrame
+    profiles: DataFrame
+    sequences: DataFrame
+    interactions: DataFrame  # what ALS, popularity and the already-bought rule may see
+    only: DataFrame | None = None  # score only these users (``user_key``)
+
+
+def user_candidates(
+    spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, version: str, view: AsOf
+) -> tuple[DataFrame, DataFrame]:
+    """User vectors (``user_key, vector``, checkpointed) and their candidates (checkpointed)."""
     from shoprec.evaluation import encoder
     from shoprec.evaluation.baselines import history_texts
     from shoprec.training.model import load_meta
 
+    history = int(load_meta(model_dir).get("history_items", cfg.training.history_items))
+    texts = history_texts(view.items, view.sequences, None, history)
+    if view.only is not None:
+        texts = texts.join(view.only, S.USER_KEY, "left_semi")
+    users = encoder.embed(texts, S.USER_KEY, "text", cfg.evaluation.encoder, "user", str(model_dir))
+    users = users.localCheckpoint()
+    item_vectors = embeddings.vectors(spark, cfg, version).localCheckpoint()
+    cands = candidates.generate(spark, cfg, users, item_vectors, view.items, view.profiles, view.interactions)
+    return users, cands.localCheckpoint()
+
+
+def score_view(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    model_dir: Path,
+    version: str,
+    view: AsOf,
+    users: DataFrame,
+    cands: DataFrame,
+    loads: Any = None,
+) -> DataFrame:
+    """The ranker's heads and the rules' inputs for every candidate of ``view``."""
+    item_vectors = embeddings.vectors(spark, cfg, version)
+    purchases = (
+        view.interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
+    )
+    return score_candidates(
+        spark, cfg, cands, users, item_vectors, view.items, view.profiles, purchases, model_dir, loads
+    )
+
+
+def stage(spark: SparkSession, cfg: ShoprecConfig, scored: DataFrame, run_id: str) -> DataFrame:
+    """Write ``scored`` to the staging table under ``run_id`` and read it back (computed once)."""
+    staging = cfg.table("score_candidates")
+    delta.ensure_table(spark, staging, SCORED_SCHEMA, [S.RUN_ID])
+    delta.replace_where(scored.select(*SCORED_SCHEMA.fieldNames()), staging, f"{S.RUN_ID} = '{run_id}'")
+    return delta.read(spark, staging).where(F.col(S.RUN_ID) == run_id)
+
+
+def score(
+    spark: SparkSession, cfg: ShoprecConfig, incremental: bool = False, loads: Any = None
+) -> ScoreResult:
+    """Score every serving user (with ``incremental``, only those changed items affect)."""
     started = time.perf_counter()
     model_dir, version = resolve_model(cfg)
     run_id = _run_id(spark, cfg, version, incremental)
@@ -286,15 +335,12 @@ def score(
     profiles = _serving(spark, cfg, "gold_user_profiles")
     sequences = _serving(spark, cfg, "gold_sequences")
     interactions = delta.read(spark, cfg.table("gold_interactions"))
-    history = int(load_meta(model_dir).get("history_items", cfg.training.history_items))
-    texts = history_texts(items, sequences, None, history)
     ensure_recommendations(spark, cfg)
+    only: DataFrame | None = None
     if incremental and refreshed.changed_items is not None:
-        texts = texts.join(
-            _affected_users(spark, cfg, refreshed.changed_items, items), S.USER_KEY, "left_semi"
-        )
-    users = encoder.embed(texts, S.USER_KEY, "text", cfg.evaluation.encoder, "user", str(model_dir))
-    users = users.localCheckpoint()
+        only = _affected_users(spark, cfg, refreshed.changed_items, items)
+    view = AsOf(items, profiles, sequences, interactions, only)
+    users, cands = user_candidates(spark, cfg, model_dir, version, view)
     result.users = users.count()
     if result.users == 0:
         if incremental:
@@ -302,27 +348,19 @@ def score(
             result.seconds = time.perf_counter() - started
             return result
         raise ShoprecError(f"no serving users in {cfg.table('gold_sequences')}: run `shoprec features` first")
-    item_vectors = embeddings.vectors(spark, cfg, version).localCheckpoint()
-    cands = candidates.generate(
-        spark, cfg, users, item_vectors, items, profiles, interactions
-    ).localCheckpoint()
     result.candidates = check_candidates(cands, items)
-    purchases = interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
     t0 = time.perf_counter()
-    scored = score_candidates(
-        spark, cfg, cands, users, item_vectors, items, profiles, purchases, model_dir, loads
-    ).withColumn(S.RUN_ID, F.lit(run_id))
-    staging = cfg.table("score_candidates")
-    delta.ensure_table(spark, staging, SCORED_SCHEMA, [S.RUN_ID])
-    delta.replace_where(scored.select(*SCORED_SCHEMA.fieldNames()), staging, f"{S.RUN_ID} = '{run_id}'")
+    scored = score_view(spark, cfg, model_dir, version, view, users, cands, loads).withColumn(
+        S.RUN_ID, F.lit(run_id)
+    )
+    staged = stage(spark, cfg, scored, run_id)
     result.scoring_seconds = time.perf_counter() - t0
-    staged = delta.read(spark, staging).where(F.col(S.RUN_ID) == run_id)
     for sc in cfg.scoring.scenarios:
         lists = staged.groupBy(S.USER_KEY).applyInPandas(rules.per_user(sc), LIST_SCHEMA)
         merge_lists(spark, cfg, lists, sc, version, run_id)
         result.lists[sc.name] = result.users
     # keep only this run's staged candidates (the table is a work area, not a history)
-    delta.for_location(spark, staging).delete(F.col(S.RUN_ID) != run_id)
+    delta.for_location(spark, cfg.table("score_candidates")).delete(F.col(S.RUN_ID) != run_id)
     if loads is not None:
         result.ranker_loads = int(loads.value)
     result.seconds = time.perf_counter() - started

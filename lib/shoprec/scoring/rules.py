@@ -15,6 +15,7 @@ list differs from its place in the order before diversity. Dropping an item move
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -146,3 +147,34 @@ def per_user(sc: ScenarioConfig) -> Callable[[pd.DataFrame], pd.DataFrame]:
         return out
 
     return run
+
+
+def ablation(sc: ScenarioConfig, k: int) -> list[tuple[str, ScenarioConfig]]:
+    """``sc`` with every rule off, then its rules switched on one at a time in the order they run.
+
+    Each step is labelled by the rule it adds; the last step is ``sc`` itself (with ``k`` items),
+    so evaluating the steps side by side shows the accuracy each rule costs or buys.
+    """
+    current = replace(
+        sc,
+        k=k,
+        drop_out_of_stock=False,
+        exclude_bought=False,
+        price_affinity=0.0,
+        promotion_boost=0.0,
+        diversity="none",
+    )
+    steps = [("(ranker, no rules)", current)]
+    changes: list[tuple[str, dict[str, object]]] = [
+        (OUT_OF_STOCK, {"drop_out_of_stock": sc.drop_out_of_stock}),
+        (ALREADY_BOUGHT, {"exclude_bought": sc.exclude_bought}),
+        (PRICE, {"price_affinity": sc.price_affinity}),
+        (PROMOTION, {"promotion_boost": sc.promotion_boost}),
+        (sc.diversity, {"diversity": sc.diversity}),
+    ]
+    for rule, change in changes:
+        if all(getattr(current, key) == value for key, value in change.items()):
+            continue  # the scenario does not use this rule
+        current = replace(current, **change)  # type: ignore[arg-type]
+        steps.append((f"+ {rule}", current))
+    return steps

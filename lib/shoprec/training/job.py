@@ -22,7 +22,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from shoprec import delta
+from shoprec import delta, registry
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
 from shoprec.training import distributed as dist
@@ -44,16 +44,12 @@ class TrainRun:
     eval_run_id: str | None
     ranker_dir: Path | None = None
     ranker_results: list[Any] = dataclasses.field(default_factory=list)
+    registered_version: str | None = None  # in the model registry (training.registered_model)
 
     @property
     def samples_per_second(self) -> float:
         """All processes together."""
         return sum(r.examples for r in self.results) / self.seconds if self.seconds else 0.0
-
-
-def tracking_uri(cfg: ShoprecConfig) -> str:
-    """The configured MLflow tracking URI, else a SQLite database under ``paths.root``."""
-    return cfg.training.tracking_uri or f"sqlite:///{Path(cfg.path('root'), 'mlflow.db').resolve()}"
 
 
 def _experiment(client: Any, cfg: ShoprecConfig) -> str:
@@ -104,7 +100,7 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
     version = int(version_row[0]) if version_row else 0
     fingerprint = _fingerprint(cfg, version)
     files = snapshot_files(spark, prepared.location, {S.SPLIT: S.TRAIN})
-    uri = tracking_uri(cfg)
+    uri = registry.tracking_uri(cfg)
     client = MlflowClient(uri)
     experiment_id = _experiment(client, cfg)
     previous = client.search_runs(
@@ -150,6 +146,7 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
 
         ranker_dir, ranker_results = train_ranker(spark, cfg, output, client, run_id)
     client.log_artifacts(run_id, str(output), "model")  # the retriever, its tokenizer and the ranker
+    registered = registry.register(cfg, run_id, "model")
     eval_run = None
     if evaluate_after:
         from shoprec.evaluation.job import evaluate
@@ -169,6 +166,7 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
         eval_run,
         ranker_dir,
         ranker_results,
+        str(registered.version),
     )
     log.info(
         "training run %s: %d examples in %.0fs (%.1f samples/s over %d processes) -> %s",

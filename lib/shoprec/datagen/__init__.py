@@ -1,0 +1,1 @@
+"""Synthetic shop data: a catalog and behaviour events with labelled defects, as raw exports."""

@@ -1,0 +1,213 @@
+"""The MLflow model registry: training registers every model, scoring loads one by name and alias.
+
+``shoprec train`` registers its model directory (retriever, tokenizer, ranker) as a new version
+of ``training.registered_model``; the first version ever registered becomes the ``champion``.
+``shoprec score`` loads ``models:/<name>@champion`` unless ``scoring.model_uri`` or
+``scoring.model_path`` says otherwise. ``shoprec promote`` moves the alias to a newer version
+only when its evaluation (``training.promote_metric`` in its MLflow run) beats the champion's, so
+a scheduled pipeline never serves a model that evaluated worse.
+
+The registry lives wherever the tracking URI points: a SQLite database under ``paths.root`` by
+default, Databricks' or a team's MLflow server on clusters.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from shoprec.config import ShoprecConfig
+from shoprec.errors import ShoprecError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
+
+
+def tracking_uri(cfg: ShoprecConfig) -> str:
+    """The configured MLflow tracking URI, else a SQLite database under ``paths.root``."""
+    return cfg.training.tracking_uri or f"sqlite:///{Path(cfg.path('root'), 'mlflow.db').resolve()}"
+
+
+def client(cfg: ShoprecConfig) -> Any:
+    """An MLflow client whose registry is the tracking store (one database for runs and models)."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(cfg)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def model_uri(cfg: ShoprecConfig) -> str:
+    """What scoring loads: ``scoring.model_uri``, else the registered model's champion."""
+    return cfg.scoring.model_uri or f"models:/{cfg.training.registered_model}@{CHAMPION}"
+
+
+def _not_found(exc: Exception) -> bool:
+    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
+
+
+def register(cfg: ShoprecConfig, run_id: str, artifact_path: str = "model") -> Any:
+    """Register run ``run_id``'s ``artifact_path`` as a new version; the first becomes champion."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(cfg)
+    name = cfg.training.registered_model
+    try:
+        c.get_registered_model(name)
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
+        c.create_registered_model(
+            name, description="shoprec: fine-tuned retriever, its tokenizer and the ranking head"
+        )
+    source = f"{c.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    version = c.create_model_version(name, source, run_id=run_id)
+    champion = _by_alias(c, name, CHAMPION)
+    if champion is None:
+        c.set_registered_model_alias(name, CHAMPION, version.version)
+        log.info("registered %s version %s: the first version, now @%s", name, version.version, CHAMPION)
+    else:
+        log.info(
+            "registered %s version %s (@%s stays on version %s until `shoprec promote`)",
+            name,
+            version.version,
+            CHAMPION,
+            champion.version,
+        )
+    return version
+
+
+def _by_alias(c: Any, name: str, alias: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if _not_found(exc) or "alias" in str(exc).lower():
+            return None
+        raise
+
+
+def _local_dir(cfg: ShoprecConfig, c: Any, name: str, version: str, source: str) -> Path:
+    """A local directory holding the version's files: the artifact store itself when it is local,
+    else a download cached under ``paths.models``/registry."""
+    parsed = urlparse(source)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path))
+    import mlflow.artifacts
+
+    target = Path(cfg.path("models"), "registry", name, version)
+    if not target.is_dir():
+        log.info("downloading %s version %s from %s", name, version, source)
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(target), tracking_uri=tracking_uri(cfg)
+        )
+    return target
+
+
+def resolve(cfg: ShoprecConfig, uri: str | None = None) -> tuple[Path, str]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` → (local model directory, version label)."""
+    from mlflow.exceptions import MlflowException
+
+    uri = uri or model_uri(cfg)
+    m = _URI.fullmatch(uri)
+    if not m:
+        raise ShoprecError(
+            f"scoring.model_uri {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION, "
+            "e.g. models:/shoprec-ranker@champion"
+        )
+    name, alias, number = m.group("name"), m.group("alias"), m.group("version")
+    c = client(cfg)
+    try:
+        mv = _by_alias(c, name, alias) if alias else c.get_model_version(name, number)
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
+        mv = None
+    if mv is None:
+        raise ShoprecError(
+            f"no model at {uri} in the registry at {tracking_uri(cfg)}: run `shoprec train` (it "
+            f"registers {name}), or `shoprec promote --version N` to name a champion"
+        )
+    path = _local_dir(cfg, c, name, str(mv.version), c.get_model_version_download_uri(name, mv.version))
+    return path, f"{name}-v{mv.version}"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    name: str
+    version: str
+    metric: str
+    value: float | None
+    champion: str | None  # the version that was champion before
+    champion_value: float | None
+    promoted: bool
+
+    def describe(self) -> str:
+        if self.champion is None:
+            was = "there was no champion"
+        elif self.champion_value is None:
+            was = f"champion version {self.champion} has no {self.metric}"
+        else:
+            was = f"champion version {self.champion} has {self.metric} = {self.champion_value:.4f}"
+        verdict = "now @champion" if self.promoted else "not promoted (the champion stays)"
+        own = f"{self.value:.4f}" if self.value is not None else "missing"
+        return f"{self.name} version {self.version}: {self.metric} = {own}; {was}: {verdict}"
+
+
+def _metric(c: Any, mv: Any, metric: str) -> float | None:
+    value = c.get_run(mv.run_id).data.metrics.get(metric) if mv.run_id else None
+    return float(value) if value is not None else None
+
+
+def promote(cfg: ShoprecConfig, version: str | None = None, force: bool = False) -> Promotion:
+    """Move ``@champion`` to ``version`` (default: the newest) if its evaluation beats the champion's."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(cfg)
+    name, metric = cfg.training.registered_model, cfg.training.promote_metric
+    try:
+        versions = c.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
+        versions = []
+    if not versions:
+        raise ShoprecError(
+            f"no versions of {name} in the registry at {tracking_uri(cfg)}: run `shoprec train`"
+        )
+    by_number = {str(v.version): v for v in versions}
+    chosen = version or max(by_number, key=int)
+    if chosen not in by_number:
+        raise ShoprecError(f"{name} has no version {chosen} (have: {', '.join(sorted(by_number, key=int))})")
+    candidate = by_number[chosen]
+    value = _metric(c, candidate, metric)
+    if value is None and not force:
+        raise ShoprecError(
+            f"{name} version {chosen} has no metric {metric} in its MLflow run {candidate.run_id}: evaluate "
+            "it first (`shoprec train` evaluates unless --no-evaluate), or pass --force"
+        )
+    champion = _by_alias(c, name, CHAMPION)
+    champion_value = _metric(c, champion, metric) if champion is not None else None
+    beats = champion is None or champion_value is None or (value is not None and value > champion_value)
+    promoted = force or beats
+    if champion is not None and str(champion.version) == chosen:
+        promoted = False  # already the champion
+    if promoted:
+        c.set_registered_model_alias(name, CHAMPION, chosen)
+    result = Promotion(
+        name,
+        chosen,
+        metric,
+        value,
+        str(champion.version) if champion is not None else None,
+        champion_value,
+        promoted,
+    )
+    log.info(result.describe())
+    return result

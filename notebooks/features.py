@@ -1,0 +1,25 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # shoprec: features
+# MAGIC Builds the gold tables: interactions, item features, user profiles, behaviour sequences and training
+# MAGIC examples with time-based splits.
+# MAGIC
+# MAGIC All logic lives in the `shoprec` library (installed from the bundle's wheel); this notebook
+# MAGIC only passes its widgets to it, exactly as `shoprec features` would.
+
+# COMMAND ----------
+
+dbutils.widgets.text("env", "databricks", "Environment (conf/<env>.yaml)")
+dbutils.widgets.text("overrides", "", "Overrides: KEY=VALUE, separated by ;")
+dbutils.widgets.text("processing_date", "", "Processing date, YYYY-MM-DD (empty: all that arrived)")
+
+# COMMAND ----------
+
+from shoprec.cli import notebook_stage
+
+notebook_stage(
+    "features",
+    dbutils.widgets.get("env"),
+    dbutils.widgets.get("overrides"),
+    dbutils.widgets.get("processing_date"),
+)
