@@ -131,7 +131,8 @@ def _flat(settings: dict[str, dict[str, object]]) -> dict[str, object]:
 def test_the_wheel_installs_into_a_clean_environment_and_the_cli_works(wheel: Path, tmp_path: Path) -> None:
     env = tmp_path / "venv"
     subprocess.run([uv(), "venv", "-q", "--python", sys.executable, str(env)], check=True)
-    # resolved from the package index, constrained to the tested versions
+    # resolved from the package index, constrained to the tested versions (the override lifts
+    # Petastorm's stale setuptools cap, as for the development environment)
     subprocess.run(
         [
             uv(),
@@ -142,6 +143,8 @@ def test_the_wheel_installs_into_a_clean_environment_and_the_cli_works(wheel: Pa
             str(env / "bin" / "python"),
             "-c",
             str(ROOT / "requirements.lock"),
+            "--override",
+            str(ROOT / "overrides.txt"),
             str(wheel),
         ],
         check=True,
