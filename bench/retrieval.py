@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 import time
 
 import numpy as np
 import pandas as pd
-import psutil
 import torch
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from memory import PeakRss
 from shoprec import schemas as S
 from shoprec.config import from_dict
 from shoprec.evaluation.retrieval import VECTOR, ItemMatrix, top_k
@@ -40,36 +39,6 @@ def _vectors(spark: SparkSession, key: str, n: int, dim: int, seed: int, parts: 
         }
     )
     return spark.createDataFrame(pdf, f"{key} string, {VECTOR} array<float>").repartition(parts)
-
-
-class PeakWorkers:
-    """Samples the summed RSS of the Python processes under this one (Spark's workers)."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in me.children(recursive=True):
-                try:
-                    if "python" in p.name():
-                        total += p.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.peak = max(self.peak, total)
-            time.sleep(0.05)
-
-    def __enter__(self) -> PeakWorkers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def throughput(spark: SparkSession, users: int, items: int, dim: int, k: int, tasks: int) -> None:
@@ -120,7 +89,7 @@ def als_memory(spark: SparkSession, users: int, items: int) -> None:
                 F.col("id").cast("string").alias(S.ITEM_ID), F.col("features").alias(VECTOR)
             )
         )
-        with PeakWorkers() as peak:
+        with PeakRss(include_self=False, python_only=True, interval=0.05) as peak:
             t0 = time.perf_counter()
             count = top_k(spark, user_vecs, item_vecs, 50).count()
             seconds = time.perf_counter() - t0

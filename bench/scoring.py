@@ -16,51 +16,22 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 import torch
 from pyspark.sql import functions as F
 
+from memory import PeakRss
 from shoprec import schemas as S
 from shoprec.config import from_dict
 from shoprec.scoring import model as scoring_model
 from shoprec.spark import get_spark
 from shoprec.training import ranker as rk
-
-
-class PeakMemory:
-    """Samples the resident memory of this process and all its children (JVM, Python workers)."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            self.peak = max(self.peak, total)
-            time.sleep(0.2)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _ranker(root: Path, dim: int) -> Path:
@@ -110,7 +81,7 @@ def throughput(spark, root: Path, pairs: int, dim: int, cores: int, batch: int) 
 def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) -> None:  # type: ignore[no-untyped-def]
     from shoprec.config import ScenarioConfig
     from shoprec.scoring import rules
-    from shoprec.scoring.job import LIST_SCHEMA
+    from shoprec.scoring.job import LIST_SCHEMA, merge_lists
 
     ranker = _ranker(root, dim)
     n = users * candidates
@@ -130,14 +101,14 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
         F.lit(0.0).cast("float").alias(rules.DISCOUNT),
     )
     sc = ScenarioConfig(name="app", k=10, diversity="category_cap", category_cap=3)
-    out = str(root / "lists")
-    with PeakMemory() as mem:
+    cfg = from_dict({"paths": {"root": str(root / "lake")}})
+    with PeakRss() as mem:
         t0 = time.perf_counter()
         scored = scoring_model.score(pairs, str(ranker), batch_size=batch).drop(scoring_model.LOADER_PID)
         lists = scored.groupBy(S.USER_KEY).applyInPandas(rules.per_user(sc), LIST_SCHEMA)
-        lists.write.format("delta").mode("overwrite").save(out)
+        merge_lists(spark, cfg, lists, sc, "bench", "bench-run")  # the scoring job's MERGE
         seconds = time.perf_counter() - t0
-    rows = spark.read.format("delta").load(out).count()
+    rows = spark.read.format("delta").load(cfg.table("recommendations")).count()
     print(f"scale: {users:,} users x {candidates} candidates = {n:,} pairs scored, re-ranked, written")
     print(f"  {rows:,} list rows in {seconds:,.0f}s ({n / seconds:,.0f} pairs/s)")
     print(f"  peak memory (driver + JVM + Python workers): {mem.peak / 2**30:.2f} GiB")

@@ -231,8 +231,9 @@ def evaluate_scored(
     staged = scoring.stage(spark, cfg, scored.withColumn(S.RUN_ID, F.lit(stage_id)), stage_id)
     rows = []
     split_scenario = f"eval:{data.split}"
-    for label, variant in tqdm(rules.ablation(scenarios[name], max(ev.ks)), desc="rules", unit="step"):
-        model = f"{cfg.scoring.model_name} {label}"
+    steps = rules.ablation(scenarios[name], max(ev.ks))
+    for i, (label, variant) in enumerate(tqdm(steps, desc="rules", unit="step")):
+        model = f"{cfg.scoring.model_name} {i} {label}"  # numbered: tables and plots sort by step
         lists = staged.groupBy(S.USER_KEY).applyInPandas(rules.per_user(variant), scoring.LIST_SCHEMA)
         write_recommendations(spark, cfg, lists, model, version, run_id, split_scenario, "")
         rows.append(list_metrics(spark, cfg, data, model, version, run_id, split_scenario, reference))
@@ -307,14 +308,15 @@ def headline(rows: list[dict[str, object]], ks: tuple[int, ...]) -> str:
     value = {(r[S.MODEL], r[S.RANKING], r[S.METRIC], r[S.K]): r[S.VALUE] for r in rows if r[S.SLICE] == "all"}
     names = [(m + "@" + str(k) if k else m) + (" (s)" if rk != "full" else "") for rk, m, k in cols]
     widths = [max(11, len(n) + 2) for n in names]
-    head = f"{'model':<20}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))
+    width = max([20, *(len(m) + 2 for m in models)])
+    head = f"{'model':<{width}}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))
     lines = [head]
     for model in models:
         cells = []
         for (rk, m, k), w in zip(cols, widths, strict=True):
             v = value.get((model, rk, m, k))
             cells.append(f"{v:>{w}.4f}" if isinstance(v, float) else f"{'-':>{w}}")
-        lines.append(f"{model:<20}" + "".join(cells))
+        lines.append(f"{model:<{width}}" + "".join(cells))
     if sampled_label:
         lines.append(f"(s) = {sampled_label} ranking")
     return "\n".join(lines)

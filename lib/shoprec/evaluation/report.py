@@ -71,9 +71,16 @@ def _curves(rows: Sequence[dict[str, Any]], models: list[str], ks: list[int]) ->
     for ax, metric, title in zip(
         axes, ("recall", "ndcg", "hit_rate"), ("Recall@K", "NDCG@K", "HitRate@K"), strict=True
     ):
-        for model in models:
+        for i, model in enumerate(models):
             ys = [_value(rows, model, "full", "all", metric, k) for k in ks]
-            ax.plot(ks, [y if y is not None else float("nan") for y in ys], marker="o", label=model)
+            ax.plot(
+                ks,
+                [y if y is not None else float("nan") for y in ys],
+                marker="o",
+                label=model,
+                color=plt.get_cmap("tab20")(i % 20),  # 20 distinct colours: every model its own
+                linestyle="--" if " " in model else "-",  # the scoring job's steps dashed
+            )
         ax.set_title(f"{title}, full ranking over the catalog")
         ax.set_xlabel("K (list length)")
         ax.set_xticks(ks)
@@ -94,14 +101,14 @@ def _grouped_bars(
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(max(9.0, 0.9 * len(models)), 4.5))
     width = 0.8 / max(1, len(groups))
     x = np.arange(len(models))
     for i, (slice_, label) in enumerate(groups):
         ys = [_value(rows, m, "full", slice_, metric, k) or 0.0 for m in models]
         bars = ax.bar(x + i * width, ys, width, label=label)
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks(x + width * (len(groups) - 1) / 2, models, rotation=15)
+    ax.set_xticks(x + width * (len(groups) - 1) / 2, models, rotation=30, ha="right")
     ax.set_ylabel(f"{metric}@{k}")
     ax.set_title(title)
     ax.legend(fontsize=8)

@@ -5,7 +5,10 @@ cannot see: the user's price band against the item's price, how much of the user
 the item's category and brand, the item's popularity, rating, conversion and promotion. Its input
 is the retriever's two vectors (as their element-wise product and their dot product) plus those
 features; a small MLP with two logistic heads, trained with binary cross-entropy on click and
-purchase labels. The heads combine into one score by configured weights (:func:`combine`).
+purchase labels. The dot product also passes straight to both logits with a learned weight, so the
+MLP learns a correction to the retriever's order (on Office it ranked worse than the retriever
+alone without it: click AUC .646 against the dot product's .730; with it .736). The heads
+combine into one score by configured weights (:func:`combine`).
 
 Examples come from the gold training examples: the positive event is a click (and a purchase when
 it was one), its sampled negatives are neither. Features are computed in Spark
@@ -52,6 +55,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 RANKER_DIR, RANKER_FILE, STUDENT_FILE, META_FILE = "ranker", "ranker.pt", "student.pt", "ranker.json"
 LOADER_FIELDS = (USER_VECTOR, ITEM_VECTOR, FEATURES, CLICK, PURCHASE)
+#: Initial weight of the retriever's cosine in each head's logit (cosines span about ±1).
+SKIP_INIT = 5.0
 
 
 def _band_index(col: Column) -> Column:
@@ -131,13 +136,18 @@ class Ranker(torch.nn.Module):
             width = h
         self.trunk = torch.nn.Sequential(*layers)
         self.heads = torch.nn.Linear(width, 2)
+        # the retriever's own score passes straight to both heads: the MLP learns a correction
+        # on top of it (starting as the retriever's ranking) instead of rediscovering it through
+        # the normalised product, where one dimension out of hundreds carries it
+        self.skip = torch.nn.Parameter(torch.full((2,), SKIP_INIT))
         self.dim, self.n_features, self.hidden = dim, n_features, tuple(hidden)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``(batch, 2)`` logits: click, purchase."""
         prod = users * items
-        x = torch.cat([prod, prod.sum(-1, keepdim=True), features], dim=-1)
-        out: torch.Tensor = self.heads(self.trunk(self.norm(x)))
+        dot = prod.sum(-1, keepdim=True)
+        x = torch.cat([prod, dot, features], dim=-1)
+        out: torch.Tensor = self.heads(self.trunk(self.norm(x))) + self.skip * dot
         return out
 
 
