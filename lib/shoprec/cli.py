@@ -109,7 +109,12 @@ def _run(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> i
 def _evaluate(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.evaluation.job import evaluate, headline
 
-    result = evaluate(spark, cfg, models=args.model or None, run_id=args.run_id)
+    scored = None
+    if args.scored:
+        from shoprec.scoring.job import resolve_model
+
+        scored = resolve_model(cfg)
+    result = evaluate(spark, cfg, models=args.model or None, run_id=args.run_id, scored=scored)
     sys.stdout.write(f"evaluation run {result.run_id} -> {cfg.table('eval_metrics')}\n")
     sys.stdout.write(headline(result.metrics, cfg.evaluation.ks) + "\n")
     return 0
@@ -118,6 +123,11 @@ def _evaluate(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace)
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", default=[], help="evaluate only this model (repeatable)")
     p.add_argument("--run-id", default=None, help="record under this run id (default: a new one)")
+    p.add_argument(
+        "--scored",
+        action="store_true",
+        help="also evaluate the scoring job's lists (the champion), before and after each business rule",
+    )
 
 
 def _train(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
