@@ -98,6 +98,28 @@ def small_cfg(root: Path, model: Path, **sections: dict[str, Any]) -> ShoprecCon
     return from_dict(base)
 
 
+def tiny_pipeline_cfg(root: Path, model: Path, seed: int, key_env: str) -> ShoprecConfig:
+    """A shop small enough to run every stage in a test, training and scoring included: 80 users,
+    40 items, 6 days, two training steps, one baseline."""
+    return small_cfg(
+        root,
+        model,
+        generator={"seed": seed, "users": 80, "items": 40, "days": 6, "users_per_block": 80},
+        privacy={"key_env": key_env},
+        features={"split": {"valid_days": 1, "test_days": 1}},
+        evaluation={"ks": [10], "models": ["popularity"]},
+        training={
+            "launcher": "single",
+            "batch_size": 16,
+            "max_steps": 2,
+            "user_max_length": 32,
+            "item_max_length": 24,
+            "ranker": {"epochs": 1, "batch_size": 64, "hidden": [8]},
+        },
+        scoring={"retrieval_k": 10, "als_k": 5, "popular_k": 5, "new_item_k": 2, "batch_size": 64},
+    )
+
+
 @pytest.fixture(scope="session")
 def small_shop(
     spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path

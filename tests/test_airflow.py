@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from conftest import small_cfg
+from conftest import tiny_pipeline_cfg
 from shoprec import delta
 from shoprec import schemas as S
 from shoprec.datagen.job import generate
@@ -99,23 +99,7 @@ print(json.dumps({{
 def test_airflow_dags_test_runs_the_pipeline_on_local_spark(
     spark: SparkSession, airflow_home: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    cfg = small_cfg(
-        tmp_path / "lake",
-        tiny_model_dir,
-        generator={"seed": 4, "users": 80, "items": 40, "days": 6, "users_per_block": 80},
-        privacy={"key_env": "SHOPREC_DAG_KEY"},
-        features={"split": {"valid_days": 1, "test_days": 1}},
-        evaluation={"ks": [10], "models": ["popularity"]},
-        training={
-            "launcher": "single",
-            "batch_size": 16,
-            "max_steps": 2,
-            "user_max_length": 32,
-            "item_max_length": 24,
-            "ranker": {"epochs": 1, "batch_size": 64, "hidden": [8]},
-        },
-        scoring={"retrieval_k": 10, "als_k": 5, "popular_k": 5, "new_item_k": 2, "batch_size": 64},
-    )
+    cfg = tiny_pipeline_cfg(tmp_path / "lake", tiny_model_dir, seed=4, key_env="SHOPREC_DAG_KEY")
     generate(spark, cfg)
     settings = cfg.to_dict()
     settings.pop("env")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from conftest import small_cfg
+from conftest import tiny_pipeline_cfg
 from shoprec import delta
 from shoprec import schemas as S
 from shoprec.cli import STAGES
@@ -105,23 +105,7 @@ def test_every_notebook_runs_in_order_against_local_spark(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = small_cfg(
-        tmp_path / "lake",
-        tiny_model_dir,
-        generator={"seed": 5, "users": 80, "items": 40, "days": 6, "users_per_block": 80},
-        privacy={"key_env": "SHOPREC_NOTEBOOK_KEY"},
-        features={"split": {"valid_days": 1, "test_days": 1}},
-        evaluation={"ks": [10], "models": ["popularity"]},
-        training={
-            "launcher": "single",
-            "batch_size": 16,
-            "max_steps": 2,
-            "user_max_length": 32,
-            "item_max_length": 24,
-            "ranker": {"epochs": 1, "batch_size": 64, "hidden": [8]},
-        },
-        scoring={"retrieval_k": 10, "als_k": 5, "popular_k": 5, "new_item_k": 2, "batch_size": 64},
-    )
+    cfg = tiny_pipeline_cfg(tmp_path / "lake", tiny_model_dir, seed=5, key_env="SHOPREC_NOTEBOOK_KEY")
     settings = cfg.to_dict()
     settings.pop("env")
     settings["spark"]["shuffle_partitions"] = 2
