@@ -93,7 +93,7 @@ def _by_alias(c: Any, name: str, alias: str) -> Any | None:
         raise
 
 
-def _local_dir(cfg: ShoprecConfig, c: Any, name: str, version: str, source: str) -> Path:
+def _local_dir(cfg: ShoprecConfig, name: str, version: str, source: str) -> Path:
     """A local directory holding the version's files: the artifact store itself when it is local,
     else a download cached under ``paths.models``/registry."""
     parsed = urlparse(source)
@@ -134,7 +134,7 @@ def resolve(cfg: ShoprecConfig, uri: str | None = None) -> tuple[Path, str]:
             f"no model at {uri} in the registry at {tracking_uri(cfg)}: run `shoprec train` (it "
             f"registers {name}), or `shoprec promote --version N` to name a champion"
         )
-    path = _local_dir(cfg, c, name, str(mv.version), c.get_model_version_download_uri(name, mv.version))
+    path = _local_dir(cfg, name, str(mv.version), c.get_model_version_download_uri(name, mv.version))
     return path, f"{name}-v{mv.version}"
 
 
