@@ -276,8 +276,9 @@ class AsOf:
 
 def user_candidates(
     spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, version: str, view: AsOf
-) -> tuple[DataFrame, DataFrame]:
-    """User vectors (``user_key, vector``, checkpointed) and their candidates (checkpointed)."""
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """User vectors (``user_key, vector``), their candidates and the item vectors they were
+    retrieved from, each checkpointed: scoring reads the same item vectors again."""
     from shoprec.evaluation import encoder
     from shoprec.evaluation.baselines import history_texts
     from shoprec.training.model import load_meta
@@ -290,21 +291,20 @@ def user_candidates(
     users = users.localCheckpoint()
     item_vectors = embeddings.vectors(spark, cfg, version).localCheckpoint()
     cands = candidates.generate(spark, cfg, users, item_vectors, view.items, view.profiles, view.interactions)
-    return users, cands.localCheckpoint()
+    return users, cands.localCheckpoint(), item_vectors
 
 
 def score_view(
     spark: SparkSession,
     cfg: ShoprecConfig,
     model_dir: Path,
-    version: str,
     view: AsOf,
     users: DataFrame,
     cands: DataFrame,
+    item_vectors: DataFrame,
     loads: Any = None,
 ) -> DataFrame:
     """The ranker's heads and the rules' inputs for every candidate of ``view``."""
-    item_vectors = embeddings.vectors(spark, cfg, version)
     purchases = (
         view.interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
     )
@@ -340,7 +340,7 @@ def score(
     if incremental and refreshed.changed_items is not None:
         only = _affected_users(spark, cfg, refreshed.changed_items, items)
     view = AsOf(items, profiles, sequences, interactions, only)
-    users, cands = user_candidates(spark, cfg, model_dir, version, view)
+    users, cands, item_vectors = user_candidates(spark, cfg, model_dir, version, view)
     result.users = users.count()
     if result.users == 0:
         if incremental:
@@ -350,7 +350,7 @@ def score(
         raise ShoprecError(f"no serving users in {cfg.table('gold_sequences')}: run `shoprec features` first")
     result.candidates = check_candidates(cands, items)
     t0 = time.perf_counter()
-    scored = score_view(spark, cfg, model_dir, version, view, users, cands, loads).withColumn(
+    scored = score_view(spark, cfg, model_dir, view, users, cands, item_vectors, loads).withColumn(
         S.RUN_ID, F.lit(run_id)
     )
     staged = stage(spark, cfg, scored, run_id)
