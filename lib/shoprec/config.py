@@ -340,8 +340,14 @@ class RankerConfig:
     the same launcher and processes. Optionally distilled into a smaller student for scoring."""
 
     enabled: bool = True
-    #: Negatives per positive, taken from the example's sampled negatives.
+    #: Negatives per positive, taken from the example's sampled negatives (random catalog items).
     negatives: int = Field(default=4, ge=1)
+    #: More negatives per positive drawn from the retriever's own top ``hard_pool`` items for the
+    #: example's user (the positive excluded): the candidates the head must order at scoring time.
+    #: Trained on random items alone, the head learns to tell plausible from implausible, which
+    #: the retriever already does, not to order the plausible ones.
+    hard_negatives: int = Field(default=4, ge=0)
+    hard_pool: int = Field(default=100, ge=1)
     hidden: tuple[int, ...] = (128, 32)
     epochs: int = Field(default=3, ge=1)
     batch_size: int = Field(default=256, ge=2)

@@ -2,8 +2,10 @@
 
 1. :func:`prepare_examples` writes ``ranker_examples``: for the same sampled gold examples the
    retriever trained on, the positive (click = 1, purchase = 1 when the event was a purchase) and
-   up to ``ranker.negatives`` of its sampled negatives (0, 0), each with the fine-tuned retriever's
-   user vector (of the example's own history text) and item vector, and the pair features.
+   up to ``ranker.negatives`` of its sampled negatives (0, 0) and ``ranker.hard_negatives`` drawn
+   from the retriever's own top items for the example (:func:`hard_pairs`), each with the
+   fine-tuned retriever's user vector (of the example's own history text) and item vector, and
+   the pair features.
 2. :func:`ranker_worker` runs in every training process (the retriever's launcher and process
    count): sharded Petastorm reads, a Horovod ``DistributedOptimizer``, mean loss per epoch over
    all ranks; rank 0 then scores the validation split and saves the ranker (and its distilled
@@ -27,6 +29,7 @@ from numpy.typing import NDArray
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+from pyspark.sql.window import Window
 
 from shoprec import delta
 from shoprec import schemas as S
@@ -70,7 +73,9 @@ def _source(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Path) -> str
         for n in ("gold_training_examples", "gold_item_features", "gold_user_profiles")
     ]
     t = cfg.training
-    shape = [str(retriever_dir), t.max_examples, t.history_items, t.ranker.negatives, list(rk.FEATURE_NAMES)]
+    r = t.ranker
+    shape: list[Any] = [str(retriever_dir), t.max_examples, t.history_items, r.negatives]
+    shape += [r.hard_negatives, r.hard_pool, list(rk.FEATURE_NAMES)]
     text = json.dumps([[v[0] if v else None for v in versions], shape])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -93,6 +98,39 @@ def pairs(examples: DataFrame, negatives: int) -> DataFrame:
         F.lit(0.0).cast("float").alias(rk.PURCHASE),
     )
     return positive.unionByName(negative)
+
+
+def hard_pairs(
+    spark: SparkSession,
+    examples: DataFrame,
+    users: DataFrame,
+    item_vectors: DataFrame,
+    cfg: RankerConfig,
+    seed: int,
+) -> DataFrame:
+    """Negatives like the ones scoring puts before the head: ``cfg.hard_negatives`` items drawn
+    (by a seeded hash, so reproducibly) from the retriever's top ``cfg.hard_pool`` for each
+    example's user vector, the example's positive excluded. Same columns as :func:`pairs`."""
+    from shoprec.evaluation.retrieval import VECTOR, ItemMatrix, top_k
+
+    matrix = ItemMatrix.from_frame(item_vectors.select(S.ITEM_ID, F.col(rk.ITEM_VECTOR).alias(VECTOR)))
+    queries = users.select(F.col(ROW).alias(S.USER_KEY), F.col(rk.USER_VECTOR).alias(VECTOR))
+    positives = examples.select(F.col(ROW).alias(S.USER_KEY), F.col(S.POSITIVE_ITEM).alias(S.ITEM_ID))
+    top = top_k(spark, queries, matrix, cfg.hard_pool, positives)
+    draw = Window.partitionBy(S.USER_KEY).orderBy(F.xxhash64(S.USER_KEY, S.ITEM_ID, F.lit(seed)))
+    drawn = top.withColumn("_n", F.row_number().over(draw)).where(F.col("_n") <= cfg.hard_negatives)
+    return (
+        drawn.select(F.col(S.USER_KEY).alias(ROW), S.ITEM_ID)
+        .join(examples.select(ROW, S.SPLIT, S.USER_KEY), ROW)
+        .select(
+            ROW,
+            S.SPLIT,
+            S.USER_KEY,
+            S.ITEM_ID,
+            F.lit(0.0).cast("float").alias(rk.CLICK),
+            F.lit(0.0).cast("float").alias(rk.PURCHASE),
+        )
+    )
 
 
 def prepare_examples(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Path) -> RankerExamples:
@@ -121,8 +159,16 @@ def prepare_examples(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Pat
         item_vectors = encoder.embed(
             items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, enc, "item", path
         ).withColumnRenamed("vector", rk.ITEM_VECTOR)
+        candidates = pairs(examples, t.ranker.negatives)
+        if t.ranker.hard_negatives:
+            # the encoder is the costly part: embed once for the retrieval and the rows
+            examples = examples.localCheckpoint()
+            users, item_vectors = users.localCheckpoint(), item_vectors.localCheckpoint()
+            candidates = candidates.unionByName(
+                hard_pairs(spark, examples, users, item_vectors, t.ranker, t.seed)
+            )
         rows = (
-            rk.pair_features(pairs(examples, t.ranker.negatives), items, profiles)
+            rk.pair_features(candidates, items, profiles)
             .join(users, ROW)
             .join(item_vectors, S.ITEM_ID)
             .select(*RANKER_EXAMPLES_SCHEMA.fieldNames())
