@@ -96,3 +96,59 @@ def test_rerun_replaces_its_run_and_the_report_draws(
     page = write_report(spark, gold_cfg, first.run_id, tmp_path / "r.html").read_text()
     assert page.count("<img") >= 5
     assert "als" in page and "popularity" in page
+
+
+def test_published_negatives_are_reused_exactly_and_a_file_of_strangers_is_refused(
+    spark: SparkSession, gold_cfg: ShoprecConfig, tmp_path: Path
+) -> None:
+    """``evaluation.sampled``: a benchmark's own negatives per test event, read through the column
+    mapping with raw user ids (pseudonymised like silver's); a file none of whose users is in the
+    split (another pseudonymisation key, a wrong column) stops with a message, not empty metrics."""
+    from dataclasses import replace
+
+    from shoprec.config import SampledSourceConfig
+    from shoprec.errors import ShoprecError
+    from shoprec.etl.forget import pseudonym_of
+    from shoprec.etl.pseudonymise import load_key
+
+    key = load_key(gold_cfg.privacy)
+    raw = [
+        r[0]
+        for r in delta.read(spark, gold_cfg.table("bronze_events")).select(S.USER_ID).distinct().collect()
+    ]
+    raw_of = {pseudonym_of(u, key): u for u in raw if u is not None}
+    truth = eval_data.load(spark, gold_cfg).truth.select(S.USER_KEY, S.ITEM_ID).distinct().limit(6).collect()
+    assert truth
+    items = [
+        r[0]
+        for r in delta.read(spark, gold_cfg.table("gold_item_features")).select(S.ITEM_ID).limit(9).collect()
+    ]
+    lines = ["user\titem\tnegs"]
+    for r in truth:
+        negs = [i for i in items if i != r[S.ITEM_ID]][:5]
+        lines.append(f"{raw_of[r[S.USER_KEY]]}\t{r[S.ITEM_ID]}\t{','.join(negs)}")
+    path = tmp_path / "test.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    source = SampledSourceConfig(
+        split="test",
+        path=str(path),
+        options={"sep": "\t", "header": "true"},
+        schema_ddl="user STRING, item STRING, negs STRING",
+        columns={"user_id": "user", "item_id": "item", "negatives": "split(negs, ',')"},
+    )
+    cfg = replace(gold_cfg, evaluation=replace(gold_cfg.evaluation, sampled=(source,)))
+    data = eval_data.load(spark, cfg)
+    assert data.sampled_label == "sampled:given"
+    events = data.sampled.groupBy("event").agg(
+        F.sum(F.col("is_positive").cast("int")).alias("pos"), F.count(F.lit(1)).alias("n")
+    )
+    assert sorted((r["pos"], r["n"]) for r in events.collect()) == [(1, 6)] * len(truth)
+
+    no_schema = replace(cfg, evaluation=replace(cfg.evaluation, sampled=(replace(source, schema_ddl=None),)))
+    with pytest.raises(ShoprecError, match=r"CSV cannot hold the column\(s\) negatives"):
+        eval_data.load(spark, no_schema)
+    strangers = tmp_path / "strangers.tsv"
+    strangers.write_text("user\titem\tnegs\nnobody-1\ti1\ti2,i3\n")
+    cfg = replace(cfg, evaluation=replace(cfg.evaluation, sampled=(replace(source, path=str(strangers)),)))
+    with pytest.raises(ShoprecError, match="none of its users is a user of the test split"):
+        eval_data.load(spark, cfg)

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.evaluation import metrics as M
-from shoprec.evaluation.retrieval import VECTOR, ItemMatrix, score_pairs, top_k, top_k_block
+from shoprec.evaluation.retrieval import VECTOR, ItemMatrix, score_pairs, top_k, top_k_block, vectors_of
 
 pytestmark = pytest.mark.spark
 
@@ -144,17 +144,39 @@ def test_blocked_top_k_equals_brute_force_with_exclusions() -> None:
     np.testing.assert_allclose(scores, np.take_along_axis(full, want, 1), rtol=1e-5)
 
 
+def test_arrow_vectors_become_one_matrix_and_a_bad_row_is_named() -> None:
+    import pyarrow as pa
+
+    from shoprec.errors import ShoprecError
+
+    col = pa.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], pa.list_(pa.float32()))
+    np.testing.assert_array_equal(vectors_of(col.slice(1), "x"), [[3.0, 4.0], [5.0, 6.0]])
+    with pytest.raises(ShoprecError, match="row 1"):
+        vectors_of(pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32())), "x")
+    with pytest.raises(ShoprecError, match="row 2"):
+        vectors_of(pa.array([[1.0], [2.0], None], pa.list_(pa.float32())), "x")
+
+
 def test_top_k_in_spark_excludes_and_ranks(spark: SparkSession) -> None:
     items = spark.createDataFrame(
         [("a", [3.0]), ("b", [2.0]), ("c", [1.0])], f"{S.ITEM_ID} string, {VECTOR} array<float>"
     )
     users = spark.createDataFrame(
-        [("u1", [1.0]), ("u2", [-1.0])], f"{S.USER_KEY} string, {VECTOR} array<float>"
+        [("u1", [1.0]), ("u2", [-1.0]), ("u3", [1.0])], f"{S.USER_KEY} string, {VECTOR} array<float>"
     )
-    exclude = spark.createDataFrame([("u1", "a")], f"{S.USER_KEY} string, {S.ITEM_ID} string")
-    out = top_k(spark, users, ItemMatrix.from_frame(items), 2, exclude=exclude, user_block=1, item_block=2)
-    got = sorted((r[S.USER_KEY], r[S.RANK], r[S.ITEM_ID]) for r in out.collect())
-    assert got == [("u1", 1, "b"), ("u1", 2, "c"), ("u2", 1, "c"), ("u2", 2, "b")]
+    exclude = spark.createDataFrame(
+        [("u1", "a"), ("u3", "a"), ("u3", "b")], f"{S.USER_KEY} string, {S.ITEM_ID} string"
+    )
+    out = top_k(spark, users, ItemMatrix.from_frame(items), 2, exclude=exclude, user_block=2, item_block=2)
+    got = sorted((r[S.USER_KEY], r[S.RANK], r[S.ITEM_ID], r[S.SCORE]) for r in out.collect())
+    # u3 has one item left after its exclusions: one row, not a masked one
+    assert got == [
+        ("u1", 1, "b", 2.0),
+        ("u1", 2, "c", 1.0),
+        ("u2", 1, "c", -1.0),
+        ("u2", 2, "b", -2.0),
+        ("u3", 1, "c", 1.0),
+    ]
     pairs = spark.createDataFrame([("u1", "a"), ("u2", "zz")], f"{S.USER_KEY} string, {S.ITEM_ID} string")
     scores = {r[S.USER_KEY]: r[S.SCORE] for r in score_pairs(pairs, users, items).collect()}
     assert scores == {"u1": 3.0, "u2": 0.0}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -128,11 +129,23 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "50")
     try:
         out = scoring_model.score(df, str(fresh), batch_size=16, loads=loads)
-        pids = {r[0] for r in out.select(scoring_model.LOADER_PID).distinct().collect()}
+        got = out.select("i", rk.P_CLICK, rk.P_PURCHASE, scoring_model.LOADER_PID).collect()
+        pids = {r[scoring_model.LOADER_PID] for r in got}
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     # 8 tasks x several Arrow batches each, but one load per Python worker (module cache)
     assert loads.value == len(pids) and 1 <= len(pids) <= 2, (loads.value, pids)
+    # every row kept, each with the heads' probabilities for its inputs
+    import torch
+
+    with torch.no_grad():
+        want = torch.sigmoid(
+            rk.load(fresh).model(
+                torch.full((1, dim), 0.1), torch.full((1, dim), 0.2), torch.zeros(1, len(rk.FEATURE_NAMES))
+            )
+        )[0].numpy()
+    assert sorted(r["i"] for r in got) == list(range(2000))
+    np.testing.assert_allclose([[r[rk.P_CLICK], r[rk.P_PURCHASE]] for r in got], [want] * 2000, rtol=1e-5)
 
 
 def test_a_changed_item_is_re_embedded_alone_and_only_its_users_are_rescored(

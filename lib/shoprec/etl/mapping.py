@@ -11,7 +11,7 @@ from __future__ import annotations
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import ArrayType, MapType, StructType
 
 from shoprec import schemas as S
 from shoprec.config import JoinConfig, ShoprecConfig, SourceConfig
@@ -99,6 +99,13 @@ def read_mapped(
         )
     # without the shop's own schema, the files follow the contract: read them with it, never inferred
     read_schema = _ddl(src.schema_ddl, f"{key}.schema_ddl") or contract
+    nested = [f.name for f in read_schema.fields if isinstance(f.dataType, (ArrayType, MapType, StructType))]
+    if src.format == "csv" and nested:
+        raise ShoprecError(
+            f"{key}: CSV cannot hold the column(s) {', '.join(nested)} of "
+            f"{'schema_ddl' if src.schema_ddl else 'the raw contract'}; give {key}.schema_ddl with the "
+            f"file's own (flat) columns and build them in {key}.columns, e.g. split(col, ',')"
+        )
     df = _load(spark, src.format, src.options, read_schema, files)
     df = df.withColumn(S.SOURCE_FILE, F.col("_metadata.file_path"))
     for i, join in enumerate(src.joins):

@@ -158,6 +158,14 @@ def _sampled(
     if given:
         rows = _read_given(spark, cfg, given[0])
         label = "sampled:given"
+        users = examples.select(S.USER_KEY).distinct()
+        if not examples.isEmpty() and rows.join(users, S.USER_KEY, "left_semi").isEmpty():
+            raise ShoprecError(
+                f"evaluation.sampled[{split}].path ({given[0].path}): none of its users is a user of "
+                f"the {split} split. The file's user ids are pseudonymised with the key in force "
+                "now; if ingest ran with another key (SHOPREC_PSEUDONYM_KEY or privacy.key_file), "
+                "use that one, or check the file's user column mapping"
+            )
     else:
         rows = examples.select(
             S.USER_KEY, F.col(S.POSITIVE_ITEM).alias(S.ITEM_ID), F.col(S.NEGATIVE_ITEMS).alias(NEGATIVES)

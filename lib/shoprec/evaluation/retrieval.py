@@ -1,6 +1,6 @@
 """Catalog-wide top-K retrieval: every user's vector against every item's, in bounded memory.
 
-Users stay distributed: a ``mapInPandas`` task takes Arrow batches of users and multiplies
+Users stay distributed: a ``mapInArrow`` task takes Arrow batches of users and multiplies
 ``user_block`` of them at a time against the item matrix ``item_block`` items at a time, keeping a
 running top K. The item matrix is broadcast once (catalogs are far smaller than user bases: a
 million items of 128 floats is 512 MB). Peak memory per task is about
@@ -37,6 +37,22 @@ TOPK_SCHEMA = StructType(
 )
 
 
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(S.USER_KEY, pa.string(), False),
+            pa.field(S.RANK, pa.int32(), False),
+            pa.field(S.ITEM_ID, pa.string(), False),
+            pa.field(S.SCORE, pa.float32()),
+        ]
+    )
+
+
+ARROW_SCHEMA = _arrow_schema()
+
+
 @dataclass(frozen=True)
 class ItemMatrix:
     """Item ids and their vectors as one dense float32 matrix (row i is ``ids[i]``)."""
@@ -59,25 +75,46 @@ class ItemMatrix:
         return spark.createDataFrame(pdf, f"{S.ITEM_ID} string, _idx int")
 
 
+def _exclusions(exclude: list[NDArray[Any]]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Per-user lists of item rows as two flat arrays: (user row, item row)."""
+    empty: list[NDArray[Any]] = [np.zeros(0, dtype=np.int64)]
+    rows = np.concatenate([np.full(len(e), r, dtype=np.int64) for r, e in enumerate(exclude)] + empty)
+    cols = np.concatenate([np.asarray(e, dtype=np.int64) for e in exclude] + empty)
+    return rows, cols
+
+
+def tensor(array: NDArray[Any]) -> Any:
+    """A torch view of ``array`` without a copy, also when it is a read-only Arrow buffer (torch
+    warns about those; nothing here writes to its inputs)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+
 def top_k_block(
     users: NDArray[Any],
     items: NDArray[Any],
     k: int,
     item_block: int,
-    exclude: list[NDArray[Any]] | None = None,
+    exclude: list[NDArray[Any]] | tuple[NDArray[Any], NDArray[Any]] | None = None,
 ) -> tuple[NDArray[Any], NDArray[Any]]:
-    """Top-``k`` item rows and scores for each user row, scoring ``item_block`` items at a time."""
+    """Top-``k`` item rows and scores for each user row, scoring ``item_block`` items at a time.
+
+    ``exclude``: per user, the item rows never to return; or the same as two flat arrays
+    ``(user rows, item rows)``."""
     import torch
 
-    u = torch.from_numpy(np.ascontiguousarray(users, dtype=np.float32))
+    u = tensor(np.asarray(users, dtype=np.float32))
     best_s = torch.full((u.shape[0], 0), float("-inf"))
     best_i = torch.zeros((u.shape[0], 0), dtype=torch.long)
-    m = torch.from_numpy(items)
+    m = tensor(items)
     rows = cols = None
     if exclude is not None:
-        empty: list[NDArray[Any]] = [np.zeros(0, dtype=np.int64)]
-        rows = np.concatenate([np.full(len(e), r, dtype=np.int64) for r, e in enumerate(exclude)] + empty)
-        cols = np.concatenate([np.asarray(e, dtype=np.int64) for e in exclude] + empty)
+        rows, cols = exclude if isinstance(exclude, tuple) else _exclusions(exclude)
     for start in range(0, m.shape[0], item_block):
         block = m[start : start + item_block]
         scores = u @ block.T
@@ -85,9 +122,40 @@ def top_k_block(
             inside = (cols >= start) & (cols < start + block.shape[0])
             scores[torch.from_numpy(rows[inside]), torch.from_numpy(cols[inside] - start)] = float("-inf")
         s, i = torch.topk(scores, min(k, block.shape[0]), dim=1)
+        if best_s.shape[1] == 0:
+            best_s, best_i = s, i + start
+            continue
         best_s, order = torch.topk(torch.cat([best_s, s], 1), min(k, best_s.shape[1] + s.shape[1]), dim=1)
         best_i = torch.gather(torch.cat([best_i, i + start], 1), 1, order)
     return best_i.numpy(), best_s.numpy()
+
+
+def vectors_of(column: Any, what: str) -> NDArray[Any]:
+    """An Arrow ``list<float>`` column as an ``(n, d)`` float32 matrix, without a per-row copy.
+
+    Pandas would turn each list into its own object; the flat values buffer already is the
+    matrix. Rows must all have the same length (a null or ragged vector names its row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from shoprec.errors import ShoprecError
+
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    n = len(column)
+    if n == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(np.isnan(lengths.astype(np.float64)) | (lengths != lengths[0]))
+    if column.null_count or len(bad):
+        row = (
+            int(bad[0])
+            if len(bad)
+            else int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        )
+        raise ShoprecError(f"{what}: row {row} of a batch has a missing or differently sized vector")
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(n, int(lengths[0]))
 
 
 def top_k(
@@ -105,10 +173,15 @@ def top_k(
     ``users`` holds ``(user_key, vector)``; ``exclude`` optional ``(user_key, item_id)`` pairs never
     to recommend (what the user already bought). Excluded items are masked, not filtered after
     the fact, so every user still gets ``k`` items when the catalog has them.
+
+    Batches move as Arrow record batches (``mapInArrow``) both ways: the user vectors' values
+    buffer is the matrix the multiply reads, and the output is already one row per (user, rank)
+    with the item id, so Spark neither converts arrays row by row nor joins ids back.
     """
     if len(items.ids) == 0:
         return spark.createDataFrame([], TOPK_SCHEMA)
     bc_matrix = spark.sparkContext.broadcast(items.matrix)
+    bc_ids = spark.sparkContext.broadcast(items.ids)
     frame = users.select(S.USER_KEY, VECTOR)
     if exclude is not None:
         idx = (
@@ -120,43 +193,40 @@ def top_k(
     else:
         frame = frame.withColumn(EXCLUDE, F.lit(None).cast("array<int>"))
 
-    def score(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
+    def score(batches: Iterable[Any]) -> Iterable[Any]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import torch
 
         torch.set_num_threads(threads)
         matrix = bc_matrix.value
-        for pdf in batches:
-            for start in range(0, len(pdf), user_block):
-                part = pdf.iloc[start : start + user_block]
-                vectors = np.stack([np.asarray(v, dtype=np.float32) for v in part[VECTOR]])
-                excl = [np.asarray(e if e is not None else [], dtype=np.int64) for e in part[EXCLUDE]]
-                best_i, best_s = top_k_block(vectors, matrix, k, item_block, excl)
-                # one row per user with arrays: Arrow moves them in bulk; Spark explodes them
-                yield pd.DataFrame(
-                    {
-                        S.USER_KEY: part[S.USER_KEY].to_numpy(),
-                        "_idx": list(best_i.astype(np.int32)),
-                        "_s": list(best_s),
-                    }
+        ids = pa.array(bc_ids.value, type=pa.string())
+        for batch in batches:
+            for start in range(0, batch.num_rows, user_block):
+                part = batch.slice(start, user_block)
+                vectors = vectors_of(part.column(1), "top_k: user vectors")
+                excl = part.column(2)
+                rows = pc.list_parent_indices(excl).to_numpy(zero_copy_only=False).astype(np.int64)
+                cols = excl.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+                best_i, best_s = top_k_block(vectors, matrix, k, item_block, (rows, cols))
+                # masked items (exclusions) come back with -inf when fewer than k items were left
+                keep = best_s != -np.inf
+                user_row, rank = np.nonzero(keep)
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        part.column(0).take(pa.array(user_row)),
+                        pa.array(rank.astype(np.int32) + 1),
+                        ids.take(pa.array(best_i[keep])),
+                        pa.array(best_s[keep].astype(np.float32)),
+                    ],
+                    schema=ARROW_SCHEMA,
                 )
 
     # by user, sorted: the same blocks on every run, so the same floating-point results
-    lists = (
+    return (
         frame.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY)
         .sortWithinPartitions(S.USER_KEY)
-        .mapInPandas(score, f"{S.USER_KEY} string, _idx array<int>, _s array<float>")
-    )
-    ranked = lists.select(S.USER_KEY, F.posexplode(F.arrays_zip("_idx", "_s")).alias("_pos", "_e")).select(
-        S.USER_KEY,
-        (F.col("_pos") + 1).cast("int").alias(S.RANK),
-        F.col("_e._idx").alias("_idx"),
-        F.col("_e._s").alias(S.SCORE),
-    )
-    # masked items (exclusions) come back with -inf when fewer than k items were left
-    return (
-        ranked.where(F.col(S.SCORE) > F.lit(float("-inf")))
-        .join(F.broadcast(items.index(spark)), "_idx")
-        .select(S.USER_KEY, S.RANK, S.ITEM_ID, S.SCORE)
+        .mapInArrow(score, TOPK_SCHEMA)
     )
 
 

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 from pyspark.sql import DataFrame
 from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
@@ -47,22 +46,18 @@ def predict(
     """``(n, 2)`` probabilities (click, purchase) for stacked inputs."""
     import torch
 
+    from shoprec.evaluation.retrieval import tensor
+
     device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
         for start in range(0, len(users), batch):
             sl = slice(start, start + batch)
             logits = model(
-                torch.from_numpy(users[sl]).to(device),
-                torch.from_numpy(items[sl]).to(device),
-                torch.from_numpy(feats[sl]).to(device),
+                tensor(users[sl]).to(device), tensor(items[sl]).to(device), tensor(feats[sl]).to(device)
             )
             out.append(torch.sigmoid(logits.float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
-
-
-def _stack(column: pd.Series) -> NDArray[Any]:  # type: ignore[type-arg]
-    return np.stack([np.asarray(v, dtype=np.float32) for v in column]) if len(column) else np.zeros((0, 0))
 
 
 def score(
@@ -86,24 +81,33 @@ def score(
         ]
     )
 
-    def run(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
+    def run(batches: Iterable[Any]) -> Iterable[Any]:
+        import pyarrow as pa
         import torch
+
+        from shoprec.evaluation.retrieval import vectors_of
 
         torch.set_num_threads(threads)
         model, loaded_now = cached_ranker(model_dir, student)
         if loaded_now and loads is not None:
             loads.add(1)
-        for pdf in batches:
-            probs = predict(
-                model,
-                _stack(pdf[rk.USER_VECTOR]),
-                _stack(pdf[rk.ITEM_VECTOR]),
-                _stack(pdf[rk.FEATURES]),
-                batch_size,
+        pid = os.getpid()
+        for batch in batches:
+            # the vectors' Arrow buffers are the model's input matrices; the batch passes through
+            # untouched with three columns added (pandas would box every vector into an object)
+            users, items, feats = (
+                vectors_of(batch.column(batch.schema.get_field_index(name)), f"scoring: {name}")
+                for name in (rk.USER_VECTOR, rk.ITEM_VECTOR, rk.FEATURES)
             )
-            pdf[rk.P_CLICK] = probs[:, 0] if len(pdf) else []
-            pdf[rk.P_PURCHASE] = probs[:, 1] if len(pdf) else []
-            pdf[LOADER_PID] = os.getpid()
-            yield pdf
+            probs = predict(model, users, items, feats, batch_size)
+            yield pa.RecordBatch.from_arrays(
+                [
+                    *batch.columns,
+                    pa.array(probs[:, 0].astype(np.float32)),
+                    pa.array(probs[:, 1].astype(np.float32)),
+                    pa.array(np.full(batch.num_rows, pid, dtype=np.int32)),
+                ],
+                names=[*batch.schema.names, rk.P_CLICK, rk.P_PURCHASE, LOADER_PID],
+            )
 
-    return df.mapInPandas(run, schema)
+    return df.mapInArrow(run, schema)
