@@ -303,10 +303,13 @@ class EvaluationConfig:
     heavy_user_events: int | None = Field(default=None, ge=1)
     #: Sampled ranking: published negatives per split; without them, the gold examples' drawn ones.
     sampled: tuple[SampledSourceConfig, ...] = ()
-    #: Retrieval: catalog items per block of the score matrix (bounds memory per task).
-    item_block: int = Field(default=8192, ge=16)
-    #: Retrieval: users scored together in one matrix multiply.
-    user_block: int = Field(default=512, ge=1)
+    #: Retrieval: catalog items per block of the score matrix (bounds memory per task: a block is
+    #: ``user_block x item_block`` floats, 32 MiB by default). Few, wide blocks are faster: each
+    #: block costs a top-K pass and a merge (bench/retrieval.py).
+    item_block: int = Field(default=32768, ge=16)
+    #: Retrieval: users scored together in one matrix multiply; a few hundred keep the block's
+    #: scores in cache for the top-K pass that follows.
+    user_block: int = Field(default=256, ge=1)
     als: AlsConfig = field(default_factory=AlsConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
 

@@ -164,8 +164,8 @@ def top_k(
     items: ItemMatrix,
     k: int,
     exclude: DataFrame | None = None,
-    user_block: int = 512,
-    item_block: int = 8192,
+    user_block: int = 256,
+    item_block: int = 32768,
     threads: int = 1,
 ) -> DataFrame:
     """Each user's ``k`` best items by dot product: ``(user_key, rank, item_id, score)``.

@@ -1,1 +1,1 @@
-"""Batch scoring: candidates for every user, the ranker in a pandas UDF, business rules, MERGE."""
+"""Batch scoring: candidates for every user, the ranker in an Arrow UDF, business rules, MERGE."""

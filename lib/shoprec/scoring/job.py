@@ -2,7 +2,7 @@
 
 model (the registry's champion, or ``scoring.model_uri`` / ``scoring.model_path``) → item
 embeddings (incremental by Change Data Feed) → user vectors → candidates (embedding, ALS,
-popular, new items) → pair features → the ranker in a pandas UDF (scored candidates staged in
+popular, new items) → pair features → the ranker in an Arrow UDF (scored candidates staged in
 Delta) → business rules per scenario → one MERGE per scenario into the recommendations table.
 
 The MERGE replaces each scored user's whole list atomically: its source holds every rank from 1 to
