@@ -120,32 +120,60 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     fresh = tmp_path / "ranker"  # a path no worker has cached yet
     shutil.copytree(model_dir / rk.RANKER_DIR, fresh)
     dim = rk.load(fresh).model.dim
-    rows = [([0.1] * dim, [0.2] * dim, [0.0] * len(rk.FEATURE_NAMES), i) for i in range(2000)]
+    # 200 users x 10 candidates, each user's list in one row; item vectors in a broadcast matrix
+    rng = np.random.default_rng(0)
+    user_vecs = rng.normal(size=(200, dim)).astype(np.float32)
+    item_vecs = rng.normal(size=(30, dim)).astype(np.float32)
+    feats = rng.random(size=(2000, len(rk.FEATURE_NAMES))).astype(np.float32)
+    items_of = rng.integers(0, 30, size=2000)
+    rows = [
+        (
+            f"u{u:03d}",
+            user_vecs[u].tolist(),
+            [(int(items_of[i]), feats[i].tolist(), i) for i in range(10 * u, 10 * u + 10)],
+        )
+        for u in range(200)
+    ]
     df = spark.createDataFrame(
         rows,
-        f"{rk.USER_VECTOR} array<float>, {rk.ITEM_VECTOR} array<float>, {rk.FEATURES} array<float>, i int",
+        f"{S.USER_KEY} string, {rk.USER_VECTOR} array<float>, "
+        f"{scoring_model.CANDIDATES} array<struct<{scoring_model.ITEM_INDEX}: int, "
+        f"{rk.FEATURES}: array<float>, i: int>>",
     ).repartition(8)
     loads = spark.sparkContext.accumulator(0)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "50")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
     try:
-        out = scoring_model.score(df, str(fresh), batch_size=16, loads=loads)
-        got = out.select("i", rk.P_CLICK, rk.P_PURCHASE, scoring_model.LOADER_PID).collect()
+        bc = spark.sparkContext.broadcast(item_vecs)
+        out = scoring_model.score(df, str(fresh), bc, batch_size=4, loads=loads)  # 3 users per slice
+        assert out.columns == [
+            S.USER_KEY,
+            rk.FEATURES,
+            "i",
+            rk.P_CLICK,
+            rk.P_PURCHASE,
+            scoring_model.LOADER_PID,
+        ]
+        got = out.select(S.USER_KEY, "i", rk.P_CLICK, rk.P_PURCHASE, scoring_model.LOADER_PID).collect()
         pids = {r[scoring_model.LOADER_PID] for r in got}
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     # 8 tasks x several Arrow batches each, but one load per Python worker (module cache)
     assert loads.value == len(pids) and 1 <= len(pids) <= 2, (loads.value, pids)
-    # every row kept, each with the heads' probabilities for its inputs
+    # every pair kept, with its own user and the heads' probabilities for its own inputs
     import torch
 
+    got = sorted(got, key=lambda r: r["i"])
+    assert [r["i"] for r in got] == list(range(2000))
+    assert [r[S.USER_KEY] for r in got] == [f"u{i // 10:03d}" for i in range(2000)]
     with torch.no_grad():
         want = torch.sigmoid(
             rk.load(fresh).model(
-                torch.full((1, dim), 0.1), torch.full((1, dim), 0.2), torch.zeros(1, len(rk.FEATURE_NAMES))
+                torch.from_numpy(np.repeat(user_vecs, 10, axis=0)),
+                torch.from_numpy(item_vecs[items_of]),
+                torch.from_numpy(feats),
             )
-        )[0].numpy()
-    assert sorted(r["i"] for r in got) == list(range(2000))
-    np.testing.assert_allclose([[r[rk.P_CLICK], r[rk.P_PURCHASE]] for r in got], [want] * 2000, rtol=1e-5)
+        ).numpy()
+    np.testing.assert_allclose([[r[rk.P_CLICK], r[rk.P_PURCHASE]] for r in got], want, rtol=1e-4, atol=1e-6)
 
 
 def test_a_changed_item_is_re_embedded_alone_and_only_its_users_are_rescored(

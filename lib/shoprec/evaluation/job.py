@@ -234,7 +234,7 @@ def evaluate_scored(
     steps = rules.ablation(scenarios[name], max(ev.ks))
     for i, (label, variant) in enumerate(tqdm(steps, desc="rules", unit="step")):
         model = f"{cfg.scoring.model_name} {i} {label}"  # numbered: tables and plots sort by step
-        lists = staged.groupBy(S.USER_KEY).applyInPandas(rules.per_user(variant), scoring.LIST_SCHEMA)
+        lists = scoring.rerank(staged, variant, item_vectors)
         write_recommendations(spark, cfg, lists, model, version, run_id, split_scenario, "")
         rows.append(list_metrics(spark, cfg, data, model, version, run_id, split_scenario, reference))
     delta.for_location(spark, cfg.table("score_candidates")).delete(F.col(S.RUN_ID) == stage_id)

@@ -38,6 +38,7 @@ from shoprec import delta, registry
 from shoprec import schemas as S
 from shoprec.config import ScenarioConfig, ShoprecConfig
 from shoprec.errors import ShoprecError
+from shoprec.evaluation.retrieval import ItemMatrix
 from shoprec.scoring import candidates, embeddings, rules
 from shoprec.scoring import model as scoring_model
 from shoprec.training import ranker as rk
@@ -58,7 +59,6 @@ SCORED_SCHEMA = StructType(
         StructField(S.TOP_CATEGORY, StringType(), True),
         StructField(rules.BAND_GAP, FloatType(), False),
         StructField(rules.DISCOUNT, FloatType(), False),
-        StructField(rk.ITEM_VECTOR, ArrayType(FloatType(), False), False),
         StructField(S.RUN_ID, StringType(), False),
     ]
 )
@@ -168,21 +168,33 @@ def score_candidates(
     model_dir: Path,
     loads: Any = None,
 ) -> DataFrame:
-    """``cands`` (user_key, item_id, source) with features, both vectors and the ranker's heads."""
+    """``cands`` (user_key, item_id, source) with the ranker's heads and the rules' inputs.
+
+    Pairs travel grouped by user (:func:`shoprec.scoring.model.score`): the user's vector once,
+    each candidate as its item's row in the broadcast item matrix plus its features."""
     sc = cfg.scoring
-    feats = rk.pair_features(cands, items, profiles)
-    joined = (
-        feats.join(users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY)
-        .join(item_vectors.select(S.ITEM_ID, F.col("vector").alias(rk.ITEM_VECTOR)), S.ITEM_ID)
+    matrix = ItemMatrix.from_frame(item_vectors)
+    index = F.broadcast(matrix.index(spark).withColumnRenamed("_idx", scoring_model.ITEM_INDEX))
+    pairs = (
+        rk.pair_features(cands, items, profiles)
+        .join(index, S.ITEM_ID)
         .join(purchases.withColumn(rules.BOUGHT, F.lit(True)), [S.USER_KEY, S.ITEM_ID], "left")
         .join(items.select(S.ITEM_ID, S.IN_STOCK, S.TOP_CATEGORY), S.ITEM_ID)
+        .withColumn(rules.BOUGHT, F.coalesce(rules.BOUGHT, F.lit(False)))
     )
-    ranker_dir = str(model_dir / rk.RANKER_DIR)
+    fields = [S.ITEM_ID, S.SOURCE, scoring_model.ITEM_INDEX, rk.FEATURES, rk.VALUE, S.IN_STOCK]
+    grouped = (
+        pairs.groupBy(S.USER_KEY)
+        .agg(scoring_model.candidate_struct([*fields, rules.BOUGHT, S.TOP_CATEGORY]))
+        .join(users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY)
+    )
     # the same batches on every run (by user, sorted): identical floating-point results on a re-run
-    joined = joined.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY).sortWithinPartitions(
-        S.USER_KEY, S.ITEM_ID
+    grouped = grouped.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY).sortWithinPartitions(
+        S.USER_KEY
     )
-    scored = scoring_model.score(joined, ranker_dir, sc.use_student, sc.batch_size, sc.threads, loads)
+    bc = spark.sparkContext.broadcast(matrix.matrix)
+    ranker_dir = str(model_dir / rk.RANKER_DIR)
+    scored = scoring_model.score(grouped, ranker_dir, bc, sc.use_student, sc.batch_size, sc.threads, loads)
     gap, discount = rk.FEATURE_NAMES.index("price_band_gap"), rk.FEATURE_NAMES.index("discount")
     return scored.select(
         S.USER_KEY,
@@ -192,12 +204,20 @@ def score_candidates(
         rk.P_PURCHASE,
         rk.VALUE,
         S.IN_STOCK,
-        F.coalesce(rules.BOUGHT, F.lit(False)).alias(rules.BOUGHT),
+        rules.BOUGHT,
         S.TOP_CATEGORY,
         F.col(rk.FEATURES)[gap].alias(rules.BAND_GAP),
         F.col(rk.FEATURES)[discount].alias(rules.DISCOUNT),
-        rk.ITEM_VECTOR,
     )
+
+
+def rerank(staged: DataFrame, sc: ScenarioConfig, item_vectors: DataFrame) -> DataFrame:
+    """Each user's list for scenario ``sc`` (:data:`LIST_SCHEMA`) from the staged candidates; MMR
+    reads the item vectors, joined here only for a scenario that uses it."""
+    if sc.diversity == "mmr":
+        vectors = item_vectors.select(S.ITEM_ID, F.col("vector").alias(rk.ITEM_VECTOR))
+        staged = staged.join(vectors, S.ITEM_ID)
+    return staged.groupBy(S.USER_KEY).applyInPandas(rules.per_user(sc), LIST_SCHEMA)
 
 
 def ensure_recommendations(spark: SparkSession, cfg: ShoprecConfig) -> str:
@@ -316,6 +336,10 @@ def score_view(
 def stage(spark: SparkSession, cfg: ShoprecConfig, scored: DataFrame, run_id: str) -> DataFrame:
     """Write ``scored`` to the staging table under ``run_id`` and read it back (computed once)."""
     staging = cfg.table("score_candidates")
+    if delta.exists(spark, staging) and delta.read(spark, staging).columns != SCORED_SCHEMA.fieldNames():
+        # a work area made by an older shoprec (it held item vectors): start it afresh
+        log.info("%s: staging schema changed; recreating it", staging)
+        delta.overwrite(spark.createDataFrame([], SCORED_SCHEMA), staging, [S.RUN_ID])
     delta.ensure_table(spark, staging, SCORED_SCHEMA, [S.RUN_ID])
     delta.replace_where(scored.select(*SCORED_SCHEMA.fieldNames()), staging, f"{S.RUN_ID} = '{run_id}'")
     return delta.read(spark, staging).where(F.col(S.RUN_ID) == run_id)
@@ -356,7 +380,7 @@ def score(
     staged = stage(spark, cfg, scored, run_id)
     result.scoring_seconds = time.perf_counter() - t0
     for sc in cfg.scoring.scenarios:
-        lists = staged.groupBy(S.USER_KEY).applyInPandas(rules.per_user(sc), LIST_SCHEMA)
+        lists = rerank(staged, sc, item_vectors)
         merge_lists(spark, cfg, lists, sc, version, run_id)
         result.lists[sc.name] = result.users
     # keep only this run's staged candidates (the table is a work area, not a history)

@@ -20,14 +20,18 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
+from shoprec import schemas as S
 from shoprec.training import ranker as rk
 
 log = logging.getLogger(__name__)
 _LOADED: dict[str, Any] = {}
 LOADER_PID = "_loader_pid"
+#: The per-user array of candidate structs :func:`score` reads, and each candidate's item row.
+CANDIDATES, ITEM_INDEX = "_candidates", "_item_index"
 
 
 def cached_ranker(path: str, student: bool) -> tuple[Any, bool]:
@@ -45,9 +49,19 @@ def cached_ranker(path: str, student: bool) -> tuple[Any, bool]:
 
 
 def predict(
-    model: Any, users: NDArray[Any], items: NDArray[Any], feats: NDArray[Any], batch: int
+    model: Any,
+    users: NDArray[Any],
+    items: NDArray[Any],
+    feats: NDArray[Any],
+    batch: int,
+    user_rows: NDArray[Any] | None = None,
+    item_rows: NDArray[Any] | None = None,
 ) -> NDArray[Any]:
-    """``(n, 2)`` probabilities (click, purchase) for stacked inputs."""
+    """``(n, 2)`` probabilities (click, purchase), one row per row of ``feats``.
+
+    Pair ``i`` is user ``user_rows[i]`` of ``users`` and item ``item_rows[i]`` of ``items`` (or row
+    ``i`` of each without them): the vectors are gathered one batch at a time, so a user's vector
+    and the item matrix are never repeated per pair in memory."""
     import torch
 
     from shoprec.evaluation.retrieval import tensor
@@ -55,38 +69,60 @@ def predict(
     device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
-        for start in range(0, len(users), batch):
+        for start in range(0, len(feats), batch):
             sl = slice(start, start + batch)
-            logits = model(
-                tensor(users[sl]).to(device), tensor(items[sl]).to(device), tensor(feats[sl]).to(device)
-            )
+            u = users[sl] if user_rows is None else users[user_rows[sl]]
+            v = items[sl] if item_rows is None else items[item_rows[sl]]
+            logits = model(tensor(u).to(device), tensor(v).to(device), tensor(feats[sl]).to(device))
             out.append(torch.sigmoid(logits.float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+
+
+def candidate_struct(fields: list[str]) -> Column:
+    """The per-user candidate list :func:`score` reads: ``fields`` of each pair (two of them
+    :data:`ITEM_INDEX` and ``features``) collected into one sorted array per user."""
+    return F.sort_array(F.collect_list(F.struct(*fields))).alias(CANDIDATES)
 
 
 def score(
     df: DataFrame,
     model_dir: str,
+    item_matrix: Any,
     student: bool = False,
     batch_size: int = 4096,
     threads: int = 1,
     loads: Any = None,
 ) -> DataFrame:
-    """``df`` (with ``user_vector``, ``item_vector``, ``features``) plus ``p_click``, ``p_purchase``
-    and the pid of the process that scored the row (``_loader_pid``, for checks). ``loads``, a Spark
-    accumulator, counts how many times a ranker was loaded."""
+    """One row per (user, candidate) with ``p_click``, ``p_purchase`` and the pid of the process
+    that scored it (``_loader_pid``, for checks).
+
+    ``df`` has one row per user: ``user_key``, ``user_vector`` and ``_candidates``, an array of
+    structs holding :data:`ITEM_INDEX` (the item's row in ``item_matrix``, a Spark broadcast of
+    the item vectors) and ``features`` plus any fields to pass through; the output has
+    ``user_key``, those fields (the index dropped) and the heads. Each user's vector crosses from
+    the JVM once, not once per candidate, and item vectors not at all: a pair costs its index and
+    features (about 60 bytes) instead of two vectors (3 KiB at 384 dimensions).
+    ``loads``, a Spark accumulator, counts how many times a ranker was loaded.
+    """
     rk.load(model_dir, student)  # fail on the driver, with a clear message, if it is missing
+    element = df.schema[CANDIDATES].dataType.elementType  # type: ignore[attr-defined]
+    passed = [f for f in element.fields if f.name != ITEM_INDEX]
     schema = StructType(
         [
-            *df.schema.fields,
+            df.schema[S.USER_KEY],
+            *passed,
             StructField(rk.P_CLICK, FloatType(), False),
             StructField(rk.P_PURCHASE, FloatType(), False),
             StructField(LOADER_PID, IntegerType(), False),
         ]
     )
+    names = [S.USER_KEY, *[f.name for f in passed], rk.P_CLICK, rk.P_PURCHASE, LOADER_PID]
+    # users per slice: bounds the pairs (and gathered vectors) held at once whatever Spark's batch
+    pairs_per_slice = max(batch_size * 8, 1)
 
     def run(batches: Iterable[Any]) -> Iterable[Any]:
         import pyarrow as pa
+        import pyarrow.compute as pc
         import torch
 
         from shoprec.evaluation.retrieval import vectors_of
@@ -95,23 +131,37 @@ def score(
         model, loaded_now = cached_ranker(model_dir, student)
         if loaded_now and loads is not None:
             loads.add(1)
+        matrix = item_matrix.value
         pid = os.getpid()
         for batch in batches:
-            # the vectors' Arrow buffers are the model's input matrices; the batch passes through
-            # untouched with three columns added (pandas would box every vector into an object)
-            users, items, feats = (
-                vectors_of(batch.column(batch.schema.get_field_index(name)), f"scoring: {name}")
-                for name in (rk.USER_VECTOR, rk.ITEM_VECTOR, rk.FEATURES)
-            )
-            probs = predict(model, users, items, feats, batch_size)
-            yield pa.RecordBatch.from_arrays(
-                [
-                    *batch.columns,
-                    pa.array(probs[:, 0].astype(np.float32)),
-                    pa.array(probs[:, 1].astype(np.float32)),
-                    pa.array(np.full(batch.num_rows, pid, dtype=np.int32)),
-                ],
-                names=[*batch.schema.names, rk.P_CLICK, rk.P_PURCHASE, LOADER_PID],
-            )
+            lengths = pc.list_value_length(batch.column(CANDIDATES)).to_numpy(zero_copy_only=False)
+            lengths = np.nan_to_num(lengths.astype(np.float64)).astype(np.int64)
+            start = 0
+            while start < batch.num_rows:
+                # as many users as fit pairs_per_slice (at least one)
+                ends = np.cumsum(lengths[start:])
+                stop = start + max(1, int(np.searchsorted(ends, pairs_per_slice, side="right")))
+                part = batch.slice(start, stop - start)
+                start = stop
+                lists = part.column(CANDIDATES)
+                parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+                flat = lists.flatten()  # the structs of this slice's pairs, offsets applied
+                children = dict(zip([f.name for f in element.fields], flat.flatten(), strict=True))
+                users = vectors_of(
+                    part.column(part.schema.get_field_index(rk.USER_VECTOR)), "scoring: user_vector"
+                )
+                feats = vectors_of(children[rk.FEATURES], "scoring: features")
+                rows = children[ITEM_INDEX].to_numpy(zero_copy_only=False).astype(np.int64)
+                probs = predict(model, users, matrix, feats, batch_size, parents, rows)
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        part.column(S.USER_KEY).take(pa.array(parents)),
+                        *[children[f.name] for f in passed],
+                        pa.array(probs[:, 0].astype(np.float32)),
+                        pa.array(probs[:, 1].astype(np.float32)),
+                        pa.array(np.full(len(rows), pid, dtype=np.int32)),
+                    ],
+                    names=names,
+                )
 
-    return df.mapInArrow(run, schema)
+    return df.select(S.USER_KEY, rk.USER_VECTOR, CANDIDATES).mapInArrow(run, schema)
