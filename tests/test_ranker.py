@@ -40,23 +40,76 @@ def test_combined_score_is_a_weighted_product_of_the_heads() -> None:
     assert np.exp(revenue[0]) == pytest.approx(0.5 * 0.1 * 11)
 
 
-def test_each_head_learns_its_own_label() -> None:
+def test_each_head_learns_its_own_label_from_lists() -> None:
     torch.manual_seed(0)
-    n, dim = 256, 4
-    users, items = torch.randn(n, dim), torch.randn(n, dim)
-    feats = torch.randn(n, len(rk.FEATURE_NAMES))
-    click = (feats[:, 0] > 0).float()  # click depends on one feature, purchase on another
-    purchase = (feats[:, 1] > 0).float()
+    lists, n, dim = 128, 6, 4
+    users, items = torch.randn(lists, dim), torch.randn(lists, n, dim)
+    feats = torch.randn(lists, n, len(rk.FEATURE_NAMES))
+    # per list: the click is the candidate with the largest feature 0, the purchase feature 1's
+    click = torch.nn.functional.one_hot(feats[..., 0].argmax(1), n).float()
+    purchase = torch.nn.functional.one_hot(feats[..., 1].argmax(1), n).float()
+    mask, hard = torch.ones(lists, n), torch.zeros(lists, n)
+    mask[:, -1] = 0  # padding: never a candidate
+    click, purchase = click * mask, purchase * mask
+    keep = (click.sum(1) > 0) & (purchase.sum(1) > 0)
+    users, items, feats, click, purchase, mask = (
+        t[keep] for t in (users, items, feats, click, purchase, mask)
+    )
+    hard = hard[keep]
     model = rk.Ranker(dim, len(rk.FEATURE_NAMES), (16,))
+
+    def logits() -> torch.Tensor:
+        b = len(users)
+        flat = model(users.repeat_interleave(n, 0), items.reshape(b * n, dim), feats.reshape(b * n, -1))
+        return flat.reshape(b, n, 2)
+
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(200):
         opt.zero_grad()
-        rk.loss(model(users, items, feats), click, purchase).backward()
+        rk.listwise_loss(logits(), click, purchase, mask, hard, 0.1).backward()
         opt.step()
+    from shoprec.training.ranker_job import positive_mrr
+
     with torch.no_grad():
-        logits = model(users, items, feats).numpy()
-    assert rk.auc(click.numpy(), logits[:, 0]) > 0.95 and rk.auc(purchase.numpy(), logits[:, 1]) > 0.95
-    assert rk.auc(click.numpy(), logits[:, 1]) < 0.7  # the purchase head did not just copy clicks
+        out = logits().numpy()
+    m = mask.numpy()
+    assert positive_mrr(out[..., 0], click.numpy(), m) > 0.9
+    assert positive_mrr(out[..., 1], purchase.numpy(), m) > 0.9
+    assert positive_mrr(out[..., 1], click.numpy(), m) < 0.7  # the purchase head did not copy clicks
+
+
+def test_an_untrained_head_orders_as_the_retriever_and_hard_negatives_skip_calibration() -> None:
+    torch.manual_seed(1)
+    users = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    items = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    model = rk.Ranker(8, len(rk.FEATURE_NAMES), (16,))
+    with torch.no_grad():
+        out = model(users.repeat_interleave(3, 0), items.repeat(3, 1), torch.randn(9, len(rk.FEATURE_NAMES)))
+    cos = (users @ items.T).reshape(-1)
+    assert torch.equal(out[:, 0].argsort(), cos.argsort())  # features do not move it yet
+    from shoprec.training.ranker_job import positive_mrr
+
+    # the positive's reciprocal rank among its own list; padding never outranks it; ties count against
+    ones = np.ones((1, 3))
+    assert positive_mrr(np.array([[3.0, 1.0, 2.0]]), np.array([[0.0, 0.0, 1.0]]), ones) == 0.5
+    assert (
+        positive_mrr(np.array([[3.0, 1.0, 2.0]]), np.array([[0.0, 0.0, 1.0]]), np.array([[0.0, 1, 1]])) == 1
+    )
+    assert positive_mrr(np.array([[2.0, 2.0]]), np.array([[1.0, 0.0]]), np.ones((1, 2))) == 0.5
+    # the calibration term ignores hard negatives; the listwise term uses them
+    logits = torch.zeros(1, 3, 2, requires_grad=True)
+    click = purchase = torch.tensor([[1.0, 0.0, 0.0]])
+    mask, hard = torch.ones(1, 3), torch.tensor([[0.0, 0.0, 1.0]])
+    rk.listwise_loss(logits, click, purchase, mask, hard, 1.0).backward()
+    listwise_only = torch.zeros(1, 3, 2, requires_grad=True)
+    rk.listwise_loss(listwise_only, click, purchase, mask, hard, 0.0).backward()
+    assert logits.grad is not None and listwise_only.grad is not None
+    assert torch.allclose(logits.grad[0, 2], listwise_only.grad[0, 2])  # hard: softmax only
+    assert not torch.allclose(logits.grad[0, 1], listwise_only.grad[0, 1])  # random: both terms
+    # padding takes no part at all
+    padded = torch.zeros(1, 3, 2, requires_grad=True)
+    rk.listwise_loss(padded, click, purchase, torch.tensor([[1.0, 1.0, 0.0]]), hard, 1.0).backward()
+    assert padded.grad is not None and float(padded.grad[0, 2].abs().sum()) == 0.0
 
 
 @pytest.mark.spark

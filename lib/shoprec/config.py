@@ -351,6 +351,9 @@ class RankerConfig:
     #: the retriever already does, not to order the plausible ones.
     hard_negatives: int = Field(default=4, ge=0)
     hard_pool: int = Field(default=100, ge=1)
+    #: Weight of the pointwise term (positive against random negatives) beside the listwise one:
+    #: it keeps the heads' outputs probabilities (see ``shoprec.training.ranker.listwise_loss``).
+    calibration: float = Field(default=0.1, ge=0)
     hidden: tuple[int, ...] = (128, 32)
     epochs: int = Field(default=3, ge=1)
     batch_size: int = Field(default=256, ge=2)

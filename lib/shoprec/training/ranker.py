@@ -4,15 +4,22 @@ The retriever finds a few hundred plausible items; the ranker orders them using 
 cannot see: the user's price band against the item's price, how much of the user's activity is in
 the item's category and brand, the item's popularity, rating, conversion and promotion. Its input
 is the retriever's two vectors (as their element-wise product and their dot product) plus those
-features; a small MLP with two logistic heads, trained with binary cross-entropy on click and
-purchase labels. The dot product also passes straight to both logits with a learned weight, so the
-MLP learns a correction to the retriever's order (on Office it ranked worse than the retriever
-alone without it: click AUC .646 against the dot product's .730; with it .736). The heads
-combine into one score by configured weights (:func:`combine`).
+features; a small MLP with two logistic heads. The dot product also passes straight to both
+logits with a learned weight, and the MLP's output starts at zero, so an untrained head orders
+candidates exactly as the retriever does and training learns a correction to that order.
 
-Examples come from the gold training examples: the positive event is a click (and a purchase when
-it was one), its sampled negatives are neither. Features are computed in Spark
-(:func:`pair_features`), the same function scoring uses, so training and serving cannot drift.
+Training is listwise (:func:`listwise_loss`): each gold example becomes one list, its positive
+(a click, and a purchase when it was one), random catalog items and *hard* negatives drawn from
+the retriever's own top items for that user, the candidates scoring will put before the head. A
+softmax over each list teaches the order among plausible items; a small pointwise term over the
+positive and the random items keeps the heads' outputs probabilities. (Pointwise binary
+cross-entropy alone, tried first, reordered the retriever's top candidates for the worse on
+Office: with random negatives it learnt what separates plausible from implausible items, which
+the retriever already knows, and with hard ones it learnt to push near-positives down.) The
+heads combine into one score by configured weights (:func:`combine`).
+
+Features are computed in Spark (:func:`pair_features`), the same function scoring uses, so
+training and serving cannot drift.
 """
 
 from __future__ import annotations
@@ -54,7 +61,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_price",
 )
 RANKER_DIR, RANKER_FILE, STUDENT_FILE, META_FILE = "ranker", "ranker.pt", "student.pt", "ranker.json"
-LOADER_FIELDS = (USER_VECTOR, ITEM_VECTOR, FEATURES, CLICK, PURCHASE)
+ITEM_VECTORS, MASK, HARD = "item_vectors", "mask", "hard"
+#: One row per training example: its user vector, then per candidate (positive first, padded to a
+#: fixed count) the flattened item vectors and features, labels, a padding mask, the hard flag.
+LOADER_FIELDS = (USER_VECTOR, ITEM_VECTORS, FEATURES, CLICK, PURCHASE, MASK, HARD)
 #: Initial weight of the retriever's cosine in each head's logit (cosines span about ±1).
 SKIP_INIT = 5.0
 
@@ -140,6 +150,8 @@ class Ranker(torch.nn.Module):
         # on top of it (starting as the retriever's ranking) instead of rediscovering it through
         # the normalised product, where one dimension out of hundreds carries it
         self.skip = torch.nn.Parameter(torch.full((2,), SKIP_INIT))
+        # the correction starts at zero: an untrained head orders candidates as the retriever does
+        torch.nn.init.zeros_(self.heads.weight)
         self.dim, self.n_features, self.hidden = dim, n_features, tuple(hidden)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -151,10 +163,36 @@ class Ranker(torch.nn.Module):
         return out
 
 
-def loss(logits: torch.Tensor, click: torch.Tensor, purchase: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy per head, summed: the heads learn separate probabilities."""
+def listwise_loss(
+    logits: torch.Tensor,
+    click: torch.Tensor,
+    purchase: torch.Tensor,
+    mask: torch.Tensor,
+    hard: torch.Tensor,
+    calibration: float,
+) -> torch.Tensor:
+    """Each example's candidates as one list: per head, the softmax cross-entropy of its positive
+    against the other candidates (the order scoring needs), plus ``calibration`` x the binary
+    cross-entropy over the positive and the *random* negatives, which pins the logits' scale so
+    the heads stay probabilities (a softmax alone is blind to a shift). Hard negatives take part
+    only in the softmax: they are plausible items, some of them near-positives, that the head
+    must rank below the positive, not call unlikely.
+
+    ``logits`` ``(batch, n, 2)``; ``click``, ``purchase``, ``mask`` (1 = a real candidate, 0 =
+    padding) and ``hard`` ``(batch, n)``.
+    """
+    total = logits.new_zeros(())
     bce = torch.nn.functional.binary_cross_entropy_with_logits
-    return bce(logits[:, 0], click) + bce(logits[:, 1], purchase)
+    for head, labels in enumerate((click, purchase)):
+        x = logits[..., head].masked_fill(mask <= 0, float("-inf"))
+        has = labels.sum(1) > 0  # lists whose positive has this label (a click that was no purchase)
+        if bool(has.any()):
+            logp = torch.log_softmax(x[has], dim=1).masked_fill(mask[has] <= 0, 0.0)
+            total = total + (-(logp * labels[has]).sum(1) / labels[has].sum(1)).mean()
+        if calibration > 0:
+            keep = (mask > 0) & (hard <= 0)
+            total = total + calibration * bce(logits[..., head][keep], labels[keep])
+    return total
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 from pyspark.sql.window import Window
@@ -42,19 +42,24 @@ from shoprec.training.prepare import USER_TEXT, sample, texts
 
 log = logging.getLogger(__name__)
 
+_FLOATS = ArrayType(FloatType(), False)
+#: One row per example: the user's vector and its candidate list, flattened to fixed-size arrays
+#: (``candidates(cfg)`` entries; item vectors ``n x dim``, features ``n x len(FEATURE_NAMES)``).
 RANKER_EXAMPLES_SCHEMA = StructType(
     [
         StructField(S.SPLIT, StringType(), False),
         StructField(S.USER_KEY, StringType(), False),
-        StructField(S.ITEM_ID, StringType(), False),
-        StructField(rk.USER_VECTOR, ArrayType(FloatType(), False), False),
-        StructField(rk.ITEM_VECTOR, ArrayType(FloatType(), False), False),
-        StructField(rk.FEATURES, ArrayType(FloatType(), False), False),
-        StructField(rk.CLICK, FloatType(), False),
-        StructField(rk.PURCHASE, FloatType(), False),
-        StructField(rk.VALUE, FloatType(), False),
+        StructField(rk.USER_VECTOR, _FLOATS, False),
+        StructField(rk.ITEM_VECTORS, _FLOATS, False),
+        StructField(rk.FEATURES, _FLOATS, False),
+        StructField(rk.CLICK, _FLOATS, False),
+        StructField(rk.PURCHASE, _FLOATS, False),
+        StructField(rk.MASK, _FLOATS, False),
+        StructField(rk.HARD, _FLOATS, False),
     ]
 )
+#: Bump when the layout of ``ranker_examples`` changes: a table in the old layout is rebuilt.
+LAYOUT = "listwise-1"
 SOURCE = "shoprec.ranker.source"
 ROW = "_row"
 
@@ -75,9 +80,14 @@ def _source(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Path) -> str
     t = cfg.training
     r = t.ranker
     shape: list[Any] = [str(retriever_dir), t.max_examples, t.history_items, r.negatives]
-    shape += [r.hard_negatives, r.hard_pool, list(rk.FEATURE_NAMES)]
+    shape += [r.hard_negatives, r.hard_pool, list(rk.FEATURE_NAMES), LAYOUT]
     text = json.dumps([[v[0] if v else None for v in versions], shape])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def candidates(cfg: RankerConfig) -> int:
+    """Candidates per example: the positive, its random and its hard negatives."""
+    return 1 + cfg.negatives + cfg.hard_negatives
 
 
 def pairs(examples: DataFrame, negatives: int) -> DataFrame:
@@ -88,6 +98,7 @@ def pairs(examples: DataFrame, negatives: int) -> DataFrame:
         F.col(S.POSITIVE_ITEM).alias(S.ITEM_ID),
         F.lit(1.0).cast("float").alias(rk.CLICK),
         F.when(F.col(S.EVENT_TYPE) == "purchase", 1.0).otherwise(0.0).cast("float").alias(rk.PURCHASE),
+        F.lit(0.0).cast("float").alias(rk.HARD),
     )
     negative = examples.select(
         *base, F.explode(F.slice(S.NEGATIVE_ITEMS, 1, negatives)).alias(S.ITEM_ID)
@@ -96,6 +107,7 @@ def pairs(examples: DataFrame, negatives: int) -> DataFrame:
         S.ITEM_ID,
         F.lit(0.0).cast("float").alias(rk.CLICK),
         F.lit(0.0).cast("float").alias(rk.PURCHASE),
+        F.lit(0.0).cast("float").alias(rk.HARD),
     )
     return positive.unionByName(negative)
 
@@ -129,7 +141,40 @@ def hard_pairs(
             S.ITEM_ID,
             F.lit(0.0).cast("float").alias(rk.CLICK),
             F.lit(0.0).cast("float").alias(rk.PURCHASE),
+            F.lit(1.0).cast("float").alias(rk.HARD),
         )
+    )
+
+
+def _padded(values: Column, n: int, width: int) -> Column:
+    """A list of ``width``-long arrays (or scalars, width 1) as one flat array of ``n x width``
+    floats, zero-padded when the list is shorter than ``n``."""
+    flat = F.flatten(values) if width > 1 else values
+    missing = (F.lit(n) - F.size(values)) * width
+    return F.concat(flat, F.array_repeat(F.lit(0.0).cast("float"), missing)).cast("array<float>")
+
+
+def example_lists(pairs_: DataFrame, users: DataFrame, n: int, dim: int) -> DataFrame:
+    """Pair rows (``_row``, split, user, item vector, features, labels, hard) → one row per example
+    in :data:`RANKER_EXAMPLES_SCHEMA`: the positive first, then the negatives in a fixed order
+    (by item hash), at most ``n``, padded."""
+    fields = [rk.ITEM_VECTOR, rk.FEATURES, rk.CLICK, rk.PURCHASE, rk.HARD]
+    ordered = F.sort_array(
+        F.collect_list(F.struct((-F.col(rk.CLICK)).alias("_o"), F.xxhash64(S.ITEM_ID).alias("_h"), *fields))
+    )
+    lists = pairs_.groupBy(ROW, S.SPLIT, S.USER_KEY).agg(F.slice(ordered, 1, n).alias("_c"))
+    c = F.col("_c")
+    k = len(rk.FEATURE_NAMES)
+    return lists.join(users, ROW).select(
+        S.SPLIT,
+        S.USER_KEY,
+        rk.USER_VECTOR,
+        _padded(F.transform(c, lambda x: x[rk.ITEM_VECTOR]), n, dim).alias(rk.ITEM_VECTORS),
+        _padded(F.transform(c, lambda x: x[rk.FEATURES]), n, k).alias(rk.FEATURES),
+        _padded(F.transform(c, lambda x: x[rk.CLICK]), n, 1).alias(rk.CLICK),
+        _padded(F.transform(c, lambda x: x[rk.PURCHASE]), n, 1).alias(rk.PURCHASE),
+        _padded(F.transform(c, lambda x: F.lit(1.0).cast("float")), n, 1).alias(rk.MASK),
+        _padded(F.transform(c, lambda x: x[rk.HARD]), n, 1).alias(rk.HARD),
     )
 
 
@@ -143,6 +188,7 @@ def prepare_examples(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Pat
     source = _source(spark, cfg, retriever_dir)
     delta.ensure_table(spark, location, RANKER_EXAMPLES_SCHEMA, [S.SPLIT])
     detail = delta.for_location(spark, location).detail().select("properties").first()
+    n = candidates(t.ranker)
     if not (detail and (detail[0] or {}).get(SOURCE) == source):
         examples = delta.read(spark, cfg.table("gold_training_examples")).where(
             F.col(S.SPLIT).isin(S.TRAIN, S.VALID)
@@ -159,22 +205,19 @@ def prepare_examples(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Pat
         item_vectors = encoder.embed(
             items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, enc, "item", path
         ).withColumnRenamed("vector", rk.ITEM_VECTOR)
-        candidates = pairs(examples, t.ranker.negatives)
+        # the encoder is the costly part: embed once for the retrieval and the rows
+        examples = examples.localCheckpoint()
+        users, item_vectors = users.localCheckpoint(), item_vectors.localCheckpoint()
+        listed = pairs(examples, t.ranker.negatives)
         if t.ranker.hard_negatives:
-            # the encoder is the costly part: embed once for the retrieval and the rows
-            examples = examples.localCheckpoint()
-            users, item_vectors = users.localCheckpoint(), item_vectors.localCheckpoint()
-            candidates = candidates.unionByName(
-                hard_pairs(spark, examples, users, item_vectors, t.ranker, t.seed)
-            )
-        rows = (
-            rk.pair_features(candidates, items, profiles)
-            .join(users, ROW)
-            .join(item_vectors, S.ITEM_ID)
-            .select(*RANKER_EXAMPLES_SCHEMA.fieldNames())
-        )
+            listed = listed.unionByName(hard_pairs(spark, examples, users, item_vectors, t.ranker, t.seed))
+        first = item_vectors.select(F.size(rk.ITEM_VECTOR)).first()
+        dim = int(first[0]) if first else 0
+        featured = rk.pair_features(listed, items, profiles).join(item_vectors, S.ITEM_ID)
+        rows = example_lists(featured, users, n, dim).select(*RANKER_EXAMPLES_SCHEMA.fieldNames())
         files = max(4, 2 * t.processes)  # Petastorm shards by row group: several files per split
-        delta.replace_where(rows.repartition(files), location, f"{S.SPLIT} IN ('{S.TRAIN}', '{S.VALID}')")
+        # the whole table: its layout may have changed since an older shoprec wrote it
+        delta.overwrite(rows.repartition(files), location, [S.SPLIT])
         spark.sql(f"ALTER TABLE {delta.sql_name(location)} SET TBLPROPERTIES ('{SOURCE}' = '{source}')")
     table = delta.read(spark, location)
     counts = {r[0]: r[1] for r in table.groupBy(S.SPLIT).count().collect()}
@@ -212,7 +255,30 @@ class RankerResult:
 
 
 def _batch(b: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-    return tuple(b[k].float() for k in rk.LOADER_FIELDS)
+    """``user (B, d)``, ``items (B, n, d)``, ``features (B, n, f)``, then ``(B, n)`` click,
+    purchase, mask and hard."""
+    users, items, feats, click, purchase, mask, hard = (b[k].float() for k in rk.LOADER_FIELDS)
+    n = click.shape[1]
+    return (
+        users,
+        items.reshape(len(users), n, -1),
+        feats.reshape(len(users), n, -1),
+        click,
+        purchase,
+        mask,
+        hard,
+    )
+
+
+def list_logits(
+    model: rk.Ranker, users: torch.Tensor, items: torch.Tensor, feats: torch.Tensor
+) -> torch.Tensor:
+    """``(B, n, 2)``: the pairwise model over every (user, candidate) of each list."""
+    b, n, d = items.shape
+    flat: torch.Tensor = model(
+        users.repeat_interleave(n, 0), items.reshape(b * n, d), feats.reshape(b * n, -1)
+    )
+    return flat.reshape(b, n, 2)
 
 
 def _fit(
@@ -232,20 +298,20 @@ def _fit(
         )
         with reader:
             for b in make_loader(reader, cfg.batch_size):
-                users, items, feats, click, purchase = _batch(b)
-                logits = model(users, items, feats)
+                users, items, feats, click, purchase, mask, hard = _batch(b)
+                logits = list_logits(model, users, items, feats)
                 if teacher is None:
-                    loss = rk.loss(logits, click, purchase)
+                    loss = rk.listwise_loss(logits, click, purchase, mask, hard, cfg.calibration)
                 else:
                     with torch.no_grad():
-                        target = teacher(users, items, feats)
-                    loss = rk.distill_loss(logits, target)
+                        target = list_logits(teacher, users, items, feats)
+                    loss = rk.distill_loss(logits[mask > 0], target[mask > 0])
                 model.zero_grad(set_to_none=True)  # Horovod's optimizer wrapper lacks set_to_none
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 total += float(loss.detach())
                 batches += 1
-                result.examples += len(click)
+                result.examples += int(mask.sum())
         if batches == 0:
             raise ShoprecError(
                 f"rank {rank} read no ranker examples in epoch {epoch} from {len(spec.files)} files"
@@ -259,24 +325,45 @@ def _fit(
 
 
 def _predict(model: rk.Ranker, files: list[str]) -> dict[str, NDArray[Any]]:
-    """Logits and labels for every row of ``files`` (rank 0, the validation split)."""
-    out: dict[str, list[NDArray[Any]]] = {"logits": [], "dot": [], rk.CLICK: [], rk.PURCHASE: []}
+    """Per list of ``files`` (rank 0, the validation split): ``(lists, n, 2)`` logits, the
+    retriever's dot products, labels and masks."""
+    keys = ("logits", "dot", rk.CLICK, rk.PURCHASE, rk.MASK, rk.HARD)
+    out: dict[str, list[NDArray[Any]]] = {k: [] for k in keys}
     with make_reader(files, rk.LOADER_FIELDS) as reader, torch.inference_mode():
-        for b in make_loader(reader, 4096):
-            users, items, feats, click, purchase = _batch(b)
-            out["logits"].append(model(users, items, feats).numpy())
-            out["dot"].append((users * items).sum(-1).numpy())
-            out[rk.CLICK].append(click.numpy())
-            out[rk.PURCHASE].append(purchase.numpy())
+        for b in make_loader(reader, 1024):
+            users, items, feats, click, purchase, mask, hard = _batch(b)
+            out["logits"].append(list_logits(model, users, items, feats).numpy())
+            out["dot"].append((users.unsqueeze(1) * items).sum(-1).numpy())
+            for k, v in ((rk.CLICK, click), (rk.PURCHASE, purchase), (rk.MASK, mask), (rk.HARD, hard)):
+                out[k].append(v.numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def positive_mrr(scores: NDArray[Any], labels: NDArray[Any], mask: NDArray[Any]) -> float | None:
+    """Mean reciprocal rank of each list's positive among its own candidates (ties count against
+    it): how well the scores order what scoring puts before them."""
+    has = labels.sum(1) > 0
+    if not has.any():
+        return None
+    s = np.where(mask > 0, scores, -np.inf)[has]
+    pos = np.where(labels[has] > 0, s, -np.inf).max(1)  # the (best) positive's score
+    rank = 1 + ((s >= pos[:, None]) & (labels[has] <= 0)).sum(1)
+    return float(np.mean(1.0 / rank))
+
+
 def _metrics(pred: dict[str, NDArray[Any]], prefix: str) -> dict[str, float]:
-    p_click, p_purchase = rk.sigmoid(pred["logits"][:, 0]), rk.sigmoid(pred["logits"][:, 1])
+    """Pairwise AUCs over every real candidate; listwise MRR over all candidates (the scoring
+    task) and over the random negatives only."""
+    real = pred[rk.MASK] > 0
+    logits = pred["logits"]
+    p_click, p_purchase = rk.sigmoid(logits[..., 0][real]), rk.sigmoid(logits[..., 1][real])
+    random_only = pred[rk.MASK] * (pred[rk.HARD] <= 0)
     found = {
-        f"{prefix}click_auc": rk.auc(pred[rk.CLICK], p_click),
-        f"{prefix}purchase_auc": rk.auc(pred[rk.PURCHASE], p_purchase),
-        f"{prefix}click_logloss": rk.log_loss(pred[rk.CLICK], p_click),
+        f"{prefix}click_auc": rk.auc(pred[rk.CLICK][real], p_click),
+        f"{prefix}purchase_auc": rk.auc(pred[rk.PURCHASE][real], p_purchase),
+        f"{prefix}click_logloss": rk.log_loss(pred[rk.CLICK][real], p_click),
+        f"{prefix}list_mrr": positive_mrr(logits[..., 0], pred[rk.CLICK], pred[rk.MASK]),
+        f"{prefix}random_list_mrr": positive_mrr(logits[..., 0], pred[rk.CLICK], random_only),
     }
     return {k: v for k, v in found.items() if v is not None}
 
@@ -307,9 +394,12 @@ def ranker_worker(spec: RankerSpec) -> RankerResult:
     if spec.valid_files:
         pred = _predict(model, spec.valid_files)
         result.metrics.update(_metrics(pred, "valid_ranker_"))
-        dot_auc = rk.auc(pred[rk.CLICK], pred["dot"])
-        if dot_auc is not None:
-            result.metrics["valid_retriever_click_auc"] = dot_auc
+        real = pred[rk.MASK] > 0
+        retriever = {
+            "valid_retriever_click_auc": rk.auc(pred[rk.CLICK][real], pred["dot"][real]),
+            "valid_retriever_list_mrr": positive_mrr(pred["dot"], pred[rk.CLICK], pred[rk.MASK]),
+        }
+        result.metrics.update({k: v for k, v in retriever.items() if v is not None})
         if student is not None:
             result.metrics.update(_metrics(_predict(student, spec.valid_files), "valid_student_"))
     rk.save(model, out, {**meta, "metrics": result.metrics})
