@@ -80,25 +80,28 @@ def test_hard_negatives_come_from_the_retrievers_top_and_never_the_positive(spar
     from shoprec.training.ranker_job import ROW, hard_pairs
 
     examples = spark.createDataFrame(
-        [("r1", S.TRAIN, "u1", "i1"), ("r2", S.VALID, "u2", "i3")],
+        [("r1", S.TRAIN, "u1", "i1"), ("r2", S.VALID, "u2", "i3"), ("r3", S.TRAIN, "u3", "i5")],
         f"{ROW} string, {S.SPLIT} string, {S.USER_KEY} string, {S.POSITIVE_ITEM} string",
     )
     users = spark.createDataFrame(
-        [("r1", [1.0, 0.0]), ("r2", [0.0, 1.0])], f"{ROW} string, {rk.USER_VECTOR} array<float>"
+        [("r1", [1.0, 0.0]), ("r2", [0.0, 1.0]), ("r3", [1.0, 0.0])],
+        f"{ROW} string, {rk.USER_VECTOR} array<float>",
     )
     vectors = {"i1": [1.0, 0.0], "i2": [0.9, 0.1], "i3": [0.0, 1.0], "i4": [0.1, 0.9], "i5": [-1.0, 0.0]}
     items = spark.createDataFrame(list(vectors.items()), f"{S.ITEM_ID} string, {rk.ITEM_VECTOR} array<float>")
-    # r1 = [1, 0]: its positive i1 is the best item, so its pool of 3 is i2, i4, i3; r2's is i4, i2, i1
+    # r1 = [1, 0]: its top 4 are its positive i1, then i2, i4, i3; r2's: its positive i3, then i4, i2, i1;
+    # r3's positive i5 is the worst item for [1, 0], outside its top 4: no hard negatives for it
     pools = {"r1": {"i2", "i4", "i3"}, "r2": {"i4", "i2", "i1"}}
-    rows = hard_pairs(spark, examples, users, items, RankerConfig(hard_negatives=2, hard_pool=3), 7).collect()
+    rows = hard_pairs(spark, examples, users, items, RankerConfig(hard_negatives=2, hard_pool=4), 7).collect()
     by_row: dict[str, set[str]] = {}
     for r in rows:
         assert (r[rk.CLICK], r[rk.PURCHASE]) == (0.0, 0.0)
         assert (r[S.SPLIT], r[S.USER_KEY]) == ({"r1": (S.TRAIN, "u1"), "r2": (S.VALID, "u2")}[r[ROW]])
+        assert r[rk.HARD] == 1.0
         by_row.setdefault(r[ROW], set()).add(r[S.ITEM_ID])
     assert {k: len(v) for k, v in by_row.items()} == {"r1": 2, "r2": 2}
     assert by_row["r1"] <= pools["r1"] and by_row["r2"] <= pools["r2"]
-    top1 = hard_pairs(spark, examples, users, items, RankerConfig(hard_negatives=2, hard_pool=1), 7)
+    top1 = hard_pairs(spark, examples, users, items, RankerConfig(hard_negatives=2, hard_pool=2), 7)
     assert sorted((r[ROW], r[S.ITEM_ID]) for r in top1.collect()) == [("r1", "i2"), ("r2", "i4")]
 
 
