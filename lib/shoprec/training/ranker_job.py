@@ -58,8 +58,8 @@ RANKER_EXAMPLES_SCHEMA = StructType(
         StructField(rk.HARD, _FLOATS, False),
     ]
 )
-#: Bump when the layout of ``ranker_examples`` changes: a table in the old layout is rebuilt.
-LAYOUT = "listwise-1"
+#: Bump when the layout of ``ranker_examples`` or how its lists are drawn changes: the table is rebuilt.
+LAYOUT = "listwise-2"
 SOURCE = "shoprec.ranker.source"
 ROW = "_row"
 
