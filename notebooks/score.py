@@ -1,7 +1,7 @@
 # Databricks notebook source
 # MAGIC %md
 # MAGIC # shoprec: score
-# MAGIC Scores candidates for every user with the champion model in an Arrow UDF (mapInArrow), applies the business rules
+# MAGIC Scores candidates for every user with the champion model in an Arrow UDF, applies the business rules
 # MAGIC per scenario and MERGEs the lists into Delta.
 # MAGIC
 # MAGIC All logic lives in the `shoprec` library (installed from the bundle's wheel); this notebook
