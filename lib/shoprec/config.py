@@ -339,8 +339,9 @@ class ObjectiveWeights:
 class RankerConfig:
     """The ranking head: (user vector, item vector, features) → p(click), p(purchase).
 
-    Trained after the retriever on its embeddings (frozen), with binary cross-entropy per head, by
-    the same launcher and processes. Optionally distilled into a smaller student for scoring."""
+    Trained after the retriever on its embeddings (frozen), listwise per head (each example's
+    positive against its random and hard negatives), by the same launcher and processes.
+    Optionally distilled into a smaller student for scoring."""
 
     enabled: bool = True
     #: Negatives per positive, taken from the example's sampled negatives (random catalog items).
