@@ -225,9 +225,9 @@ def evaluate_scored(
     embeddings.refresh(spark, cfg, str(model_dir), version, incremental=True)
     targets = data.truth.select(S.USER_KEY).distinct()
     view = scoring.AsOf(data.items, data.profiles, data.sequences, data.visible, targets)
-    users, cands, item_vectors = scoring.user_candidates(spark, cfg, model_dir, version, view)
+    users, cands, item_vectors, matrix = scoring.user_candidates(spark, cfg, model_dir, version, view)
     stage_id = f"{run_id}-scored"
-    scored = scoring.score_view(spark, cfg, model_dir, view, users, cands, item_vectors)
+    scored = scoring.score_view(spark, cfg, model_dir, view, users, cands, matrix)
     staged = scoring.stage(spark, cfg, scored.withColumn(S.RUN_ID, F.lit(stage_id)), stage_id)
     rows = []
     split_scenario = f"eval:{data.split}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -56,16 +57,17 @@ def generate(
     spark: SparkSession,
     cfg: ShoprecConfig,
     users: DataFrame,
-    item_vectors: DataFrame,
+    matrix: ItemMatrix,
     items: DataFrame,
     profiles: DataFrame,
     interactions: DataFrame,
 ) -> DataFrame:
-    """``(user_key, item_id, source)`` for every user in ``users`` (``user_key, vector``)."""
+    """``(user_key, item_id, source)`` for every user in ``users`` (``user_key, vector``);
+    ``matrix`` holds the serving items' vectors (collected once by the caller, which scores with
+    it too)."""
     sc = cfg.scoring
     threads = cfg.evaluation.encoder.threads
     e = cfg.evaluation
-    matrix = ItemMatrix.from_frame(item_vectors)
     if len(matrix.ids) == 0:
         raise ShoprecError("no item embeddings to retrieve from: is the serving catalog empty?")
     parts = [
@@ -100,7 +102,8 @@ def generate(
             fresh = items.where(F.col(S.LAUNCH_DATE) > F.date_sub(F.lit(last[0]), sc.new_item_days)).select(
                 S.ITEM_ID
             )
-            new_matrix = ItemMatrix.from_frame(item_vectors.join(fresh, S.ITEM_ID, "left_semi"))
+            new = np.isin(matrix.ids, [r[0] for r in fresh.collect()])
+            new_matrix = ItemMatrix(matrix.ids[new], matrix.matrix[new])
             if len(new_matrix.ids):
                 parts.append(_tag(top_k(spark, users, new_matrix, sc.new_item_k, None), NEW_ITEM))
     union = parts[0]

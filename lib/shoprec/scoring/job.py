@@ -161,7 +161,7 @@ def score_candidates(
     cfg: ShoprecConfig,
     cands: DataFrame,
     users: DataFrame,
-    item_vectors: DataFrame,
+    matrix: ItemMatrix,
     items: DataFrame,
     profiles: DataFrame,
     purchases: DataFrame,
@@ -173,7 +173,6 @@ def score_candidates(
     Pairs travel grouped by user (:func:`shoprec.scoring.model.score`): the user's vector once,
     each candidate as its item's row in the broadcast item matrix plus its features."""
     sc = cfg.scoring
-    matrix = ItemMatrix.from_frame(item_vectors)
     index = F.broadcast(matrix.index(spark).withColumnRenamed("_idx", scoring_model.ITEM_INDEX))
     pairs = (
         rk.pair_features(cands, items, profiles)
@@ -296,9 +295,10 @@ class AsOf:
 
 def user_candidates(
     spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, version: str, view: AsOf
-) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """User vectors (``user_key, vector``), their candidates and the item vectors they were
-    retrieved from, each checkpointed: scoring reads the same item vectors again."""
+) -> tuple[DataFrame, DataFrame, DataFrame, ItemMatrix]:
+    """User vectors (``user_key, vector``), their candidates, the item vectors they were
+    retrieved from (checkpointed; MMR joins them) and the same vectors collected once as the
+    matrix that retrieval and the ranker both read."""
     from shoprec.evaluation import encoder
     from shoprec.evaluation.baselines import history_texts
     from shoprec.training.model import load_meta
@@ -310,8 +310,9 @@ def user_candidates(
     users = encoder.embed(texts, S.USER_KEY, "text", cfg.evaluation.encoder, "user", str(model_dir))
     users = users.localCheckpoint()
     item_vectors = embeddings.vectors(spark, cfg, version).localCheckpoint()
-    cands = candidates.generate(spark, cfg, users, item_vectors, view.items, view.profiles, view.interactions)
-    return users, cands.localCheckpoint(), item_vectors
+    matrix = ItemMatrix.from_frame(item_vectors)
+    cands = candidates.generate(spark, cfg, users, matrix, view.items, view.profiles, view.interactions)
+    return users, cands.localCheckpoint(), item_vectors, matrix
 
 
 def score_view(
@@ -321,7 +322,7 @@ def score_view(
     view: AsOf,
     users: DataFrame,
     cands: DataFrame,
-    item_vectors: DataFrame,
+    matrix: ItemMatrix,
     loads: Any = None,
 ) -> DataFrame:
     """The ranker's heads and the rules' inputs for every candidate of ``view``."""
@@ -329,7 +330,7 @@ def score_view(
         view.interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
     )
     return score_candidates(
-        spark, cfg, cands, users, item_vectors, view.items, view.profiles, purchases, model_dir, loads
+        spark, cfg, cands, users, matrix, view.items, view.profiles, purchases, model_dir, loads
     )
 
 
@@ -364,7 +365,7 @@ def score(
     if incremental and refreshed.changed_items is not None:
         only = _affected_users(spark, cfg, refreshed.changed_items, items)
     view = AsOf(items, profiles, sequences, interactions, only)
-    users, cands, item_vectors = user_candidates(spark, cfg, model_dir, version, view)
+    users, cands, item_vectors, matrix = user_candidates(spark, cfg, model_dir, version, view)
     result.users = users.count()
     if result.users == 0:
         if incremental:
@@ -374,7 +375,7 @@ def score(
         raise ShoprecError(f"no serving users in {cfg.table('gold_sequences')}: run `shoprec features` first")
     result.candidates = check_candidates(cands, items)
     t0 = time.perf_counter()
-    scored = score_view(spark, cfg, model_dir, view, users, cands, item_vectors, loads).withColumn(
+    scored = score_view(spark, cfg, model_dir, view, users, cands, matrix, loads).withColumn(
         S.RUN_ID, F.lit(run_id)
     )
     staged = stage(spark, cfg, scored, run_id)
