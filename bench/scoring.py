@@ -117,7 +117,7 @@ def throughput(spark, root: Path, pairs: int, dim: int, cores: int, batch: int, 
 def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) -> None:  # type: ignore[no-untyped-def]
     from shoprec.config import ScenarioConfig
     from shoprec.scoring import rules
-    from shoprec.scoring.job import LIST_SCHEMA, merge_lists
+    from shoprec.scoring.job import merge_lists, rerank
 
     ranker = _ranker(root, dim)
     n, n_items = users * candidates, 50_000
@@ -155,7 +155,7 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
             F.lit(0.0).cast("float").alias(rules.BAND_GAP),
             F.lit(0.0).cast("float").alias(rules.DISCOUNT),
         )
-        lists = scored.groupBy(S.USER_KEY).applyInPandas(rules.per_user(sc), LIST_SCHEMA)
+        lists = rerank(scored, sc, None)  # the scoring job's re-ranking (no MMR: no item vectors)
         merge_lists(spark, cfg, lists, sc, "bench", "bench-run")  # the scoring job's MERGE
         seconds = time.perf_counter() - t0
     rows = spark.read.format("delta").load(cfg.table("recommendations")).count()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,67 @@ def test_pair_features_in_spark(spark: SparkSession) -> None:
     assert rows["u1"][rk.VALUE] == 99.0 and rows["u1"]["t"] == datetime(2026, 1, 1)
     g = dict(zip(rk.FEATURE_NAMES, rows["stranger"][rk.FEATURES], strict=True))
     assert g["price_band_gap"] == 0.5 and g["price_band_known"] == 0.0 and g["category_affinity"] == 0.0
+
+
+def test_the_head_fits_on_examples_whose_features_predate_them(spark: SparkSession) -> None:
+    from shoprec.config import RankerConfig
+    from shoprec.training.ranker_job import fit_examples
+
+    rows = [
+        (split, f"u{u}", datetime(2026, 1, 1 + e), f"i{e}")
+        for split, users in ((S.TRAIN, 300), (S.VALID, 200))
+        for u in range(users)
+        for e in range(2)
+    ]
+    gold = spark.createDataFrame(
+        rows, f"{S.SPLIT} string, {S.USER_KEY} string, {S.TARGET_TIME} timestamp, {S.POSITIVE_ITEM} string"
+    )
+    valid_users = {f"u{u}" for u in range(200)}
+    # default: the validation split's examples only, a fifth of their users held out, whole
+    got = fit_examples(gold, RankerConfig(), None).collect()
+    assert len(got) == 400
+    by_user: dict[str, set[str]] = {}
+    for r in got:
+        by_user.setdefault(r[S.USER_KEY], set()).add(r[S.SPLIT])
+    assert set(by_user) == valid_users and all(len(s) == 1 for s in by_user.values())
+    held = sum(s == {S.VALID} for s in by_user.values())
+    assert 20 <= held <= 60  # about 20% of 200 users
+    assert (
+        fit_examples(gold, RankerConfig(holdout=0.5), None).where(f"{S.SPLIT} = 'valid'").count() > 2 * held
+    )
+    # the old way: the retriever's training examples, validated on the validation split
+    old = fit_examples(gold, RankerConfig(fit_split="train"), None)
+    assert (
+        old.where(f"{S.SPLIT} = 'train'").count() == 600 and old.where(f"{S.SPLIT} = 'valid'").count() == 400
+    )
+
+
+def test_the_share_of_the_correction_kept_is_the_one_that_orders_validation_best(tmp_path: Path) -> None:
+    from shoprec.training.ranker_job import choose_correction, hard_lists
+
+    rng = np.random.default_rng(5)
+    lists, n = 400, 6  # positive, 2 random, 3 hard negatives
+    click = np.zeros((lists, n), dtype=np.float32)
+    click[:, 0] = 1
+    hard = np.zeros_like(click)
+    hard[:, 3:] = 1
+    hard[::4] = 0  # a quarter of the lists have no hard negatives
+    mask = np.ones_like(click)
+    dot = rng.normal(size=(lists, n)).astype(np.float32) + 0.5 * click  # the retriever: some signal
+    skip = np.array([5.0, 5.0], dtype=np.float32)
+    base = dot[..., None] * skip
+    helpful = 4.0 * click + rng.normal(size=(lists, n)).astype(np.float32)  # knows the positive
+    noise = 20.0 * rng.normal(size=(lists, n)).astype(np.float32)  # knows nothing, loudly
+    pred = {"dot": dot, rk.CLICK: click, rk.PURCHASE: click, rk.MASK: mask, rk.HARD: hard}
+    share, scores = choose_correction({**pred, "logits": base + helpful[..., None]}, skip, (0.0, 0.5, 1.0))
+    assert share == 1.0 and scores[1.0] > scores[0.0]
+    share, scores = choose_correction({**pred, "logits": base + noise[..., None]}, skip, (0.0, 0.5, 1.0))
+    assert share == 0.0 and scores[0.0] > scores[1.0]
+    # the lists it judges by: positives and hard negatives of lists that have hard negatives
+    judged = hard_lists(pred)
+    assert judged[::4].sum() == 0 and (judged[1] == [1, 0, 0, 1, 1, 1]).all()
+    # a saved head keeps its share
+    model = rk.Ranker(8, len(rk.FEATURE_NAMES), (4,))
+    model.correction = 0.25
+    rk.save(model, tmp_path, {})
+    assert rk.load(tmp_path).model.correction == 0.25

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from typing import Any
 
@@ -123,3 +124,75 @@ def test_the_final_score_weighs_click_purchase_and_value() -> None:
     assert _items(R.rerank(cands, PLAIN)) == ["i0", "i1"]  # engagement
     revenue = replace(PLAIN, weights=ObjectiveWeights(click=1.0, purchase=1.0, value=1.0))
     assert _items(R.rerank(cands, revenue)) == ["i1", "i0"]
+
+
+def _many(n_users: int, seed: int) -> pd.DataFrame:
+    """Random candidates of many users (some lose every candidate to the rules), rows shuffled."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for u in range(n_users):
+        n = int(rng.integers(1, 30))
+        rows = [
+            {
+                rk.P_CLICK: float(rng.choice([0.5, rng.random()])),  # ties, broken by item id
+                rk.P_PURCHASE: float(rng.random()),
+                S.IN_STOCK: bool(rng.random() > 0.2) and u % 7 != 0,
+                R.BOUGHT: bool(rng.random() > 0.8),
+                S.TOP_CATEGORY: str(rng.choice(["A", "B", "C", "Grocery"])),
+                R.BAND_GAP: float(rng.integers(0, 3)) / 2,
+                R.DISCOUNT: float(rng.choice([0.0, 0.3])),
+                rk.ITEM_VECTOR: rng.normal(size=4).astype(np.float32),
+            }
+            for _ in range(n)
+        ]
+        frames.append(_cands(rows).assign(**{S.USER_KEY: f"u{u:03d}"}))
+    return pd.concat(frames).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+ALL_RULES = replace(
+    PLAIN,
+    k=5,
+    drop_out_of_stock=True,
+    exclude_bought=True,
+    repeat_categories=("Grocery",),
+    price_affinity=0.5,
+    promotion_boost=1.0,
+    diversity="category_cap",
+    category_cap=2,
+)
+
+
+def test_many_users_at_once_give_each_user_the_list_it_gets_alone() -> None:
+    cands = _many(40, 1)
+    for sc in (PLAIN, ALL_RULES, replace(ALL_RULES, diversity="mmr", mmr_lambda=0.7)):
+        together = R.rerank_many(cands.rename(columns={S.USER_KEY: R.GROUP}), sc)
+        alone = []
+        for user, pdf in cands.groupby(S.USER_KEY):
+            one = R.rerank(pdf, sc)
+            alone.append(one.assign(**{R.GROUP: user})[together.columns])
+        expected = pd.concat(alone).reset_index(drop=True)
+        # without rules every user has a list; with them some lose every candidate
+        n = expected[R.GROUP].nunique()
+        assert n == 40 if sc is PLAIN else n <= 34  # every 7th user has nothing in stock
+        pd.testing.assert_frame_equal(together.reset_index(drop=True), expected, check_dtype=False)
+
+
+def test_the_arrow_runner_keeps_users_whole_across_batches() -> None:
+    import pyarrow as pa
+
+    cands = _many(12, 2).sort_values(S.USER_KEY, kind="mergesort").drop(columns=[rk.ITEM_VECTOR])
+    fields = list(cands.columns)
+    table = pa.Table.from_pandas(cands, preserve_index=False)
+    # cut into small batches: users span two and three batches, a batch can hold one user's middle
+    cuts = [0, 3, 5, 6, 20, 21, 50, 90, len(cands)]
+    batches = [table.slice(a, b - a).combine_chunks().to_batches()[0] for a, b in itertools.pairwise(cuts)]
+    out = pa.Table.from_batches(list(R.arrow_runner(ALL_RULES, fields)(iter(batches)))).to_pandas()
+    expected = R.rerank_many(cands.rename(columns={S.USER_KEY: R.GROUP}), ALL_RULES)
+    expected = expected.rename(columns={R.GROUP: S.USER_KEY})
+    assert out[S.USER_KEY].is_monotonic_increasing and len(out) > 12
+    pd.testing.assert_frame_equal(
+        out.drop(columns=[R.RULES]),
+        expected.drop(columns=[R.RULES]).reset_index(drop=True),
+        check_dtype=False,
+    )
+    assert [list(r) for r in out[R.RULES]] == list(expected[R.RULES])

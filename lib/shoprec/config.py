@@ -344,17 +344,41 @@ class RankerConfig:
     Optionally distilled into a smaller student for scoring."""
 
     enabled: bool = True
+    #: The gold examples the head learns from. ``valid`` (default): the validation split's, whose
+    #: features (profiles, popularity) were computed *before* their events, as at scoring time,
+    #: and whose user vectors the retriever never trained on; ``holdout`` of their users validate
+    #: the head. ``train``: the retriever's own examples, validated on the validation split; their
+    #: features already count the event being predicted (a user's brand affinity includes the
+    #: positive's brand), so the head learns to trust them more than serving can (on Office the
+    #: positive's brand affinity is 0.22 in train examples, 0.11 in validation ones, 0.09 for a
+    #: random item) and orders worse than the retriever alone.
+    fit_split: Literal["valid", "train"] = "valid"
+    #: With ``fit_split: valid``, the share of its users (by hash) kept out to validate the head.
+    holdout: float = Field(default=0.2, gt=0, lt=1)
     #: Negatives per positive, taken from the example's sampled negatives (random catalog items).
     negatives: int = Field(default=4, ge=1)
     #: More negatives per positive drawn from the retriever's own top ``hard_pool`` items for the
     #: example's user (the positive excluded): the candidates the head must order at scoring time.
     #: Trained on random items alone, the head learns to tell plausible from implausible, which
     #: the retriever already does, not to order the plausible ones.
-    hard_negatives: int = Field(default=4, ge=0)
+    hard_negatives: int = Field(default=16, ge=0)
     hard_pool: int = Field(default=100, ge=1)
     #: Weight of the pointwise term (positive against random negatives) beside the listwise one:
     #: it keeps the heads' outputs probabilities (see ``shoprec.training.ranker.listwise_loss``).
     calibration: float = Field(default=0.1, ge=0)
+    #: Softmax only over the positive and the hard negatives, of lists that have some (see
+    #: ``shoprec.training.ranker.listwise_loss``); random negatives then only calibrate.
+    hard_lists: bool = False
+    #: The head's starting weight on the retriever's cosine (it learns a correction on top):
+    #: ``retriever`` = the retriever's 1 / temperature, the scale it was trained at; or a number.
+    skip: float | Literal["retriever"] = 5.0
+    #: Whether the MLP also reads the element-wise product of the two vectors (one input per
+    #: dimension) beside their dot product and the features.
+    product: bool = True
+    #: Shares of the MLP's correction to the retriever's score to try after training; the one
+    #: ranking validation positives best among their hard negatives is kept (0 = the retriever's
+    #: order; ``[1.0]`` keeps the whole correction without choosing).
+    corrections: tuple[float, ...] = (0.0, 0.125, 0.25, 0.5, 1.0)
     hidden: tuple[int, ...] = (128, 32)
     epochs: int = Field(default=3, ge=1)
     batch_size: int = Field(default=256, ge=2)

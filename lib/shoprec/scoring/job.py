@@ -210,13 +210,21 @@ def score_candidates(
     )
 
 
-def rerank(staged: DataFrame, sc: ScenarioConfig, item_vectors: DataFrame) -> DataFrame:
+def rerank(staged: DataFrame, sc: ScenarioConfig, item_vectors: DataFrame | None) -> DataFrame:
     """Each user's list for scenario ``sc`` (:data:`LIST_SCHEMA`) from the staged candidates; MMR
     reads the item vectors, joined here only for a scenario that uses it."""
     if sc.diversity == "mmr":
+        if item_vectors is None:
+            raise ShoprecError(f"scoring.scenarios[{sc.name}]: diversity 'mmr' needs the item vectors")
         vectors = item_vectors.select(S.ITEM_ID, F.col("vector").alias(rk.ITEM_VECTOR))
         staged = staged.join(vectors, S.ITEM_ID)
-    return staged.groupBy(S.USER_KEY).applyInPandas(rules.per_user(sc), LIST_SCHEMA)
+    fields = [S.USER_KEY, S.ITEM_ID, S.SOURCE, rk.P_CLICK, rk.P_PURCHASE, rk.VALUE, S.IN_STOCK, rules.BOUGHT]
+    fields += [S.TOP_CATEGORY, rules.BAND_GAP, rules.DISCOUNT] + (
+        [rk.ITEM_VECTOR] if sc.diversity == "mmr" else []
+    )
+    # each user's rows together and in one partition, so a task re-ranks whole users in batches
+    by_user = staged.select(*fields).repartition(S.USER_KEY).sortWithinPartitions(S.USER_KEY)
+    return by_user.mapInArrow(rules.arrow_runner(sc, fields), LIST_SCHEMA)
 
 
 def ensure_recommendations(spark: SparkSession, cfg: ShoprecConfig) -> str:

@@ -136,10 +136,20 @@ def pair_features(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> Da
 class Ranker(torch.nn.Module):
     """MLP over [u ⊙ v, u·v, features] with a click head and a purchase head (logits)."""
 
-    def __init__(self, dim: int, n_features: int, hidden: Sequence[int]) -> None:
+    def __init__(
+        self,
+        dim: int,
+        n_features: int,
+        hidden: Sequence[int],
+        skip_init: float = SKIP_INIT,
+        product: bool = True,
+    ) -> None:
         super().__init__()
         layers: list[torch.nn.Module] = []
-        width = dim + 1 + n_features
+        # without the element-wise product the MLP corrects the retriever's score by the
+        # features alone: a few thousand parameters instead of one per vector dimension per unit
+        self.product = product
+        width = (dim if product else 0) + 1 + n_features
         self.norm = torch.nn.LayerNorm(width)
         for h in hidden:
             layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
@@ -149,17 +159,23 @@ class Ranker(torch.nn.Module):
         # the retriever's own score passes straight to both heads: the MLP learns a correction
         # on top of it (starting as the retriever's ranking) instead of rediscovering it through
         # the normalised product, where one dimension out of hundreds carries it
-        self.skip = torch.nn.Parameter(torch.full((2,), SKIP_INIT))
+        self.skip = torch.nn.Parameter(torch.full((2,), float(skip_init)))
         # the correction starts at zero: an untrained head orders candidates as the retriever does
         torch.nn.init.zeros_(self.heads.weight)
         self.dim, self.n_features, self.hidden = dim, n_features, tuple(hidden)
+        #: How much of the MLP's correction the logits take (chosen on validation after
+        #: training, see ``shoprec.training.ranker_job.choose_correction``; saved in the meta).
+        self.correction = 1.0
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``(batch, 2)`` logits: click, purchase."""
         prod = users * items
         dot = prod.sum(-1, keepdim=True)
-        x = torch.cat([prod, dot, features], dim=-1)
-        out: torch.Tensor = self.heads(self.trunk(self.norm(x))) + self.skip * dot
+        x = torch.cat([prod, dot, features] if self.product else [dot, features], dim=-1)
+        h = self.trunk(self.norm(x))
+        if self.correction != 1.0:  # the share scales what the MLP adds, not the heads' bias
+            h = self.correction * h
+        out: torch.Tensor = self.heads(h) + self.skip * dot
         return out
 
 
@@ -170,6 +186,7 @@ def listwise_loss(
     mask: torch.Tensor,
     hard: torch.Tensor,
     calibration: float,
+    hard_lists: bool = False,
 ) -> torch.Tensor:
     """Each example's candidates as one list: per head, the softmax cross-entropy of its positive
     against the other candidates (the order scoring needs), plus ``calibration`` x the binary
@@ -178,17 +195,31 @@ def listwise_loss(
     only in the softmax: they are plausible items, some of them near-positives, that the head
     must rank below the positive, not call unlikely.
 
+    With ``hard_lists`` the softmax runs only over lists that have hard negatives, and over their
+    positive and hard negatives alone: the order among retrieved items is all it teaches, where
+    random items would teach what sets any positive apart from the catalogue (popularity above
+    all), which misleads among retrieved candidates.
+
     ``logits`` ``(batch, n, 2)``; ``click``, ``purchase``, ``mask`` (1 = a real candidate, 0 =
     padding) and ``hard`` ``(batch, n)``.
     """
     total = logits.new_zeros(())
     bce = torch.nn.functional.binary_cross_entropy_with_logits
+    listed = mask
+    if hard_lists:
+        listed = (
+            mask
+            * ((hard > 0) | (click > 0) | (purchase > 0)).float()
+            * (hard.sum(1, keepdim=True) > 0).float()
+        )
     for head, labels in enumerate((click, purchase)):
-        x = logits[..., head].masked_fill(mask <= 0, float("-inf"))
-        has = labels.sum(1) > 0  # lists whose positive has this label (a click that was no purchase)
+        x = logits[..., head].masked_fill(listed <= 0, float("-inf"))
+        # lists whose positive has this label (a click that was no purchase) and that take part
+        has = ((labels * listed).sum(1) > 0) & ((listed > 0).sum(1) > 1)
         if bool(has.any()):
-            logp = torch.log_softmax(x[has], dim=1).masked_fill(mask[has] <= 0, 0.0)
-            total = total + (-(logp * labels[has]).sum(1) / labels[has].sum(1)).mean()
+            logp = torch.log_softmax(x[has], dim=1).masked_fill(listed[has] <= 0, 0.0)
+            chosen = labels[has] * listed[has]
+            total = total + (-(logp * chosen).sum(1) / chosen.sum(1)).mean()
         if calibration > 0:
             keep = (mask > 0) & (hard <= 0)
             total = total + calibration * bce(logits[..., head][keep], labels[keep])
@@ -242,7 +273,13 @@ class Saved:
 def save(model: Ranker, out: Path, meta: dict[str, Any], file: str = RANKER_FILE) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / file)
-    shape = {"dim": model.dim, "n_features": model.n_features, "hidden": list(model.hidden)}
+    shape = {
+        "dim": model.dim,
+        "n_features": model.n_features,
+        "hidden": list(model.hidden),
+        "product": model.product,
+        "correction": model.correction,
+    }
     meta_path = out / META_FILE
     current = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     current.update(meta)
@@ -265,8 +302,9 @@ def load(path: str | Path, student: bool = False) -> Saved:
     if meta.get("feature_names") != list(FEATURE_NAMES):
         raise ShoprecError(f"{path}: the ranker was trained on other features; retrain it")
     shape = meta[file]
-    model = Ranker(shape["dim"], shape["n_features"], shape["hidden"])
+    model = Ranker(shape["dim"], shape["n_features"], shape["hidden"], product=shape.get("product", True))
     model.load_state_dict(torch.load(path / file, map_location="cpu", weights_only=True))
+    model.correction = float(shape.get("correction", 1.0))
     return Saved(model.eval(), meta)
 
 
