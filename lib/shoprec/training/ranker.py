@@ -16,7 +16,10 @@ positive and the random items keeps the heads' outputs probabilities. (Pointwise
 cross-entropy alone, tried first, reordered the retriever's top candidates for the worse on
 Office: with random negatives it learnt what separates plausible from implausible items, which
 the retriever already knows, and with hard ones it learnt to push near-positives down.) The
-heads combine into one score by configured weights (:func:`combine`).
+lists come from examples whose features predate their events (the validation split's, see
+``ranker.fit_split``), and after training only the share of the correction that ranks validation
+positives best among their hard negatives is kept (``Ranker.correction``). The heads combine
+into one score by configured weights (:func:`combine`).
 
 Features are computed in Spark (:func:`pair_features`), the same function scoring uses, so
 training and serving cannot drift.
