@@ -8,7 +8,10 @@ all-MiniLM-L6-v2 unless ``--model`` names another directory:
 2. the training step alone (forward + backward + AdamW on batches already in memory);
 3. an in-memory loader (torch ``DataLoader`` over a ``TensorDataset`` of the same rows);
 4. tokenising in the loader instead (the fast tokenizer on each batch's texts);
-5. ``train_worker`` through ``launch`` with 1 process and with 2 (gloo), samples/s.
+5. ``train_worker`` through ``launch`` with 1 process and with 2 (gloo), samples/s, twice: with
+   the machine's cores shared among the processes (1 process on all, 2 on half each), and with
+   one core (torch thread) per process, as each process gets one GPU on a cluster: the second
+   measures what data parallelism adds; the first what it adds on this machine.
 
 Printed ratios: loader / step (goal >= 3x), loader / in-memory (goal >= 0.5x),
 2 processes / 1 (goal >= 1.7x).
@@ -23,6 +26,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -159,25 +163,27 @@ def main() -> None:
         print(f"  loader / step: {loader_rate / step_rate:.0f}x (goal >= 3x)")
         print(f"  loader / in-memory: {loader_rate / memory_rate:.2f}x (goal >= 0.5x)")
 
-        rates = {}
-        for procs in (1, 2):
-            spec = TrainSpec(
-                files=files,
-                rows=len(pdf),
-                base_model=model_path(cfg),
-                output=str(Path(root, f"model-{procs}")),
-                checkpoints=str(Path(root, f"ckpt-{procs}")),
-                cfg=cfg.training,
-            )
-            results = dist.launch(train_worker, procs, "horovod" if procs > 1 else "single", args=(spec,))
-            seconds = max(r.seconds for r in results)
-            rates[procs] = sum(r.examples for r in results) / seconds
-            print(
-                f"  {procs} process(es): {rates[procs]:.1f} samples/s ({sum(r.steps for r in results)} steps)"
-            )
-        print(
-            f"  2 processes / 1: {rates[2] / rates[1]:.2f}x (goal >= 1.7x; {os.cpu_count()} CPU cores here)"
-        )
+        # (a) the machine's cores shared: 1 process on all of them against 2 on half each;
+        # (b) one core per process, as one GPU per process on a cluster: what data parallelism adds
+        cores = os.cpu_count() or 1
+        for label, threads in (("all cores shared", None), ("1 core per process", 1)):
+            rates = {}
+            for procs in (1, 2):
+                spec = TrainSpec(
+                    files=files,
+                    rows=len(pdf),
+                    base_model=model_path(cfg),
+                    output=str(Path(root, f"model-{procs}-{threads}")),
+                    checkpoints=str(Path(root, f"ckpt-{procs}-{threads}")),
+                    cfg=replace(cfg.training, threads=threads),
+                )
+                launcher = "horovod" if procs > 1 else "single"
+                results = dist.launch(train_worker, procs, launcher, args=(spec,))
+                seconds = max(r.seconds for r in results)
+                rates[procs] = sum(r.examples for r in results) / seconds
+                steps = sum(r.steps for r in results)
+                print(f"  {label}, {procs} process(es): {rates[procs]:.1f} samples/s ({steps} steps)")
+            print(f"  {label}: 2 processes / 1: {rates[2] / rates[1]:.2f}x (goal >= 1.7x; {cores} CPU cores)")
 
 
 if __name__ == "__main__":

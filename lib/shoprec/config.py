@@ -401,6 +401,8 @@ class TrainingConfig:
     #: this process.
     launcher: Literal["horovod", "spark", "single"] = "horovod"
     processes: int = Field(default=2, ge=1)
+    #: Torch threads per training process; unset: the machine's cores shared among the processes.
+    threads: int | None = Field(default=None, ge=1)
     epochs: int = Field(default=1, ge=1)
     #: Stop after this many optimizer steps in total (unset: all epochs).
     max_steps: int | None = Field(default=None, ge=1)

@@ -116,7 +116,7 @@ def train_worker(spec: TrainSpec) -> TrainResult:
     cfg = spec.cfg
     rank, size = dist.rank(), dist.size()
     device = _device(cfg)
-    torch.set_num_threads(max(1, torch.get_num_threads() // max(1, size)))
+    torch.set_num_threads(cfg.threads or max(1, torch.get_num_threads() // max(1, size)))
     tokenizer, model = _build(spec, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer: torch.optim.Optimizer = torch.optim.AdamW(
