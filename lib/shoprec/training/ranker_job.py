@@ -388,7 +388,8 @@ def hard_lists(pred: dict[str, NDArray[Any]]) -> NDArray[Any]:
     the retriever's top items around a positive it found, the order scoring's lists need."""
     hard = pred[rk.HARD] > 0
     keep = (hard | (pred[rk.CLICK] > 0)) & hard.any(1, keepdims=True)
-    return pred[rk.MASK] * keep
+    out: NDArray[Any] = pred[rk.MASK] * keep
+    return out
 
 
 def choose_correction(
