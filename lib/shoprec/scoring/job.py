@@ -218,10 +218,8 @@ def rerank(staged: DataFrame, sc: ScenarioConfig, item_vectors: DataFrame | None
             raise ShoprecError(f"scoring.scenarios[{sc.name}]: diversity 'mmr' needs the item vectors")
         vectors = item_vectors.select(S.ITEM_ID, F.col("vector").alias(rk.ITEM_VECTOR))
         staged = staged.join(vectors, S.ITEM_ID)
-    fields = [S.USER_KEY, S.ITEM_ID, S.SOURCE, rk.P_CLICK, rk.P_PURCHASE, rk.VALUE, S.IN_STOCK, rules.BOUGHT]
-    fields += [S.TOP_CATEGORY, rules.BAND_GAP, rules.DISCOUNT] + (
-        [rk.ITEM_VECTOR] if sc.diversity == "mmr" else []
-    )
+    fields = [f for f in SCORED_SCHEMA.fieldNames() if f != S.RUN_ID]  # what staging holds
+    fields += [rk.ITEM_VECTOR] if sc.diversity == "mmr" else []
     # each user's rows together and in one partition, so a task re-ranks whole users in batches
     by_user = staged.select(*fields).repartition(S.USER_KEY).sortWithinPartitions(S.USER_KEY)
     return by_user.mapInArrow(rules.arrow_runner(sc, fields), LIST_SCHEMA)
