@@ -40,3 +40,18 @@ class PeakRss:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process ("driver") and its children,
+    summed by kind: "jvm" (Spark's JVM) and "python" (Spark's Python workers)."""
+    me = psutil.Process()
+    out = {"driver": 0.0, "jvm": 0.0, "python": 0.0}
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            kind = "driver" if p.pid == me.pid else ("jvm" if "java" in p.name() else "python")
+        except psutil.Error:
+            continue
+        out[kind] += times.user + times.system
+    return out

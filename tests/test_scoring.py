@@ -145,9 +145,8 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     try:
         bc = spark.sparkContext.broadcast(item_vecs)
         out = scoring_model.score(df, str(fresh), bc, batch_size=4, loads=loads)  # 3 users per slice
-        assert out.columns == [
+        assert out.columns == [  # the model's inputs (index, features) do not come back
             S.USER_KEY,
-            rk.FEATURES,
             "i",
             rk.P_CLICK,
             rk.P_PURCHASE,

@@ -181,10 +181,15 @@ def score_candidates(
         .join(items.select(S.ITEM_ID, S.IN_STOCK, S.TOP_CATEGORY), S.ITEM_ID)
         .withColumn(rules.BOUGHT, F.coalesce(rules.BOUGHT, F.lit(False)))
     )
+    gap, discount = rk.FEATURE_NAMES.index("price_band_gap"), rk.FEATURE_NAMES.index("discount")
+    pairs = pairs.withColumn(rules.BAND_GAP, F.col(rk.FEATURES)[gap]).withColumn(
+        rules.DISCOUNT, F.col(rk.FEATURES)[discount]
+    )
     fields = [S.ITEM_ID, S.SOURCE, scoring_model.ITEM_INDEX, rk.FEATURES, rk.VALUE, S.IN_STOCK]
+    fields += [rules.BOUGHT, S.TOP_CATEGORY, rules.BAND_GAP, rules.DISCOUNT]
     grouped = (
         pairs.groupBy(S.USER_KEY)
-        .agg(scoring_model.candidate_struct([*fields, rules.BOUGHT, S.TOP_CATEGORY]))
+        .agg(scoring_model.candidate_struct(fields))
         .join(users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY)
     )
     # the same batches on every run (by user, sorted): identical floating-point results on a re-run
@@ -194,7 +199,6 @@ def score_candidates(
     bc = spark.sparkContext.broadcast(matrix.matrix)
     ranker_dir = str(model_dir / rk.RANKER_DIR)
     scored = scoring_model.score(grouped, ranker_dir, bc, sc.use_student, sc.batch_size, sc.threads, loads)
-    gap, discount = rk.FEATURE_NAMES.index("price_band_gap"), rk.FEATURE_NAMES.index("discount")
     return scored.select(
         S.USER_KEY,
         S.ITEM_ID,
@@ -205,8 +209,8 @@ def score_candidates(
         S.IN_STOCK,
         rules.BOUGHT,
         S.TOP_CATEGORY,
-        F.col(rk.FEATURES)[gap].alias(rules.BAND_GAP),
-        F.col(rk.FEATURES)[discount].alias(rules.DISCOUNT),
+        rules.BAND_GAP,
+        rules.DISCOUNT,
     )
 
 
