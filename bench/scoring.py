@@ -1,9 +1,10 @@
 """Scoring throughput: the ranker in Spark's Arrow UDF against a bare torch loop, and memory at scale.
 
-1. Throughput: N (user, candidate) pairs (default 2 million) are written to Parquet the way the
+1. Throughput: N (user, candidate) pairs (default 10 million) are written to Parquet the way the
    scoring job hands them to the ranker: one row per user with its d-dimensional vector and its K
-   candidates (item row in the broadcast item matrix, the ranker's features, the item id passed
-   through). Both sides start from memory. (a) ``shoprec.scoring.model.score`` inside Spark
+   candidates (item row in the broadcast item matrix, its pair features, and what the job passes
+   through the ranker: source, already-bought flag, price-band gap; the item features are broadcast
+   with the item vectors). Both sides start from memory. (a) ``shoprec.scoring.model.score`` inside Spark
    (``local[C]``, the input cached in C partitions, ``scoring.threads`` = 1 per task, the output
    consumed by the ``noop`` sink); (b) the baseline: a plain loop in this process, with C torch
    threads (the same cores), calling the same ``predict`` over the same pairs, user and item
@@ -15,7 +16,7 @@
    the ``app`` scenario's rules, and the lists MERGEd into a Delta recommendations table; printed:
    wall time and the peak resident memory of the driver, the JVM and the Python workers.
 
-    .venv/bin/python bench/scoring.py --pairs 2000000 --dim 384
+    .venv/bin/python bench/scoring.py --pairs 10000000 --dim 384
     .venv/bin/python bench/scoring.py --pairs 0 --scale-users 1000000 --candidates 100
 """
 
@@ -38,6 +39,7 @@ from memory import PeakRss, cpu_seconds
 from shoprec import schemas as S
 from shoprec.config import from_dict
 from shoprec.scoring import model as scoring_model
+from shoprec.scoring import rules
 from shoprec.spark import get_spark
 from shoprec.training import ranker as rk
 
@@ -65,7 +67,8 @@ def throughput(
     pairs = n_users * per_user
     users = rng.normal(size=(n_users, dim)).astype(np.float32)
     items = rng.normal(size=(n_items, dim)).astype(np.float32)
-    feats = rng.random(size=(pairs, len(rk.FEATURE_NAMES))).astype(np.float32)
+    item_feats = rng.random(size=(n_items, len(rk.ITEM_FEATURE_NAMES))).astype(np.float32)
+    pair_feats = rng.random(size=(pairs, len(rk.PAIR_FEATURE_NAMES))).astype(np.float32)
     item_rows = rng.integers(0, n_items, size=pairs).astype(np.int32)
     ranker = _ranker(root, dim)
     # the scoring job's input: one row per user, its candidates as (item row, features, item) structs
@@ -76,8 +79,14 @@ def throughput(
             scoring_model.CANDIDATES: pa.ListArray.from_arrays(
                 pa.array(np.arange(0, pairs + 1, per_user, dtype=np.int32)),
                 pa.StructArray.from_arrays(
-                    [pa.array(item_rows), _lists(feats), pa.array(np.char.add("i", item_rows.astype(str)))],
-                    names=[scoring_model.ITEM_INDEX, rk.FEATURES, S.ITEM_ID],
+                    [
+                        pa.array(item_rows),
+                        pa.array(np.array(["embedding", "als", "popular"])[item_rows % 3]),
+                        _lists(pair_feats),
+                        pa.array(item_rows % 17 == 0),
+                        pa.array(pair_feats[:, 0]),
+                    ],
+                    names=[scoring_model.ITEM_INDEX, S.SOURCE, rk.FEATURES, rules.BOUGHT, rules.BAND_GAP],
                 ),
             ),
         }
@@ -93,6 +102,7 @@ def throughput(
     torch.set_num_threads(cores)
     user_rows = np.repeat(np.arange(n_users), per_user)
     rows64 = item_rows.astype(np.int64)
+    feats = rk.full_features(pair_feats, item_feats[rows64])  # the bare loops get them complete
     scoring_model.predict(
         model, users, items, feats[:batch], batch, user_rows[:batch], rows64[:batch]
     )  # warm-up
@@ -118,13 +128,12 @@ def throughput(
 
     df = spark.read.parquet(str(path)).repartition(cores).cache()
     df.count()
-    bc = spark.sparkContext.broadcast(items)
+    bc, bc_feats = spark.sparkContext.broadcast(items), spark.sparkContext.broadcast(item_feats)
 
     def udf() -> tuple[float, dict[str, float]]:
         before, t0 = cpu_seconds(), time.perf_counter()
-        scoring_model.score(df, str(ranker), bc, batch_size=batch, threads=1).write.format("noop").mode(
-            "overwrite"
-        ).save()
+        scored = scoring_model.score(df, str(ranker), bc, batch_size=batch, threads=1, item_features=bc_feats)
+        scored.write.format("noop").mode("overwrite").save()
         seconds, after = time.perf_counter() - t0, cpu_seconds()
         return seconds, {k: after[k] - before[k] for k in after}
 
@@ -157,13 +166,12 @@ def throughput(
 
 def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) -> None:  # type: ignore[no-untyped-def]
     from shoprec.config import ScenarioConfig
-    from shoprec.scoring import rules
     from shoprec.scoring.job import merge_lists, rerank
 
     ranker = _ranker(root, dim)
     n, n_items = users * candidates, 50_000
     vec = F.transform(F.sequence(F.lit(1), F.lit(dim)), lambda i: F.sin(F.col("id") * i).cast("float"))
-    feats = F.array(*[F.lit(0.5).cast("float") for _ in rk.FEATURE_NAMES])
+    feats = F.array(*[F.lit(0.5).cast("float") for _ in rk.PAIR_FEATURE_NAMES])
     idx = lambda j: ((F.col("id") * 7919 + j * 104729) % n_items).cast("int")  # noqa: E731
     # the scoring job's input: one row per user, its candidates as (item, item row, features) structs
     grouped = spark.range(users).select(
@@ -178,12 +186,18 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
             ),
         ).alias(scoring_model.CANDIDATES),
     )
-    bc = spark.sparkContext.broadcast(np.random.default_rng(2).normal(size=(n_items, dim)).astype(np.float32))
+    rng = np.random.default_rng(2)
+    bc = spark.sparkContext.broadcast(rng.normal(size=(n_items, dim)).astype(np.float32))
+    bc_feats = spark.sparkContext.broadcast(
+        rng.random(size=(n_items, len(rk.ITEM_FEATURE_NAMES))).astype(np.float32)
+    )
     sc = ScenarioConfig(name="app", k=10, diversity="category_cap", category_cap=3)
     cfg = from_dict({"paths": {"root": str(root / "lake")}})
     with PeakRss() as mem:
         t0 = time.perf_counter()
-        scored = scoring_model.score(grouped, str(ranker), bc, batch_size=batch).select(
+        scored = scoring_model.score(
+            grouped, str(ranker), bc, batch_size=batch, item_features=bc_feats
+        ).select(
             S.USER_KEY,
             S.ITEM_ID,
             F.lit("embedding").alias(S.SOURCE),
@@ -209,7 +223,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--pairs", type=int, default=2_000_000)
+    parser.add_argument("--pairs", type=int, default=10_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4096)

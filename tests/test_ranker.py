@@ -141,6 +141,14 @@ def test_pair_features_in_spark(spark: SparkSession) -> None:
     assert rows["u1"][rk.VALUE] == 99.0 and rows["u1"]["t"] == datetime(2026, 1, 1)
     g = dict(zip(rk.FEATURE_NAMES, rows["stranger"][rk.FEATURES], strict=True))
     assert g["price_band_gap"] == 0.5 and g["price_band_known"] == 0.0 and g["category_affinity"] == 0.0
+    # scoring's split: the pair's own features per pair, the item's from the item table, the same values
+    pair_only = {
+        r[S.USER_KEY]: r[rk.FEATURES] for r in rk.pair_features(pairs, items, profiles, True).collect()
+    }
+    (item_only,) = [r[rk.ITEM_FEATURES] for r in rk.item_features(items).collect()]
+    for user in ("u1", "stranger"):
+        whole = rk.full_features(np.array([pair_only[user]]), np.array([item_only]))[0]
+        assert whole.tolist() == pytest.approx(list(rows[user][rk.FEATURES]), abs=0)
 
 
 def test_the_head_fits_on_examples_whose_features_predate_them(spark: SparkSession) -> None:

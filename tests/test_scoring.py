@@ -124,13 +124,24 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     rng = np.random.default_rng(0)
     user_vecs = rng.normal(size=(200, dim)).astype(np.float32)
     item_vecs = rng.normal(size=(30, dim)).astype(np.float32)
-    feats = rng.random(size=(2000, len(rk.FEATURE_NAMES))).astype(np.float32)
+    # each pair carries its pair features; its item's features come from a broadcast by row
+    pair_feats = rng.random(size=(2000, len(rk.PAIR_FEATURE_NAMES))).astype(np.float32)
+    item_feats = rng.random(size=(30, len(rk.ITEM_FEATURE_NAMES))).astype(np.float32)
     items_of = rng.integers(0, 30, size=2000)
+    feats = rk.full_features(pair_feats, item_feats[items_of])
+    for i in (0, 1999):  # each value in the model's order, from the side it belongs to
+        for j, name in enumerate(rk.FEATURE_NAMES):
+            side = (
+                pair_feats[i, rk.PAIR_FEATURE_NAMES.index(name)]
+                if name in rk.PAIR_FEATURE_NAMES
+                else item_feats[items_of[i], rk.ITEM_FEATURE_NAMES.index(name)]
+            )
+            assert feats[i, j] == side
     rows = [
         (
             f"u{u:03d}",
             user_vecs[u].tolist(),
-            [(int(items_of[i]), feats[i].tolist(), i) for i in range(10 * u, 10 * u + 10)],
+            [(int(items_of[i]), pair_feats[i].tolist(), i) for i in range(10 * u, 10 * u + 10)],
         )
         for u in range(200)
     ]
@@ -143,16 +154,20 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     loads = spark.sparkContext.accumulator(0)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
     try:
-        bc = spark.sparkContext.broadcast(item_vecs)
-        out = scoring_model.score(df, str(fresh), bc, batch_size=4, loads=loads)  # 3 users per slice
-        assert out.columns == [  # the model's inputs (index, features) do not come back
+        bc, bc_feats = spark.sparkContext.broadcast(item_vecs), spark.sparkContext.broadcast(item_feats)
+        # 3 users per slice
+        out = scoring_model.score(df, str(fresh), bc, batch_size=4, loads=loads, item_features=bc_feats)
+        assert out.columns == [  # the features do not come back
             S.USER_KEY,
+            scoring_model.ITEM_INDEX,
             "i",
             rk.P_CLICK,
             rk.P_PURCHASE,
             scoring_model.LOADER_PID,
         ]
-        got = out.select(S.USER_KEY, "i", rk.P_CLICK, rk.P_PURCHASE, scoring_model.LOADER_PID).collect()
+        got = out.select(
+            S.USER_KEY, scoring_model.ITEM_INDEX, "i", rk.P_CLICK, rk.P_PURCHASE, scoring_model.LOADER_PID
+        ).collect()
         pids = {r[scoring_model.LOADER_PID] for r in got}
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
@@ -164,6 +179,7 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     got = sorted(got, key=lambda r: r["i"])
     assert [r["i"] for r in got] == list(range(2000))
     assert [r[S.USER_KEY] for r in got] == [f"u{i // 10:03d}" for i in range(2000)]
+    assert [r[scoring_model.ITEM_INDEX] for r in got] == items_of.tolist()
     with torch.no_grad():
         want = torch.sigmoid(
             rk.load(fresh).model(

@@ -171,22 +171,19 @@ def score_candidates(
     """``cands`` (user_key, item_id, source) with the ranker's heads and the rules' inputs.
 
     Pairs travel grouped by user (:func:`shoprec.scoring.model.score`): the user's vector once,
-    each candidate as its item's row in the broadcast item matrix plus its features."""
+    each candidate as its item's row in the broadcast item matrix plus its pair features; the
+    item's own features are broadcast with the matrix."""
     sc = cfg.scoring
     index = F.broadcast(matrix.index(spark).withColumnRenamed("_idx", scoring_model.ITEM_INDEX))
     pairs = (
-        rk.pair_features(cands, items, profiles)
+        rk.pair_features(cands, items, profiles, pair_only=True)  # item features: by row, in the task
         .join(index, S.ITEM_ID)
         .join(purchases.withColumn(rules.BOUGHT, F.lit(True)), [S.USER_KEY, S.ITEM_ID], "left")
-        .join(items.select(S.ITEM_ID, S.IN_STOCK, S.TOP_CATEGORY), S.ITEM_ID)
         .withColumn(rules.BOUGHT, F.coalesce(rules.BOUGHT, F.lit(False)))
+        .withColumn(rules.BAND_GAP, F.col(rk.FEATURES)[rk.PAIR_FEATURE_NAMES.index("price_band_gap")])
     )
-    gap, discount = rk.FEATURE_NAMES.index("price_band_gap"), rk.FEATURE_NAMES.index("discount")
-    pairs = pairs.withColumn(rules.BAND_GAP, F.col(rk.FEATURES)[gap]).withColumn(
-        rules.DISCOUNT, F.col(rk.FEATURES)[discount]
-    )
-    fields = [S.ITEM_ID, S.SOURCE, scoring_model.ITEM_INDEX, rk.FEATURES, rk.VALUE, S.IN_STOCK]
-    fields += [rules.BOUGHT, S.TOP_CATEGORY, rules.BAND_GAP, rules.DISCOUNT]
+    # only what belongs to the pair travels through the ranker; the item's own columns join after
+    fields = [scoring_model.ITEM_INDEX, S.SOURCE, rk.FEATURES, rules.BOUGHT, rules.BAND_GAP]
     grouped = (
         pairs.groupBy(S.USER_KEY)
         .agg(scoring_model.candidate_struct(fields))
@@ -197,9 +194,20 @@ def score_candidates(
         S.USER_KEY
     )
     bc = spark.sparkContext.broadcast(matrix.matrix)
+    item_feats = spark.sparkContext.broadcast(scoring_model.item_feature_matrix(items, matrix.ids))
     ranker_dir = str(model_dir / rk.RANKER_DIR)
-    scored = scoring_model.score(grouped, ranker_dir, bc, sc.use_student, sc.batch_size, sc.threads, loads)
-    return scored.select(
+    scored = scoring_model.score(
+        grouped, ranker_dir, bc, sc.use_student, sc.batch_size, sc.threads, loads, item_features=item_feats
+    )
+    item_side = index.join(items, S.ITEM_ID).select(
+        scoring_model.ITEM_INDEX,
+        S.ITEM_ID,
+        rk.item_value().alias(rk.VALUE),
+        S.IN_STOCK,
+        S.TOP_CATEGORY,
+        rk.item_feature("discount").alias(rules.DISCOUNT),
+    )
+    return scored.join(F.broadcast(item_side), scoring_model.ITEM_INDEX).select(
         S.USER_KEY,
         S.ITEM_ID,
         S.SOURCE,

@@ -84,6 +84,20 @@ def predict(
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
 
 
+def item_feature_matrix(items: DataFrame, ids: NDArray[Any]) -> NDArray[Any]:
+    """Each item's :data:`~shoprec.training.ranker.ITEM_FEATURE_NAMES` values in row ``i`` for
+    item ``ids[i]`` (the item matrix's rows; zeros for an id ``items`` lacks), to broadcast."""
+    import pandas as pd
+
+    pdf = rk.item_features(items).toPandas()
+    out = np.zeros((len(ids), len(rk.ITEM_FEATURE_NAMES)), dtype=np.float32)
+    rows = pd.Index(ids).get_indexer(pdf[S.ITEM_ID])
+    found = rows >= 0
+    if found.any():
+        out[rows[found]] = np.stack(pdf[rk.ITEM_FEATURES][found].to_numpy())
+    return out
+
+
 def candidate_struct(fields: list[str]) -> Column:
     """The per-user candidate list :func:`score` reads: ``fields`` of each pair (two of them
     :data:`ITEM_INDEX` and ``features``) collected into one sorted array per user."""
@@ -98,6 +112,7 @@ def score(
     batch_size: int = 4096,
     threads: int = 1,
     loads: Any = None,
+    item_features: Any = None,
 ) -> DataFrame:
     """One row per (user, candidate) with ``p_click``, ``p_purchase`` and the pid of the process
     that scored it (``_loader_pid``, for checks).
@@ -105,25 +120,31 @@ def score(
     ``df`` has one row per user: ``user_key``, ``user_vector`` and ``_candidates``, an array of
     structs holding :data:`ITEM_INDEX` (the item's row in ``item_matrix``, a Spark broadcast of
     the item vectors) and ``features`` plus any fields to pass through; the output has
-    ``user_key``, those fields (the model's inputs, index and features, dropped) and the heads.
+    ``user_key``, the item's row, the other fields (not ``features``) and the heads.
     Each user's vector crosses from the JVM once, not once per candidate, and item vectors not at
     all: a pair costs its index and features (about 60 bytes) instead of two vectors (3 KiB at 384
     dimensions), and the features do not come back.
+    With ``item_features``, a broadcast ``(items, len(ITEM_FEATURE_NAMES))`` matrix in the rows of
+    ``item_matrix`` (:func:`shoprec.training.ranker.item_features`), each pair's ``features`` hold
+    only :data:`~shoprec.training.ranker.PAIR_FEATURE_NAMES` and the task completes them from its
+    item's row: 4 floats a pair cross instead of 12.
     ``loads``, a Spark accumulator, counts how many times a ranker was loaded.
     """
     rk.load(model_dir, student)  # fail on the driver, with a clear message, if it is missing
     element = df.schema[CANDIDATES].dataType.elementType  # type: ignore[attr-defined]
     passed = [f for f in element.fields if f.name not in (ITEM_INDEX, rk.FEATURES)]
+    index_field = StructField(ITEM_INDEX, IntegerType(), False)
     schema = StructType(
         [
             df.schema[S.USER_KEY],
+            index_field,
             *passed,
             StructField(rk.P_CLICK, FloatType(), False),
             StructField(rk.P_PURCHASE, FloatType(), False),
             StructField(LOADER_PID, IntegerType(), False),
         ]
     )
-    names = [S.USER_KEY, *[f.name for f in passed], rk.P_CLICK, rk.P_PURCHASE, LOADER_PID]
+    names = [S.USER_KEY, ITEM_INDEX, *[f.name for f in passed], rk.P_CLICK, rk.P_PURCHASE, LOADER_PID]
     # users per slice: bounds the pairs (and gathered vectors) held at once whatever Spark's batch
     pairs_per_slice = max(batch_size * 8, 1)
 
@@ -139,6 +160,7 @@ def score(
         if loaded_now and loads is not None:
             loads.add(1)
         matrix = item_matrix.value
+        item_feats = None if item_features is None else item_features.value
         pid = os.getpid()
         for batch in batches:
             lengths = pc.list_value_length(batch.column(CANDIDATES)).to_numpy(zero_copy_only=False)
@@ -159,10 +181,13 @@ def score(
                 )
                 feats = vectors_of(children[rk.FEATURES], "scoring: features")
                 rows = children[ITEM_INDEX].to_numpy(zero_copy_only=False).astype(np.int64)
+                if item_feats is not None:
+                    feats = rk.full_features(feats, item_feats[rows])
                 probs = predict(model, users, matrix, feats, batch_size, parents, rows)
                 yield pa.RecordBatch.from_arrays(
                     [
                         part.column(S.USER_KEY).take(pa.array(parents)),
+                        children[ITEM_INDEX].cast(pa.int32()),
                         *[children[f.name] for f in passed],
                         pa.array(probs[:, 0].astype(np.float32)),
                         pa.array(probs[:, 1].astype(np.float32)),

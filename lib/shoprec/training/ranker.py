@@ -88,9 +88,67 @@ def _affinity(weights: str, name: Column) -> Column:
     return F.when(total > 0, match / total).otherwise(F.lit(0.0))
 
 
-def pair_features(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> DataFrame:
-    """``pairs`` (user_key, item_id, ...) with ``features`` (array<float>, :data:`FEATURE_NAMES`) and
-    ``value`` (the item's price, 0 when unknown). Users without a profile get neutral values."""
+#: Features of the item alone, the same for every user. Scoring looks them up by the item's row in
+#: a broadcast matrix (:func:`item_features`), as it does the item's vector, instead of moving
+#: them with every pair; training reads them in each pair's ``features``.
+ITEM_FEATURE_NAMES: tuple[str, ...] = (
+    "log_popularity",
+    "rating_mean",
+    "has_rating",
+    "log_rating_count",
+    "conversion_rate",
+    "discount",
+    "in_stock",
+    "log_price",
+)
+#: Features of the (user, item) pair: the rest of :data:`FEATURE_NAMES`, in its order.
+PAIR_FEATURE_NAMES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in ITEM_FEATURE_NAMES)
+ITEM_FEATURES = "item_features"
+
+
+def item_feature(name: str) -> Column:
+    """The expression of item feature ``name`` over the item table's columns (one definition,
+    used for training's pairs, scoring's item matrix and the rules' discount)."""
+    values = {
+        "log_popularity": F.log1p(F.greatest(F.col(S.POPULARITY), F.lit(0.0))),
+        "rating_mean": F.coalesce(F.col(S.RATING_MEAN) / 5.0, F.lit(0.0)),
+        "has_rating": F.when(F.col(S.RATING_COUNT) > 0, 1.0).otherwise(0.0),
+        "log_rating_count": F.log1p(F.col(S.RATING_COUNT).cast("double")),
+        "conversion_rate": F.coalesce(F.col(S.CONVERSION_RATE), F.lit(0.0)),
+        "discount": F.coalesce(F.col(S.DISCOUNT_PCT) / 100.0, F.lit(0.0)),
+        "in_stock": F.when(F.col(S.IN_STOCK), 1.0).otherwise(0.0),
+        "log_price": F.log1p(F.coalesce(F.col(S.PRICE), F.lit(0.0))),
+    }
+    return values[name].cast("float")
+
+
+def item_value() -> Column:
+    """An item's value for the multi-objective score: its price, 0 when unknown."""
+    return F.coalesce(F.col(S.PRICE), F.lit(0.0)).cast("float")
+
+
+def item_features(items: DataFrame) -> DataFrame:
+    """``item_id`` and ``item_features`` (array<float>, :data:`ITEM_FEATURE_NAMES`)."""
+    return items.select(
+        S.ITEM_ID, F.array(*[item_feature(n) for n in ITEM_FEATURE_NAMES]).alias(ITEM_FEATURES)
+    )
+
+
+def full_features(pair: NDArray[Any], item: NDArray[Any]) -> NDArray[Any]:
+    """``(n, len(FEATURE_NAMES))`` from each pair's :data:`PAIR_FEATURE_NAMES` and its item's
+    :data:`ITEM_FEATURE_NAMES` values: the model's ``features`` input in its order."""
+    out = np.empty((len(pair), len(FEATURE_NAMES)), dtype=np.float32)
+    out[:, [FEATURE_NAMES.index(n) for n in PAIR_FEATURE_NAMES]] = pair
+    out[:, [FEATURE_NAMES.index(n) for n in ITEM_FEATURE_NAMES]] = item
+    return out
+
+
+def pair_features(
+    pairs: DataFrame, items: DataFrame, profiles: DataFrame, pair_only: bool = False
+) -> DataFrame:
+    """``pairs`` (user_key, item_id, ...) with ``features`` (array<float>, :data:`FEATURE_NAMES`;
+    with ``pair_only``, :data:`PAIR_FEATURE_NAMES` alone) and ``value`` (the item's price, 0 when
+    unknown). Users without a profile get neutral values."""
     it = items.select(
         S.ITEM_ID,
         F.col(S.TOP_CATEGORY).alias("_cat"),
@@ -113,26 +171,20 @@ def pair_features(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> Da
         S.TOP_BRANDS, F.coalesce(S.TOP_BRANDS, empty)
     )
     known = F.col("_uband").isNotNull() & F.col("_iband").isNotNull()
-    values = [
-        F.when(known, F.abs(F.col("_uband") - F.col("_iband")) / 2.0).otherwise(0.5),
-        F.when(known, 1.0).otherwise(0.0),
-        F.log1p(F.greatest(F.col(S.POPULARITY), F.lit(0.0))),
-        _affinity(S.TOP_CATEGORIES, F.col("_cat")),
-        _affinity(S.TOP_BRANDS, F.col("_brand")),
-        F.coalesce(F.col(S.RATING_MEAN) / 5.0, F.lit(0.0)),
-        F.when(F.col(S.RATING_COUNT) > 0, 1.0).otherwise(0.0),
-        F.log1p(F.col(S.RATING_COUNT).cast("double")),
-        F.coalesce(F.col(S.CONVERSION_RATE), F.lit(0.0)),
-        F.coalesce(F.col(S.DISCOUNT_PCT) / 100.0, F.lit(0.0)),
-        F.when(F.col(S.IN_STOCK), 1.0).otherwise(0.0),
-        F.log1p(F.coalesce(F.col(S.PRICE), F.lit(0.0))),
-    ]
-    assert len(values) == len(FEATURE_NAMES)
+    values = {
+        "price_band_gap": F.when(known, F.abs(F.col("_uband") - F.col("_iband")) / 2.0).otherwise(0.5),
+        "price_band_known": F.when(known, 1.0).otherwise(0.0),
+        "category_affinity": _affinity(S.TOP_CATEGORIES, F.col("_cat")),
+        "brand_affinity": _affinity(S.TOP_BRANDS, F.col("_brand")),
+    }
+    assert tuple(values) == PAIR_FEATURE_NAMES
+    names = PAIR_FEATURE_NAMES if pair_only else FEATURE_NAMES
+    columns = [values[n].cast("float") if n in values else item_feature(n) for n in names]
     helper = ["_cat", "_brand", "_iband", "_uband", S.TOP_CATEGORIES, S.TOP_BRANDS]
     return df.select(
         *[c for c in pairs.columns],
-        F.array(*[v.cast("float") for v in values]).alias(FEATURES),
-        F.coalesce(F.col(S.PRICE), F.lit(0.0)).cast("float").alias(VALUE),
+        F.array(*columns).alias(FEATURES),
+        item_value().alias(VALUE),
     ).drop(*[h for h in helper if h not in pairs.columns])
 
 
