@@ -81,7 +81,9 @@ def throughput(
                 pa.StructArray.from_arrays(
                     [
                         pa.array(item_rows),
-                        pa.array(np.array(["embedding", "als", "popular"])[item_rows % 3]),
+                        pa.DictionaryArray.from_arrays(item_rows % 3, ["embedding", "als", "popular"]).cast(
+                            pa.string()
+                        ),
                         _lists(pair_feats),
                         pa.array(item_rows % 17 == 0),
                         pa.array(pair_feats[:, 0]),
