@@ -62,8 +62,8 @@ def predict(
     Pair ``i`` is user ``user_rows[i]`` of ``users`` and item ``item_rows[i]`` of ``items`` (or row
     ``i`` of each without them): the vectors are gathered one batch at a time, so a user's vector
     and the item matrix are never repeated per pair in memory. Torch gathers them
-    (``index_select``, on the model's threads; numpy's row indexing, single-threaded, cost a
-    quarter of the time on 2 cores)."""
+    (``index_select``, on the model's threads; numpy's row indexing, single-threaded, made the
+    loop about a third slower on 2 cores)."""
     import torch
 
     from shoprec.evaluation.retrieval import tensor

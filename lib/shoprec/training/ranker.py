@@ -21,8 +21,10 @@ lists come from examples whose features predate their events (the validation spl
 positives best among their hard negatives is kept (``Ranker.correction``). The heads combine
 into one score by configured weights (:func:`combine`).
 
-Features are computed in Spark (:func:`pair_features`), the same function scoring uses, so
-training and serving cannot drift.
+Features are computed in Spark by the same expressions for training and scoring, so they cannot
+drift: training's pairs carry all of them (:func:`pair_features`); scoring's pairs carry only the
+pair's own (``pair_only``) and complete them in the task with the item's, computed once per item
+(:func:`item_features`) and broadcast like the item vectors.
 """
 
 from __future__ import annotations
