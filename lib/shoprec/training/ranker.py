@@ -90,21 +90,18 @@ def _affinity(weights: str, name: Column) -> Column:
     return F.when(total > 0, match / total).otherwise(F.lit(0.0))
 
 
-#: Features of the item alone, the same for every user. Scoring looks them up by the item's row in
-#: a broadcast matrix (:func:`item_features`), as it does the item's vector, instead of moving
-#: them with every pair; training reads them in each pair's ``features``.
-ITEM_FEATURE_NAMES: tuple[str, ...] = (
-    "log_popularity",
-    "rating_mean",
-    "has_rating",
-    "log_rating_count",
-    "conversion_rate",
-    "discount",
-    "in_stock",
-    "log_price",
+#: Features of the (user, item) pair; the rest of :data:`FEATURE_NAMES` belong to the item alone.
+PAIR_FEATURE_NAMES: tuple[str, ...] = (
+    "price_band_gap",
+    "price_band_known",
+    "category_affinity",
+    "brand_affinity",
 )
-#: Features of the (user, item) pair: the rest of :data:`FEATURE_NAMES`, in its order.
-PAIR_FEATURE_NAMES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in ITEM_FEATURE_NAMES)
+#: Features of the item alone, the same for every user, in :data:`FEATURE_NAMES`' order. Scoring
+#: looks them up by the item's row in a broadcast matrix (:func:`item_features`), as it does the
+#: item's vector, instead of moving them with every pair; training reads them in each pair's
+#: ``features``.
+ITEM_FEATURE_NAMES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in PAIR_FEATURE_NAMES)
 ITEM_FEATURES = "item_features"
 
 
