@@ -71,7 +71,8 @@ def throughput(
     pair_feats = rng.random(size=(pairs, len(rk.PAIR_FEATURE_NAMES))).astype(np.float32)
     item_rows = rng.integers(0, n_items, size=pairs).astype(np.int32)
     ranker = _ranker(root, dim)
-    # the scoring job's input: one row per user, its candidates as (item row, features, item) structs
+    # the scoring job's input: one row per user, its candidates as (item row, source, pair features,
+    # bought, band gap) structs
     table = pa.table(
         {
             S.USER_KEY: [f"u{i:08d}" for i in range(n_users)],

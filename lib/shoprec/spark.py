@@ -125,7 +125,7 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
             settings["spark.jars.packages"] = delta_package(cfg)
             settings["spark.jars.ivy"] = os.path.expanduser(cfg.jars_cache)
     if local and _installed_here():
-        # Python tasks without re-reading Spark's zips each time (~150 ms a task): shoprec.spark_daemon
+        # Python tasks without re-reading Spark's zips each time (~140 ms a task): shoprec.spark_daemon
         settings["spark.python.daemon.module"] = "shoprec.spark_daemon"
     settings.update(cfg.conf)
     for key, value in settings.items():

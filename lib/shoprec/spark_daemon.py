@@ -3,7 +3,7 @@
 Spark puts ``pyspark.zip``, the py4j zip and the ``spark-core`` jar at the head of every Python
 worker's path, and the worker calls ``importlib.invalidate_caches()`` at the start of each task.
 On Python 3.11 that makes every zip importer on the path re-read its archive's whole directory,
-and the next imports read it again: about 150 ms a task on this project's 2-core machine (a task
+and the next imports read it again: about 140 ms a task on this project's 2-core machine (a task
 that does nothing took 190 ms). Where PySpark is installed as a package (``pip install pyspark``,
 this project's environment), those archives hold copies of what is installed already, so this
 module drops them from the path, then runs PySpark's own daemon. Where an archive is the only

@@ -112,22 +112,22 @@ def score(
     batch_size: int = 4096,
     threads: int = 1,
     loads: Any = None,
-    item_features: Any = None,
+    *,
+    item_features: Any,
 ) -> DataFrame:
     """One row per (user, candidate) with ``p_click``, ``p_purchase`` and the pid of the process
     that scored it (``_loader_pid``, for checks).
 
     ``df`` has one row per user: ``user_key``, ``user_vector`` and ``_candidates``, an array of
     structs holding :data:`ITEM_INDEX` (the item's row in ``item_matrix``, a Spark broadcast of
-    the item vectors) and ``features`` plus any fields to pass through; the output has
-    ``user_key``, the item's row, the other fields (not ``features``) and the heads.
-    Each user's vector crosses from the JVM once, not once per candidate, and item vectors not at
-    all: a pair costs its index and features (about 60 bytes) instead of two vectors (3 KiB at 384
-    dimensions), and the features do not come back.
-    With ``item_features``, a broadcast ``(items, len(ITEM_FEATURE_NAMES))`` matrix in the rows of
-    ``item_matrix`` (:func:`shoprec.training.ranker.item_features`), each pair's ``features`` hold
-    only :data:`~shoprec.training.ranker.PAIR_FEATURE_NAMES` and the task completes them from its
-    item's row: 4 floats a pair cross instead of 12.
+    the item vectors), ``features`` (the pair's :data:`~shoprec.training.ranker.PAIR_FEATURE_NAMES`)
+    plus any fields to pass through; the output has ``user_key``, the item's row, the other fields
+    (not ``features``) and the heads. ``item_features`` is a broadcast ``(items,
+    len(ITEM_FEATURE_NAMES))`` matrix in the rows of ``item_matrix``
+    (:func:`shoprec.training.ranker.item_features`): the task completes each pair's features from
+    its item's row. Each user's vector crosses from the JVM once, not once per candidate, and item
+    vectors and features not at all: a pair costs its index and 4 floats instead of two vectors
+    (3 KiB at 384 dimensions) and 12 features, and the features do not come back.
     ``loads``, a Spark accumulator, counts how many times a ranker was loaded.
     """
     rk.load(model_dir, student)  # fail on the driver, with a clear message, if it is missing
@@ -160,7 +160,7 @@ def score(
         if loaded_now and loads is not None:
             loads.add(1)
         matrix = item_matrix.value
-        item_feats = None if item_features is None else item_features.value
+        item_feats = item_features.value
         pid = os.getpid()
         for batch in batches:
             lengths = pc.list_value_length(batch.column(CANDIDATES)).to_numpy(zero_copy_only=False)
@@ -179,10 +179,9 @@ def score(
                 users = vectors_of(
                     part.column(part.schema.get_field_index(rk.USER_VECTOR)), "scoring: user_vector"
                 )
-                feats = vectors_of(children[rk.FEATURES], "scoring: features")
                 rows = children[ITEM_INDEX].to_numpy(zero_copy_only=False).astype(np.int64)
-                if item_feats is not None:
-                    feats = rk.full_features(feats, item_feats[rows])
+                pair_feats = vectors_of(children[rk.FEATURES], "scoring: features")
+                feats = rk.full_features(pair_feats, item_feats[rows])
                 probs = predict(model, users, matrix, feats, batch_size, parents, rows)
                 yield pa.RecordBatch.from_arrays(
                     [
