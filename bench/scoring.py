@@ -40,6 +40,7 @@ from shoprec import schemas as S
 from shoprec.config import from_dict
 from shoprec.scoring import model as scoring_model
 from shoprec.scoring import rules
+from shoprec.scoring.job import SOURCE_CODE
 from shoprec.spark import get_spark
 from shoprec.training import ranker as rk
 
@@ -71,27 +72,20 @@ def throughput(
     pair_feats = rng.random(size=(pairs, len(rk.PAIR_FEATURE_NAMES))).astype(np.float32)
     item_rows = rng.integers(0, n_items, size=pairs).astype(np.int32)
     ranker = _ranker(root, dim)
-    # the scoring job's input: one row per user, its candidates as (item row, source, pair features,
-    # bought, band gap) structs
+    # the scoring job's input (``scoring_model.group_candidates``): one row per user, its
+    # candidates' item rows, pair features (flat), and what the job passes through the ranker:
+    # the sources (a bit mask), the already-bought flag and the price-band gap
+    offsets = pa.array(np.arange(0, pairs + 1, per_user, dtype=np.int32))
+    width = len(rk.PAIR_FEATURE_NAMES)
     table = pa.table(
         {
             S.USER_KEY: [f"u{i:08d}" for i in range(n_users)],
             rk.USER_VECTOR: _lists(users),
-            scoring_model.CANDIDATES: pa.ListArray.from_arrays(
-                pa.array(np.arange(0, pairs + 1, per_user, dtype=np.int32)),
-                pa.StructArray.from_arrays(
-                    [
-                        pa.array(item_rows),
-                        pa.DictionaryArray.from_arrays(item_rows % 3, ["embedding", "als", "popular"]).cast(
-                            pa.string()
-                        ),
-                        _lists(pair_feats),
-                        pa.array(item_rows % 17 == 0),
-                        pa.array(pair_feats[:, 0]),
-                    ],
-                    names=[scoring_model.ITEM_INDEX, S.SOURCE, rk.FEATURES, rules.BOUGHT, rules.BAND_GAP],
-                ),
-            ),
+            scoring_model.ITEM_INDEX: pa.ListArray.from_arrays(offsets, pa.array(item_rows)),
+            rk.FEATURES: _lists(pair_feats.reshape(n_users, per_user * width)),
+            SOURCE_CODE: pa.ListArray.from_arrays(offsets, pa.array((1 << (item_rows % 3)).astype(np.int8))),
+            rules.BOUGHT: pa.ListArray.from_arrays(offsets, pa.array(item_rows % 17 == 0)),
+            rules.BAND_GAP: pa.ListArray.from_arrays(offsets, pa.array(pair_feats[:, 0])),
         }
     )
     path = root / "users"
@@ -105,20 +99,21 @@ def throughput(
     torch.set_num_threads(cores)
     user_rows = np.repeat(np.arange(n_users), per_user)
     rows64 = item_rows.astype(np.int64)
-    feats = rk.full_features(pair_feats, item_feats[rows64])  # the bare loops get them complete
     scoring_model.predict(
-        model, users, items, feats[:batch], batch, user_rows[:batch], rows64[:batch]
+        model, users, items, pair_feats[:batch], batch, user_rows[:batch], rows64[:batch], item_feats
     )  # warm-up
 
     def bare() -> float:
-        """(b) the function the UDF runs, over the same pairs: vectors gathered by row, batch by batch"""
+        """(b) the function the UDF runs, over the same pairs: vectors gathered by row and features
+        completed from the item's row, batch by batch"""
         t0 = time.perf_counter()
-        scoring_model.predict(model, users, items, feats, batch, user_rows, rows64)
+        scoring_model.predict(model, users, items, pair_feats, batch, user_rows, rows64, item_feats)
         return time.perf_counter() - t0
 
     # (c) the model alone on inputs already stacked pair by pair (2 x pairs x dim floats: the
     # first 200,000 pairs at most, a rate)
     m = min(pairs, 200_000)
+    feats = rk.full_features(pair_feats[:m], item_feats[rows64[:m]])
     tensors = [torch.from_numpy(a) for a in (users[user_rows[:m]], items[rows64[:m]], feats[:m])]
 
     def stacked() -> float:
@@ -136,7 +131,8 @@ def throughput(
     def udf() -> tuple[float, dict[str, float]]:
         before, t0 = cpu_seconds(), time.perf_counter()
         scored = scoring_model.score(df, str(ranker), bc, batch_size=batch, threads=1, item_features=bc_feats)
-        scored.write.format("noop").mode("overwrite").save()
+        # what the job reads of it (the loader pid is for checks)
+        scored.drop(scoring_model.LOADER_PID).write.format("noop").mode("overwrite").save()
         seconds, after = time.perf_counter() - t0, cpu_seconds()
         return seconds, {k: after[k] - before[k] for k in after}
 
@@ -176,18 +172,13 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
     vec = F.transform(F.sequence(F.lit(1), F.lit(dim)), lambda i: F.sin(F.col("id") * i).cast("float"))
     feats = F.array(*[F.lit(0.5).cast("float") for _ in rk.PAIR_FEATURE_NAMES])
     idx = lambda j: ((F.col("id") * 7919 + j * 104729) % n_items).cast("int")  # noqa: E731
-    # the scoring job's input: one row per user, its candidates as (item, item row, features) structs
+    # the scoring job's input: one row per user (``scoring_model.group_candidates``'s layout)
+    rows = F.transform(F.sequence(F.lit(0), F.lit(candidates - 1)), idx)
     grouped = spark.range(users).select(
         F.format_string("u%09d", F.col("id")).alias(S.USER_KEY),
         vec.alias(rk.USER_VECTOR),
-        F.transform(
-            F.sequence(F.lit(0), F.lit(candidates - 1)),
-            lambda j: F.struct(
-                F.format_string("i%06d", idx(j)).alias(S.ITEM_ID),
-                idx(j).alias(scoring_model.ITEM_INDEX),
-                feats.alias(rk.FEATURES),
-            ),
-        ).alias(scoring_model.CANDIDATES),
+        rows.alias(scoring_model.ITEM_INDEX),
+        F.flatten(F.array_repeat(feats, candidates)).alias(rk.FEATURES),
     )
     rng = np.random.default_rng(2)
     bc = spark.sparkContext.broadcast(rng.normal(size=(n_items, dim)).astype(np.float32))
@@ -202,14 +193,14 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
             grouped, str(ranker), bc, batch_size=batch, item_features=bc_feats
         ).select(
             S.USER_KEY,
-            S.ITEM_ID,
+            F.format_string("i%06d", scoring_model.ITEM_INDEX).alias(S.ITEM_ID),
             F.lit("embedding").alias(S.SOURCE),
             rk.P_CLICK,
             rk.P_PURCHASE,
             F.lit(10.0).cast("float").alias(rk.VALUE),
             F.lit(True).alias(S.IN_STOCK),
             F.lit(False).alias(rules.BOUGHT),
-            F.format_string("c%02d", F.hash(S.ITEM_ID) % 20).alias(S.TOP_CATEGORY),
+            F.format_string("c%02d", F.col(scoring_model.ITEM_INDEX) % 20).alias(S.TOP_CATEGORY),
             F.lit(0.0).cast("float").alias(rules.BAND_GAP),
             F.lit(0.0).cast("float").alias(rules.DISCOUNT),
         )

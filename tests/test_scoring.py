@@ -3,6 +3,7 @@ user, the ranker loaded once per worker process, idempotent MERGE, incremental r
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,15 +142,16 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
         (
             f"u{u:03d}",
             user_vecs[u].tolist(),
-            [(int(items_of[i]), pair_feats[i].tolist(), i) for i in range(10 * u, 10 * u + 10)],
+            items_of[10 * u : 10 * u + 10].tolist(),
+            pair_feats[10 * u : 10 * u + 10].ravel().tolist(),  # one flat array per user
+            list(range(10 * u, 10 * u + 10)),
         )
         for u in range(200)
     ]
     df = spark.createDataFrame(
         rows,
-        f"{S.USER_KEY} string, {rk.USER_VECTOR} array<float>, "
-        f"{scoring_model.CANDIDATES} array<struct<{scoring_model.ITEM_INDEX}: int, "
-        f"{rk.FEATURES}: array<float>, i: int>>",
+        f"{S.USER_KEY} string, {rk.USER_VECTOR} array<float>, {scoring_model.ITEM_INDEX} array<int>, "
+        f"{rk.FEATURES} array<float>, i array<int>",
     ).repartition(8)
     loads = spark.sparkContext.accumulator(0)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
@@ -189,6 +191,42 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
             )
         ).numpy()
     np.testing.assert_allclose([[r[rk.P_CLICK], r[rk.P_PURCHASE]] for r in got], want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_candidate_list_out_of_step_with_its_features_names_the_user() -> None:
+    import pyarrow as pa
+
+    from shoprec.scoring import model as scoring_model
+    from shoprec.training import ranker as rk
+
+    width = len(rk.PAIR_FEATURE_NAMES)
+    part = pa.RecordBatch.from_pydict(
+        {
+            S.USER_KEY: ["u1", "u2"],
+            scoring_model.ITEM_INDEX: [[0, 1], [2]],
+            rk.FEATURES: [[0.5] * 2 * width, [0.5] * (width + 1)],
+            "flag": [[True, False], None],
+        }
+    )
+    rows = part.column(scoring_model.ITEM_INDEX)
+    assert len(scoring_model._aligned(part.slice(0, 1), rows.slice(0, 1), rk.FEATURES, width)) == 2 * width
+    with pytest.raises(ShoprecError, match=r"user 'u2': features holds 5 values for 1 candidates"):
+        scoring_model._aligned(part, rows, rk.FEATURES, width)
+    with pytest.raises(ShoprecError, match=r"user 'u2': flag holds no values for 1 candidates"):
+        scoring_model._aligned(part, rows, "flag", 1)
+
+
+def test_a_pairs_sources_survive_the_ranker_as_a_byte(spark: SparkSession) -> None:
+    from shoprec.scoring.candidates import SOURCES, source_code, source_name
+
+    combos = ["+".join(c) for n in range(1, len(SOURCES) + 1) for c in itertools.combinations(SOURCES, n)]
+    df = spark.createDataFrame([(c,) for c in combos], "source string")
+    got = df.select("source", source_code(F.col("source")).alias("code")).select(
+        "source", "code", source_name(F.col("code")).alias("back")
+    )
+    rows = got.collect()
+    assert [r["back"] for r in rows] == combos
+    assert len({r["code"] for r in rows}) == len(combos) == 2 ** len(SOURCES) - 1
 
 
 def test_a_changed_item_is_re_embedded_alone_and_only_its_users_are_rescored(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
@@ -29,6 +29,21 @@ log = logging.getLogger(__name__)
 
 EMBEDDING, ALS, POPULAR, NEW_ITEM = "embedding", "collaborative_filtering", "popular", "new_item"
 SOURCES = (EMBEDDING, ALS, POPULAR, NEW_ITEM)
+
+
+def source_code(source: Column) -> Column:
+    """``source`` (names joined with ``+``) as a bit mask over :data:`SOURCES` (a byte): what a
+    pair carries through the ranker instead of its string, decoded by :func:`source_name`."""
+    names = F.split(source, r"\+")
+    bits = [F.when(F.array_contains(names, s), 1 << i).otherwise(0) for i, s in enumerate(SOURCES)]
+    code = sum(bits[1:], bits[0])
+    return code.cast("byte")
+
+
+def source_name(code: Column) -> Column:
+    """The ``source`` string back from :func:`source_code`'s mask."""
+    combos = ["+".join(s for i, s in enumerate(SOURCES) if m >> i & 1) for m in range(1 << len(SOURCES))]
+    return F.element_at(F.array(*[F.lit(c) for c in combos]), code.cast("int") + 1)
 
 
 def _tag(df: DataFrame, source: str) -> DataFrame:

@@ -45,6 +45,7 @@ from shoprec.training import ranker as rk
 
 log = logging.getLogger(__name__)
 
+SOURCE_CODE = "_source_code"  # a pair's sources as a bit mask, through the ranker
 #: Scored candidates, staged between the ranker and the rules (one row per user and candidate).
 SCORED_SCHEMA = StructType(
     [
@@ -182,13 +183,12 @@ def score_candidates(
         .withColumn(rules.BOUGHT, F.coalesce(rules.BOUGHT, F.lit(False)))
         .withColumn(rules.BAND_GAP, F.col(rk.FEATURES)[rk.PAIR_FEATURE_NAMES.index("price_band_gap")])
     )
-    # only what belongs to the pair travels through the ranker; the item's own columns join after
-    fields = [scoring_model.ITEM_INDEX, S.SOURCE, rk.FEATURES, rules.BOUGHT, rules.BAND_GAP]
-    grouped = (
-        pairs.groupBy(S.USER_KEY)
-        .agg(scoring_model.candidate_struct(fields))
-        .join(users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY)
-    )
+    # only what belongs to the pair travels through the ranker, the source as a byte; the item's
+    # own columns join after
+    passed = [SOURCE_CODE, rules.BOUGHT, rules.BAND_GAP]
+    grouped = scoring_model.group_candidates(
+        pairs.withColumn(SOURCE_CODE, candidates.source_code(F.col(S.SOURCE))), passed
+    ).join(users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY)
     # the same batches on every run (by user, sorted): identical floating-point results on a re-run
     grouped = grouped.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY).sortWithinPartitions(
         S.USER_KEY
@@ -210,7 +210,7 @@ def score_candidates(
     return scored.join(F.broadcast(item_side), scoring_model.ITEM_INDEX).select(
         S.USER_KEY,
         S.ITEM_ID,
-        S.SOURCE,
+        candidates.source_name(F.col(SOURCE_CODE)).alias(S.SOURCE),
         rk.P_CLICK,
         rk.P_PURCHASE,
         rk.VALUE,

@@ -20,18 +20,19 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
+from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
 
 from shoprec import schemas as S
+from shoprec.errors import ShoprecError
 from shoprec.training import ranker as rk
 
 log = logging.getLogger(__name__)
 _LOADED: dict[str, Any] = {}
 LOADER_PID = "_loader_pid"
-#: The per-user array of candidate structs :func:`score` reads, and each candidate's item row.
-CANDIDATES, ITEM_INDEX = "_candidates", "_item_index"
+#: Each candidate's item row (in the item matrix), an array per user in :func:`score`'s input.
+ITEM_INDEX = "_item_index"
 
 
 def cached_ranker(path: str, student: bool) -> tuple[Any, bool]:
@@ -56,6 +57,7 @@ def predict(
     batch: int,
     user_rows: NDArray[Any] | None = None,
     item_rows: NDArray[Any] | None = None,
+    item_features: NDArray[Any] | None = None,
 ) -> NDArray[Any]:
     """``(n, 2)`` probabilities (click, purchase), one row per row of ``feats``.
 
@@ -63,7 +65,10 @@ def predict(
     ``i`` of each without them): the vectors are gathered one batch at a time, so a user's vector
     and the item matrix are never repeated per pair in memory. Torch gathers them
     (``index_select``, on the model's threads; numpy's row indexing, single-threaded, made the
-    loop about a third slower on 2 cores)."""
+    loop about a third slower on 2 cores). With ``item_features`` (``(items,
+    len(ITEM_FEATURE_NAMES))``, in the rows of ``items``), ``feats`` holds each pair's
+    :data:`~shoprec.training.ranker.PAIR_FEATURE_NAMES` alone and each batch completes them from
+    its items' rows, in cache, instead of a full ``(n, 12)`` copy made up front."""
     import torch
 
     from shoprec.evaluation.retrieval import tensor
@@ -73,13 +78,21 @@ def predict(
     u_rows, v_rows = (
         None if r is None else torch.from_numpy(np.asarray(r, dtype=np.int64)) for r in (user_rows, item_rows)
     )
+    if_all = None if item_features is None else tensor(item_features)
+    # the model's feature order from [pair features, item features]
+    halves = [*rk.PAIR_FEATURE_NAMES, *rk.ITEM_FEATURE_NAMES]
+    order = torch.tensor([halves.index(n) for n in rk.FEATURE_NAMES])
     out = []
     with torch.inference_mode():
         for start in range(0, len(feats), batch):
             sl = slice(start, start + batch)
             u = u_all[sl] if u_rows is None else u_all.index_select(0, u_rows[sl])
             v = v_all[sl] if v_rows is None else v_all.index_select(0, v_rows[sl])
-            logits = model(u.to(device), v.to(device), f_all[sl].to(device))
+            f = f_all[sl]
+            if if_all is not None:
+                item_f = if_all[sl] if v_rows is None else if_all.index_select(0, v_rows[sl])
+                f = torch.cat([f, item_f], dim=1).index_select(1, order)
+            logits = model(u.to(device), v.to(device), f.to(device))
             out.append(torch.sigmoid(logits.float()).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
 
@@ -98,10 +111,42 @@ def item_feature_matrix(items: DataFrame, ids: NDArray[Any]) -> NDArray[Any]:
     return out
 
 
-def candidate_struct(fields: list[str]) -> Column:
-    """The per-user candidate list :func:`score` reads: ``fields`` of each pair (two of them
-    :data:`ITEM_INDEX` and ``features``) collected into one sorted array per user."""
-    return F.sort_array(F.collect_list(F.struct(*fields))).alias(CANDIDATES)
+def group_candidates(pairs: DataFrame, passed: list[str]) -> DataFrame:
+    """One row per user of ``pairs`` (``user_key``, :data:`ITEM_INDEX`, ``features``, ``passed``
+    fields): the layout :func:`score` reads, each field an array over the user's candidates (in
+    item-row order, so batches are the same on every run) and the pair features one flat array.
+
+    Flat primitive arrays, not an array of structs: Spark's JVM converts them to Arrow and back
+    about twice as fast (the JVM's share was what kept the UDF from the bare loop's speed)."""
+    c = "_c"
+    grouped = pairs.groupBy(S.USER_KEY).agg(
+        F.sort_array(F.collect_list(F.struct(ITEM_INDEX, rk.FEATURES, *passed))).alias(c)
+    )
+    return grouped.select(
+        S.USER_KEY,
+        F.col(c)[ITEM_INDEX].alias(ITEM_INDEX),
+        F.flatten(F.col(c)[rk.FEATURES]).alias(rk.FEATURES),
+        *[F.col(c)[f].alias(f) for f in passed],
+    )
+
+
+def _aligned(part: Any, rows: Any, name: str, width: int) -> Any:
+    """Column ``name`` of ``part``, flattened, after checking each user has ``width`` values per
+    candidate (a misaligned list names its user, not a shape error deep in numpy)."""
+    import pyarrow.compute as pc
+
+    col = part.column(part.schema.get_field_index(name))
+    want = pc.multiply(pc.list_value_length(rows), width)
+    ok = pc.equal(pc.list_value_length(col), want)
+    if col.null_count or not pc.all(ok).as_py():
+        bad = int(np.flatnonzero(~pc.fill_null(ok, False).to_numpy(zero_copy_only=False))[0])
+        user = part.column(part.schema.get_field_index(S.USER_KEY))[bad].as_py()
+        values = col[bad].as_py()
+        raise ShoprecError(
+            f"scoring: user {user!r}: {name} holds {'no' if values is None else len(values)} values "
+            f"for {len(rows[bad].as_py() or [])} candidates ({width} per candidate expected)"
+        )
+    return col.flatten()
 
 
 def score(
@@ -118,33 +163,37 @@ def score(
     """One row per (user, candidate) with ``p_click``, ``p_purchase`` and the pid of the process
     that scored it (``_loader_pid``, for checks).
 
-    ``df`` has one row per user: ``user_key``, ``user_vector`` and ``_candidates``, an array of
-    structs holding :data:`ITEM_INDEX` (the item's row in ``item_matrix``, a Spark broadcast of
-    the item vectors), ``features`` (the pair's :data:`~shoprec.training.ranker.PAIR_FEATURE_NAMES`)
-    plus any fields to pass through; the output has ``user_key``, the item's row, the other fields
-    (not ``features``) and the heads. ``item_features`` is a broadcast ``(items,
-    len(ITEM_FEATURE_NAMES))`` matrix in the rows of ``item_matrix``
-    (:func:`shoprec.training.ranker.item_features`): the task completes each pair's features from
-    its item's row. Each user's vector crosses from the JVM once, not once per candidate, and item
-    vectors and features not at all: a pair costs its index and 4 floats instead of two vectors
-    (3 KiB at 384 dimensions) and 12 features, and the features do not come back.
+    ``df`` has one row per user (:func:`group_candidates`): ``user_key``, ``user_vector``,
+    :data:`ITEM_INDEX` (each candidate's row in ``item_matrix``, a Spark broadcast of the item
+    vectors), ``features`` (the candidates' :data:`~shoprec.training.ranker.PAIR_FEATURE_NAMES`,
+    one after the other in one flat array) and any other array columns, one value per candidate,
+    to pass through. The output has ``user_key``, the item's row, one value of each passed
+    column and the heads. ``item_features`` is a broadcast ``(items, len(ITEM_FEATURE_NAMES))``
+    matrix in the rows of ``item_matrix`` (:func:`shoprec.training.ranker.item_features`): the
+    task completes each pair's features from its item's row. Each user's vector crosses from the
+    JVM once, not once per candidate, and item vectors and features not at all: a pair costs
+    its index and 4 floats instead of two vectors (3 KiB at 384 dimensions) and 12 features,
+    and the features do not come back.
     ``loads``, a Spark accumulator, counts how many times a ranker was loaded.
     """
     rk.load(model_dir, student)  # fail on the driver, with a clear message, if it is missing
-    element = df.schema[CANDIDATES].dataType.elementType  # type: ignore[attr-defined]
-    passed = [f for f in element.fields if f.name not in (ITEM_INDEX, rk.FEATURES)]
-    index_field = StructField(ITEM_INDEX, IntegerType(), False)
+    own = (S.USER_KEY, rk.USER_VECTOR, ITEM_INDEX, rk.FEATURES)
+    passed = [f for f in df.schema.fields if f.name not in own]
+    for f in passed:
+        if not isinstance(f.dataType, ArrayType):
+            raise ShoprecError(f"scoring: column {f.name} must hold one value per candidate (an array)")
     schema = StructType(
         [
             df.schema[S.USER_KEY],
-            index_field,
-            *passed,
+            StructField(ITEM_INDEX, IntegerType(), False),
+            *[StructField(f.name, f.dataType.elementType, True) for f in passed],  # type: ignore[attr-defined]
             StructField(rk.P_CLICK, FloatType(), False),
             StructField(rk.P_PURCHASE, FloatType(), False),
             StructField(LOADER_PID, IntegerType(), False),
         ]
     )
-    names = [S.USER_KEY, ITEM_INDEX, *[f.name for f in passed], rk.P_CLICK, rk.P_PURCHASE, LOADER_PID]
+    names = schema.fieldNames()
+    width = len(rk.PAIR_FEATURE_NAMES)
     # users per slice: bounds the pairs (and gathered vectors) held at once whatever Spark's batch
     pairs_per_slice = max(batch_size * 8, 1)
 
@@ -163,7 +212,7 @@ def score(
         item_feats = item_features.value
         pid = os.getpid()
         for batch in batches:
-            lengths = pc.list_value_length(batch.column(CANDIDATES)).to_numpy(zero_copy_only=False)
+            lengths = pc.list_value_length(batch.column(ITEM_INDEX)).to_numpy(zero_copy_only=False)
             lengths = np.nan_to_num(lengths.astype(np.float64)).astype(np.int64)
             start = 0
             while start < batch.num_rows:
@@ -172,22 +221,21 @@ def score(
                 stop = start + max(1, int(np.searchsorted(ends, pairs_per_slice, side="right")))
                 part = batch.slice(start, stop - start)
                 start = stop
-                lists = part.column(CANDIDATES)
+                lists = part.column(ITEM_INDEX)
                 parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-                flat = lists.flatten()  # the structs of this slice's pairs, offsets applied
-                children = dict(zip([f.name for f in element.fields], flat.flatten(), strict=True))
+                index = lists.flatten()  # this slice's pairs, offsets applied
                 users = vectors_of(
                     part.column(part.schema.get_field_index(rk.USER_VECTOR)), "scoring: user_vector"
                 )
-                rows = children[ITEM_INDEX].to_numpy(zero_copy_only=False).astype(np.int64)
-                pair_feats = vectors_of(children[rk.FEATURES], "scoring: features")
-                feats = rk.full_features(pair_feats, item_feats[rows])
-                probs = predict(model, users, matrix, feats, batch_size, parents, rows)
+                rows = index.to_numpy(zero_copy_only=False).astype(np.int64)
+                pair_feats = _aligned(part, lists, rk.FEATURES, width).to_numpy(zero_copy_only=False)
+                pair_feats = pair_feats.reshape(-1, width)
+                probs = predict(model, users, matrix, pair_feats, batch_size, parents, rows, item_feats)
                 yield pa.RecordBatch.from_arrays(
                     [
                         part.column(S.USER_KEY).take(pa.array(parents)),
-                        children[ITEM_INDEX].cast(pa.int32()),
-                        *[children[f.name] for f in passed],
+                        index.cast(pa.int32()),
+                        *[_aligned(part, lists, f.name, 1) for f in passed],
                         pa.array(probs[:, 0].astype(np.float32)),
                         pa.array(probs[:, 1].astype(np.float32)),
                         pa.array(np.full(len(rows), pid, dtype=np.int32)),
@@ -195,4 +243,5 @@ def score(
                     names=names,
                 )
 
-    return df.select(S.USER_KEY, rk.USER_VECTOR, CANDIDATES).mapInArrow(run, schema)
+    columns = [S.USER_KEY, rk.USER_VECTOR, ITEM_INDEX, rk.FEATURES, *[f.name for f in passed]]
+    return df.select(*columns).mapInArrow(run, schema)
