@@ -59,6 +59,39 @@ def _table(spark: SparkSession, cfg: ShoprecConfig) -> list[tuple[object, ...]]:
     return sorted(tuple(r) for r in recs.collect())
 
 
+def _staged_pairs_keep_their_flags_and_band_gap(spark: SparkSession, shop: ShoprecConfig) -> None:
+    """What crossed the ranker as a byte of flags and came back from the features is each pair's own."""
+    from shoprec.scoring import candidates
+    from shoprec.scoring import rules as R
+    from shoprec.scoring.job import _serving
+    from shoprec.training import ranker as rk
+
+    staged = delta.read(spark, shop.table("score_candidates"))
+    bought = (
+        delta.read(spark, shop.table("gold_interactions"))
+        .where(F.col(S.EVENT_TYPE) == "purchase")
+        .select(S.USER_KEY, S.ITEM_ID, F.lit(True).alias("truth"))
+        .distinct()
+    )
+    truth = F.coalesce("truth", F.lit(False)).alias("truth")
+    checked = staged.join(bought, [S.USER_KEY, S.ITEM_ID], "left").select(
+        S.USER_KEY, S.ITEM_ID, S.SOURCE, R.BOUGHT, R.BAND_GAP, truth
+    )
+    assert checked.where(F.col("truth")).count() > 0, "no candidate was already bought: nothing checked"
+    assert checked.where(F.col(R.BOUGHT) != F.col("truth")).count() == 0
+    valid = ["+".join(c) for n in range(1, 5) for c in itertools.combinations(candidates.SOURCES, n)]
+    assert {r[0] for r in checked.select(S.SOURCE).distinct().collect()} <= set(valid)
+    feats = rk.pair_features(
+        checked.select(S.USER_KEY, S.ITEM_ID, R.BAND_GAP),
+        _serving(spark, shop, "gold_item_features"),
+        _serving(spark, shop, "gold_user_profiles"),
+        pair_only=True,
+    )
+    gap = F.col(rk.FEATURES)[rk.PAIR_FEATURE_NAMES.index("price_band_gap")]
+    assert feats.where(gap != F.col(R.BAND_GAP)).count() == 0
+    assert feats.select(R.BAND_GAP).distinct().count() > 1
+
+
 def test_every_serving_user_gets_a_list_per_scenario_and_a_rerun_changes_nothing(
     spark: SparkSession, shop: ShoprecConfig
 ) -> None:
@@ -90,6 +123,7 @@ def test_every_serving_user_gets_a_list_per_scenario_and_a_rerun_changes_nothing
     assert recs.select(S.MODEL_VERSION).distinct().collect()[0][0] == first.model_version
     staged = {r[0] for r in delta.read(spark, shop.table("score_candidates")).select(S.RUN_ID).collect()}
     assert staged == {first.run_id}, "the staging table keeps only the latest run"
+    _staged_pairs_keep_their_flags_and_band_gap(spark, shop)
     assert 1 <= first.ranker_loads <= 2, first.ranker_loads  # local[2]: at most two Python workers
 
     before = _table(spark, shop)
@@ -154,22 +188,24 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
         f"{rk.FEATURES} array<float>, i array<int>",
     ).repartition(8)
     loads = spark.sparkContext.accumulator(0)
+    name = "category_affinity"  # a pair feature returned as a column
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
     try:
         bc, bc_feats = spark.sparkContext.broadcast(item_vecs), spark.sparkContext.broadcast(item_feats)
         # 3 users per slice
-        out = scoring_model.score(df, str(fresh), bc, batch_size=4, loads=loads, item_features=bc_feats)
-        assert out.columns == [  # the features do not come back
+        out = scoring_model.score(
+            df, str(fresh), bc, batch_size=4, loads=loads, item_features=bc_feats, features_out={"aff": name}
+        )
+        assert out.columns == [  # the features do not come back, but the one asked for
             S.USER_KEY,
             scoring_model.ITEM_INDEX,
             "i",
+            "aff",
             rk.P_CLICK,
             rk.P_PURCHASE,
             scoring_model.LOADER_PID,
         ]
-        got = out.select(
-            S.USER_KEY, scoring_model.ITEM_INDEX, "i", rk.P_CLICK, rk.P_PURCHASE, scoring_model.LOADER_PID
-        ).collect()
+        got = out.collect()
         pids = {r[scoring_model.LOADER_PID] for r in got}
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
@@ -182,6 +218,7 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     assert [r["i"] for r in got] == list(range(2000))
     assert [r[S.USER_KEY] for r in got] == [f"u{i // 10:03d}" for i in range(2000)]
     assert [r[scoring_model.ITEM_INDEX] for r in got] == items_of.tolist()
+    assert [r["aff"] for r in got] == pair_feats[:, rk.PAIR_FEATURE_NAMES.index(name)].tolist()
     with torch.no_grad():
         want = torch.sigmoid(
             rk.load(fresh).model(

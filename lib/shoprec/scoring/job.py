@@ -45,7 +45,10 @@ from shoprec.training import ranker as rk
 
 log = logging.getLogger(__name__)
 
-SOURCE_CODE = "_source_code"  # a pair's sources as a bit mask, through the ranker
+#: A pair's flags through the ranker, one byte: its sources (a bit each, :data:`SOURCES` order)
+#: and whether the user already bought the item (:data:`BOUGHT_BIT`).
+FLAGS = "_flags"
+BOUGHT_BIT = 1 << len(candidates.SOURCES)
 #: Scored candidates, staged between the ranker and the rules (one row per user and candidate).
 SCORED_SCHEMA = StructType(
     [
@@ -181,14 +184,13 @@ def score_candidates(
         .join(index, S.ITEM_ID)
         .join(purchases.withColumn(rules.BOUGHT, F.lit(True)), [S.USER_KEY, S.ITEM_ID], "left")
         .withColumn(rules.BOUGHT, F.coalesce(rules.BOUGHT, F.lit(False)))
-        .withColumn(rules.BAND_GAP, F.col(rk.FEATURES)[rk.PAIR_FEATURE_NAMES.index("price_band_gap")])
     )
-    # only what belongs to the pair travels through the ranker, the source as a byte; the item's
-    # own columns join after
-    passed = [SOURCE_CODE, rules.BOUGHT, rules.BAND_GAP]
-    grouped = scoring_model.group_candidates(
-        pairs.withColumn(SOURCE_CODE, candidates.source_code(F.col(S.SOURCE))), passed
-    ).join(users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY)
+    # only what belongs to the pair travels through the ranker: one byte of flags (the band gap
+    # comes back from its features); the item's own columns join after
+    flags = candidates.source_code(F.col(S.SOURCE)) + F.when(F.col(rules.BOUGHT), BOUGHT_BIT).otherwise(0)
+    grouped = scoring_model.group_candidates(pairs.withColumn(FLAGS, flags.cast("byte")), [FLAGS]).join(
+        users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY
+    )
     # the same batches on every run (by user, sorted): identical floating-point results on a re-run
     grouped = grouped.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY).sortWithinPartitions(
         S.USER_KEY
@@ -197,7 +199,15 @@ def score_candidates(
     item_feats = spark.sparkContext.broadcast(scoring_model.item_feature_matrix(items, matrix.ids))
     ranker_dir = str(model_dir / rk.RANKER_DIR)
     scored = scoring_model.score(
-        grouped, ranker_dir, bc, sc.use_student, sc.batch_size, sc.threads, loads, item_features=item_feats
+        grouped,
+        ranker_dir,
+        bc,
+        sc.use_student,
+        sc.batch_size,
+        sc.threads,
+        loads,
+        item_features=item_feats,
+        features_out={rules.BAND_GAP: "price_band_gap"},
     )
     item_side = index.join(items, S.ITEM_ID).select(
         scoring_model.ITEM_INDEX,
@@ -210,12 +220,12 @@ def score_candidates(
     return scored.join(F.broadcast(item_side), scoring_model.ITEM_INDEX).select(
         S.USER_KEY,
         S.ITEM_ID,
-        candidates.source_name(F.col(SOURCE_CODE)).alias(S.SOURCE),
+        candidates.source_name(F.col(FLAGS).bitwiseAND(BOUGHT_BIT - 1)).alias(S.SOURCE),
         rk.P_CLICK,
         rk.P_PURCHASE,
         rk.VALUE,
         S.IN_STOCK,
-        rules.BOUGHT,
+        (F.col(FLAGS).bitwiseAND(BOUGHT_BIT) != 0).alias(rules.BOUGHT),
         S.TOP_CATEGORY,
         rules.BAND_GAP,
         rules.DISCOUNT,

@@ -159,6 +159,7 @@ def score(
     loads: Any = None,
     *,
     item_features: Any,
+    features_out: dict[str, str] | None = None,
 ) -> DataFrame:
     """One row per (user, candidate) with ``p_click``, ``p_purchase`` and the pid of the process
     that scored it (``_loader_pid``, for checks).
@@ -168,15 +169,19 @@ def score(
     vectors), ``features`` (the candidates' :data:`~shoprec.training.ranker.PAIR_FEATURE_NAMES`,
     one after the other in one flat array) and any other array columns, one value per candidate,
     to pass through. The output has ``user_key``, the item's row, one value of each passed
-    column and the heads. ``item_features`` is a broadcast ``(items, len(ITEM_FEATURE_NAMES))``
-    matrix in the rows of ``item_matrix`` (:func:`shoprec.training.ranker.item_features`): the
-    task completes each pair's features from its item's row. Each user's vector crosses from the
-    JVM once, not once per candidate, and item vectors and features not at all: a pair costs
-    its index and 4 floats instead of two vectors (3 KiB at 384 dimensions) and 12 features,
-    and the features do not come back.
-    ``loads``, a Spark accumulator, counts how many times a ranker was loaded.
+    column, the pair features ``features_out`` names (output column: feature name) and the heads.
+    ``item_features`` is a broadcast ``(items, len(ITEM_FEATURE_NAMES))`` matrix in the rows of
+    ``item_matrix`` (:func:`shoprec.training.ranker.item_features`): each batch completes its
+    pairs' features from their items' rows. Each user's vector crosses from the JVM once, not
+    once per candidate, and item vectors and features not at all: a pair costs its index, 4
+    floats and what it passes through instead of two vectors (3 KiB at 384 dimensions) and 12
+    features. ``loads``, a Spark accumulator, counts how many times a ranker was loaded.
     """
     rk.load(model_dir, student)  # fail on the driver, with a clear message, if it is missing
+    out_features = dict(features_out or {})
+    unknown = sorted(set(out_features.values()) - set(rk.PAIR_FEATURE_NAMES))
+    if unknown:
+        raise ShoprecError(f"scoring: features_out names {unknown}; pair features: {rk.PAIR_FEATURE_NAMES}")
     own = (S.USER_KEY, rk.USER_VECTOR, ITEM_INDEX, rk.FEATURES)
     passed = [f for f in df.schema.fields if f.name not in own]
     for f in passed:
@@ -187,6 +192,7 @@ def score(
             df.schema[S.USER_KEY],
             StructField(ITEM_INDEX, IntegerType(), False),
             *[StructField(f.name, f.dataType.elementType, True) for f in passed],  # type: ignore[attr-defined]
+            *[StructField(name, FloatType(), False) for name in out_features],
             StructField(rk.P_CLICK, FloatType(), False),
             StructField(rk.P_PURCHASE, FloatType(), False),
             StructField(LOADER_PID, IntegerType(), False),
@@ -194,6 +200,7 @@ def score(
     )
     names = schema.fieldNames()
     width = len(rk.PAIR_FEATURE_NAMES)
+    out_columns = [rk.PAIR_FEATURE_NAMES.index(f) for f in out_features.values()]
     # users per slice: bounds the pairs (and gathered vectors) held at once whatever Spark's batch
     pairs_per_slice = max(batch_size * 8, 1)
 
@@ -236,6 +243,7 @@ def score(
                         part.column(S.USER_KEY).take(pa.array(parents)),
                         index.cast(pa.int32()),
                         *[_aligned(part, lists, f.name, 1) for f in passed],
+                        *[pa.array(np.ascontiguousarray(pair_feats[:, j])) for j in out_columns],
                         pa.array(probs[:, 0].astype(np.float32)),
                         pa.array(probs[:, 1].astype(np.float32)),
                         pa.array(np.full(len(rows), pid, dtype=np.int32)),
