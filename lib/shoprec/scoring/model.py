@@ -79,9 +79,7 @@ def predict(
         None if r is None else torch.from_numpy(np.asarray(r, dtype=np.int64)) for r in (user_rows, item_rows)
     )
     if_all = None if item_features is None else tensor(item_features)
-    # the model's feature order from [pair features, item features]
-    halves = [*rk.PAIR_FEATURE_NAMES, *rk.ITEM_FEATURE_NAMES]
-    order = torch.tensor([halves.index(n) for n in rk.FEATURE_NAMES])
+    order = torch.tensor(rk.FEATURE_ORDER)
     out = []
     with torch.inference_mode():
         for start in range(0, len(feats), batch):

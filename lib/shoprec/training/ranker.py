@@ -133,12 +133,18 @@ def item_features(items: DataFrame) -> DataFrame:
     )
 
 
+#: Where each of :data:`FEATURE_NAMES` sits in ``[pair features, item features]`` side by side:
+#: the one mapping :func:`full_features` and scoring's per-batch completion both apply.
+FEATURE_ORDER: tuple[int, ...] = tuple(
+    [*PAIR_FEATURE_NAMES, *ITEM_FEATURE_NAMES].index(n) for n in FEATURE_NAMES
+)
+
+
 def full_features(pair: NDArray[Any], item: NDArray[Any]) -> NDArray[Any]:
     """``(n, len(FEATURE_NAMES))`` from each pair's :data:`PAIR_FEATURE_NAMES` and its item's
     :data:`ITEM_FEATURE_NAMES` values: the model's ``features`` input in its order."""
-    out = np.empty((len(pair), len(FEATURE_NAMES)), dtype=np.float32)
-    out[:, [FEATURE_NAMES.index(n) for n in PAIR_FEATURE_NAMES]] = pair
-    out[:, [FEATURE_NAMES.index(n) for n in ITEM_FEATURE_NAMES]] = item
+    both: NDArray[Any] = np.concatenate([pair, item], axis=1).astype(np.float32, copy=False)
+    out: NDArray[Any] = np.ascontiguousarray(both[:, list(FEATURE_ORDER)])
     return out
 
 
