@@ -1,17 +1,19 @@
 """Scoring throughput: the ranker in Spark's Arrow UDF against a bare torch loop, and memory at scale.
 
 1. Throughput: N (user, candidate) pairs (default 10 million) are written to Parquet the way the
-   scoring job hands them to the ranker (``scoring_model.group_candidates``): one row per user
-   with its d-dimensional vector and, as flat arrays over its K candidates, their item rows in
-   the broadcast item matrix, their pair features, and what the job passes through the ranker
-   (a byte of flags: sources, already bought); the item features are
-   broadcast with the item vectors. Both sides start from memory. (a)
+   scoring job hands them to the ranker: one row per user with its d-dimensional vector, its
+   category and brand shares (``ranker.profile_shares``, 5 each) and, as flat arrays over its K
+   candidates (``scoring_model.group_candidates``), their item rows in the broadcast item matrix
+   and their pair codes (``ranker.pair_codes``: the pair features, with the job's flags in the
+   low bits); the item features are broadcast with the item vectors. Both sides start from
+   memory. (a)
    ``shoprec.scoring.model.score`` inside Spark (``local[C]``, the input cached in C
    partitions, ``scoring.threads`` = 1 per task, what the job reads of the output consumed by
    the ``noop`` sink); the baselines, plain loops in this process with C torch threads (the
-   same cores): (b) the same ``predict`` over the same inputs, user and item vectors gathered by
-   row and features completed from the item's row, batch by batch, as the UDF does; (b0) the
-   same, given every pair's 12 features completed beforehand, outside the timing (the goal's
+   same cores): (b) what the UDF runs over the same inputs: the pair codes decoded
+   (``ranker.decode_pair_features``), then the same ``predict``, user and item vectors gathered
+   by row and features completed from the item's row, batch by batch; (b0) the same ``predict``
+   given every pair's 12 features decoded and completed beforehand, outside the timing (the goal's
    baseline, the strictest that gathers); (c) for reference, the model alone over the pairs'
    vectors already stacked pair by pair (2 x N x d floats in memory, which a job at scale
    could not hold). Printed: pairs/s of each, the ratios (goal: UDF / (b0) >= 0.9x) and the CPU
@@ -44,7 +46,7 @@ from shoprec import schemas as S
 from shoprec.config import from_dict
 from shoprec.scoring import model as scoring_model
 from shoprec.scoring import rules
-from shoprec.scoring.job import BOUGHT_BIT, FLAGS
+from shoprec.scoring.job import BOUGHT_BIT
 from shoprec.spark import get_spark
 from shoprec.training import ranker as rk
 
@@ -73,22 +75,31 @@ def throughput(
     users = rng.normal(size=(n_users, dim)).astype(np.float32)
     items = rng.normal(size=(n_items, dim)).astype(np.float32)
     item_feats = rng.random(size=(n_items, len(rk.ITEM_FEATURE_NAMES))).astype(np.float32)
-    pair_feats = rng.random(size=(pairs, len(rk.PAIR_FEATURE_NAMES))).astype(np.float32)
     item_rows = rng.integers(0, n_items, size=pairs).astype(np.int32)
     ranker = _ranker(root, dim)
-    # the scoring job's input (``scoring_model.group_candidates``): one row per user, its
-    # candidates' item rows, pair features (flat), and the byte of flags the job passes through
-    # the ranker (sources, already bought); the band gap comes back from the features
-    offsets = pa.array(np.arange(0, pairs + 1, per_user, dtype=np.int32))
-    width = len(rk.PAIR_FEATURE_NAMES)
+    # the scoring job's input: one row per user, its taste shares (5 categories, 5 brands) and its
+    # candidates' item rows and pair codes (the job's flags in the low bits: sources, bought)
+    top = 5
+    share_offsets = np.arange(0, n_users * top + 1, top, dtype=np.int64)
+    cat_shares, brand_shares = (rng.random(size=n_users * top).astype(np.float32) for _ in range(2))
+    positions = rng.integers(0, top + 1, size=(2, pairs))
+    code = rng.integers(0, 3, size=pairs) + 4 * rng.integers(0, 2, size=pairs)
+    code += (positions[0] << 3) + (positions[1] << 11)
     flags = (1 << item_rows % 3) + np.where(item_rows % 17 == 0, BOUGHT_BIT, 0)
+    codes = ((code << rk.CODE_SHIFT) + flags).astype(np.int32)
+    offsets = pa.array(np.arange(0, pairs + 1, per_user, dtype=np.int32))
+
+    def shares(values: np.ndarray) -> pa.Array:
+        return pa.ListArray.from_arrays(pa.array(share_offsets.astype(np.int32)), pa.array(values))
+
     table = pa.table(
         {
             S.USER_KEY: [f"u{i:08d}" for i in range(n_users)],
             rk.USER_VECTOR: _lists(users),
             scoring_model.ITEM_INDEX: pa.ListArray.from_arrays(offsets, pa.array(item_rows)),
-            rk.FEATURES: _lists(pair_feats.reshape(n_users, per_user * width)),
-            FLAGS: pa.ListArray.from_arrays(offsets, pa.array(flags.astype(np.int8))),
+            rk.PAIR_CODE: pa.ListArray.from_arrays(offsets, pa.array(codes)),
+            rk.CATEGORY_SHARES: shares(cat_shares),
+            rk.BRAND_SHARES: shares(brand_shares),
         }
     )
     path = root / "users"
@@ -102,15 +113,18 @@ def throughput(
     torch.set_num_threads(cores)
     user_rows = np.repeat(np.arange(n_users), per_user)
     rows64 = item_rows.astype(np.int64)
+    share_lists = (cat_shares, share_offsets), (brand_shares, share_offsets)
+    pair_feats = rk.decode_pair_features(codes, user_rows, *share_lists)
     scoring_model.predict(
         model, users, items, pair_feats[:batch], batch, user_rows[:batch], rows64[:batch], item_feats
     )  # warm-up
 
     def bare() -> float:
-        """(b) the function the UDF runs, over the same pairs: vectors gathered by row and features
-        completed from the item's row, batch by batch"""
+        """(b) what the UDF runs, over the same pairs: codes decoded, vectors gathered by row and
+        features completed from the item's row, batch by batch"""
         t0 = time.perf_counter()
-        scoring_model.predict(model, users, items, pair_feats, batch, user_rows, rows64, item_feats)
+        decoded = rk.decode_pair_features(codes, user_rows, *share_lists)
+        scoring_model.predict(model, users, items, decoded, batch, user_rows, rows64, item_feats)
         return time.perf_counter() - t0
 
     full = rk.full_features(pair_feats, item_feats[rows64])
@@ -140,15 +154,7 @@ def throughput(
 
     def udf() -> tuple[float, dict[str, float]]:
         before, t0 = cpu_seconds(), time.perf_counter()
-        scored = scoring_model.score(
-            df,
-            str(ranker),
-            bc,
-            batch_size=batch,
-            threads=1,
-            item_features=bc_feats,
-            features_out={rules.BAND_GAP: "price_band_gap"},
-        )
+        scored = scoring_model.score(df, str(ranker), bc, batch_size=batch, threads=1, item_features=bc_feats)
         # what the job reads of it (the loader pid is for checks)
         scored.drop(scoring_model.LOADER_PID).write.format("noop").mode("overwrite").save()
         seconds, after = time.perf_counter() - t0, cpu_seconds()
@@ -200,7 +206,7 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
     ranker = _ranker(root, dim)
     n, n_items = users * candidates, 50_000
     vec = F.transform(F.sequence(F.lit(1), F.lit(dim)), lambda i: F.sin(F.col("id") * i).cast("float"))
-    feats = F.array(*[F.lit(0.5).cast("float") for _ in rk.PAIR_FEATURE_NAMES])
+    shares = F.array(*[F.lit(0.2).cast("float") for _ in range(5)])
     idx = lambda j: ((F.col("id") * 7919 + j * 104729) % n_items).cast("int")  # noqa: E731
     # the scoring job's input: one row per user (``scoring_model.group_candidates``'s layout)
     rows = F.transform(F.sequence(F.lit(0), F.lit(candidates - 1)), idx)
@@ -208,7 +214,12 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
         F.format_string("u%09d", F.col("id")).alias(S.USER_KEY),
         vec.alias(rk.USER_VECTOR),
         rows.alias(scoring_model.ITEM_INDEX),
-        F.flatten(F.array_repeat(feats, candidates)).alias(rk.FEATURES),
+        # band known, gap 0.5, the first category and third brand share
+        F.array_repeat(F.lit(((1 << 11) * 3 + (1 << 3) + 4 + 1) << rk.CODE_SHIFT), candidates).alias(
+            rk.PAIR_CODE
+        ),
+        shares.alias(rk.CATEGORY_SHARES),
+        shares.alias(rk.BRAND_SHARES),
     )
     rng = np.random.default_rng(2)
     bc = spark.sparkContext.broadcast(rng.normal(size=(n_items, dim)).astype(np.float32))
@@ -231,7 +242,7 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
             F.lit(True).alias(S.IN_STOCK),
             F.lit(False).alias(rules.BOUGHT),
             F.format_string("c%02d", F.col(scoring_model.ITEM_INDEX) % 20).alias(S.TOP_CATEGORY),
-            F.lit(0.0).cast("float").alias(rules.BAND_GAP),
+            rk.band_gap_of(F.col(rk.PAIR_CODE)).alias(rules.BAND_GAP),
             F.lit(0.0).cast("float").alias(rules.DISCOUNT),
         )
         lists = rerank(scored, sc, None)  # the scoring job's re-ranking (no MMR: no item vectors)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.config import ObjectiveWeights
@@ -141,14 +142,100 @@ def test_pair_features_in_spark(spark: SparkSession) -> None:
     assert rows["u1"][rk.VALUE] == 99.0 and rows["u1"]["t"] == datetime(2026, 1, 1)
     g = dict(zip(rk.FEATURE_NAMES, rows["stranger"][rk.FEATURES], strict=True))
     assert g["price_band_gap"] == 0.5 and g["price_band_known"] == 0.0 and g["category_affinity"] == 0.0
-    # scoring's split: the pair's own features per pair, the item's from the item table, the same values
-    pair_only = {
-        r[S.USER_KEY]: r[rk.FEATURES] for r in rk.pair_features(pairs, items, profiles, True).collect()
-    }
     (item_only,) = [r[rk.ITEM_FEATURES] for r in rk.item_features(items).collect()]
-    for user in ("u1", "stranger"):
-        whole = rk.full_features(np.array([pair_only[user]]), np.array([item_only]))[0]
-        assert whole.tolist() == pytest.approx(list(rows[user][rk.FEATURES]), abs=0)
+    pair_part = [f[n] for n in rk.PAIR_FEATURE_NAMES]  # scoring's split: the pair's own, the item's
+    whole = rk.full_features(np.array([pair_part]), np.array([item_only]))[0]
+    assert whole.tolist() == pytest.approx(list(rows["u1"][rk.FEATURES]), abs=0)
+
+
+@pytest.mark.spark
+def test_scorings_pair_codes_decode_to_trainings_pair_features(spark: SparkSession) -> None:
+    """Every case the Spark expressions handle: no profile, null or unknown bands, a category or
+    brand the item lacks, a zero or null total, a null name in the tastes, no match."""
+    items = spark.createDataFrame(
+        [
+            ("i1", "Audio", "Sony", "premium"),
+            ("i2", "Books", None, "budget"),
+            ("i3", None, "Acme", "unknown"),
+            ("i4", "Toys", "Sony", "mid-range"),
+            ("i5", "Garden", "Other", None),
+        ],
+        f"{S.ITEM_ID} string, {S.TOP_CATEGORY} string, {S.BRAND} string, {S.PRICE_BAND} string",
+    ).select(  # the item's own columns: training's features need them, a pair code does not
+        "*",
+        *[
+            F.lit(1.0).alias(c)
+            for c in (S.POPULARITY, S.RATING_MEAN, S.CONVERSION_RATE, S.DISCOUNT_PCT, S.PRICE)
+        ],
+        F.lit(2).cast("long").alias(S.RATING_COUNT),
+        F.lit(True).alias(S.IN_STOCK),
+    )
+    w = f"array<struct<name:string,{S.WEIGHT}:double>>"
+    profiles = spark.createDataFrame(
+        [
+            ("u1", "budget", [("Audio", 3.0), ("Books", 1.0)], [("Sony", 1.0)]),
+            ("u2", None, [("Toys", 2.0)], []),
+            ("u3", "premium", [("Audio", 0.0)], [("Acme", None), ("Sony", 2.0)]),
+            (
+                "u4",
+                "mid-range",
+                [(None, 1.0), ("Toys", 1.0), ("Garden", 2.0)],
+                [("Other", 0.25), ("Sony", 0.75)],
+            ),
+        ],
+        f"{S.USER_KEY} string, {S.PRICE_BAND} string, {S.TOP_CATEGORIES} {w}, {S.TOP_BRANDS} {w}",
+    )
+    users = ["u1", "u2", "u3", "u4", "stranger"]
+    pairs = spark.createDataFrame(
+        [(u, f"i{i}") for u in users for i in range(1, 6)], f"{S.USER_KEY} string, {S.ITEM_ID} string"
+    )
+    at = [rk.FEATURE_NAMES.index(n) for n in rk.PAIR_FEATURE_NAMES]
+    want = {
+        (r[S.USER_KEY], r[S.ITEM_ID]): [r[rk.FEATURES][i] for i in at]
+        for r in rk.pair_features(pairs, items, profiles).collect()
+    }
+    assert len(want) == 25
+    coded = rk.pair_codes(pairs, items, profiles).select(
+        S.USER_KEY, S.ITEM_ID, rk.PAIR_CODE, rk.band_gap_of(F.col(rk.PAIR_CODE)).alias("gap")
+    )
+    got_rows = coded.collect()
+    shares = {r[S.USER_KEY]: r for r in rk.profile_shares(profiles).collect()}
+    user_row = {u: i for i, u in enumerate(users)}
+
+    def lists(name: str) -> tuple[np.ndarray, np.ndarray]:
+        per_user = [list(shares[u][name]) if u in shares else [] for u in users]
+        offsets = np.cumsum([0, *[len(v) for v in per_user]])
+        return np.array([x for v in per_user for x in v], dtype=np.float32), offsets
+
+    codes = np.array([r[rk.PAIR_CODE] for r in got_rows], dtype=np.int32)
+    assert not (codes & ((1 << rk.CODE_SHIFT) - 1)).any()  # the low bits are left to the caller
+    decoded = rk.decode_pair_features(
+        codes,
+        np.array([user_row[r[S.USER_KEY]] for r in got_rows]),
+        lists(rk.CATEGORY_SHARES),
+        lists(rk.BRAND_SHARES),
+    )
+    for r, feats in zip(got_rows, decoded, strict=True):
+        expected = want[(r[S.USER_KEY], r[S.ITEM_ID])]
+        assert feats.tolist() == expected, (r[S.USER_KEY], r[S.ITEM_ID])
+        assert r["gap"] == expected[0]
+    # the cases are there: matches with shares below 1, and both band outcomes
+    values = {name: {float(f[i]) for f in decoded} for i, name in enumerate(rk.PAIR_FEATURE_NAMES)}
+    assert values["price_band_gap"] == {0.0, 0.5, 1.0}
+    assert {0.75, 0.25, 0.5}.issubset(values["category_affinity"] | values["brand_affinity"])
+    # a code that points past its user's shares is named, not read out of bounds
+    cats = (np.array([0.5], dtype=np.float32), np.array([0, 1]))
+    with pytest.raises(rk.PairCodeError, match="entry 2 of _category_shares, which holds 1") as err:
+        rk.decode_pair_features(np.array([2 << (rk.CODE_SHIFT + 3)]), np.array([0]), cats, cats)
+    assert err.value.user == 0
+    # a taste list longer than a code can address stops with the user's name
+    long = spark.createDataFrame(
+        [("u9", "mid-range", [(f"c{j}", 1.0) for j in range(300)] + [("Toys", 1.0)], [])],
+        f"{S.USER_KEY} string, {S.PRICE_BAND} string, {S.TOP_CATEGORIES} {w}, {S.TOP_BRANDS} {w}",
+    )
+    one = spark.createDataFrame([("u9", "i4")], f"{S.USER_KEY} string, {S.ITEM_ID} string")
+    with pytest.raises(Exception, match="user u9: the item's entry in top_categories lies beyond"):
+        rk.pair_codes(one, items, long).collect()
 
 
 def test_the_head_fits_on_examples_whose_features_predate_them(spark: SparkSession) -> None:

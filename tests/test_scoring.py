@@ -60,7 +60,8 @@ def _table(spark: SparkSession, cfg: ShoprecConfig) -> list[tuple[object, ...]]:
 
 
 def _staged_pairs_keep_their_flags_and_band_gap(spark: SparkSession, shop: ShoprecConfig) -> None:
-    """What crossed the ranker as a byte of flags and came back from the features is each pair's own."""
+    """What crossed the ranker in the low bits of each pair's code, and the band gap decoded from
+    it, are each pair's own."""
     from shoprec.scoring import candidates
     from shoprec.scoring import rules as R
     from shoprec.scoring.job import _serving
@@ -81,13 +82,12 @@ def _staged_pairs_keep_their_flags_and_band_gap(spark: SparkSession, shop: Shopr
     assert checked.where(F.col(R.BOUGHT) != F.col("truth")).count() == 0
     valid = ["+".join(c) for n in range(1, 5) for c in itertools.combinations(candidates.SOURCES, n)]
     assert {r[0] for r in checked.select(S.SOURCE).distinct().collect()} <= set(valid)
-    feats = rk.pair_features(
+    feats = rk.pair_features(  # training's features of the same pairs
         checked.select(S.USER_KEY, S.ITEM_ID, R.BAND_GAP),
         _serving(spark, shop, "gold_item_features"),
         _serving(spark, shop, "gold_user_profiles"),
-        pair_only=True,
     )
-    gap = F.col(rk.FEATURES)[rk.PAIR_FEATURE_NAMES.index("price_band_gap")]
+    gap = F.col(rk.FEATURES)[rk.FEATURE_NAMES.index("price_band_gap")]
     assert feats.where(gap != F.col(R.BAND_GAP)).count() == 0
     assert feats.select(R.BAND_GAP).distinct().count() > 1
 
@@ -159,10 +159,27 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     rng = np.random.default_rng(0)
     user_vecs = rng.normal(size=(200, dim)).astype(np.float32)
     item_vecs = rng.normal(size=(30, dim)).astype(np.float32)
-    # each pair carries its pair features; its item's features come from a broadcast by row
-    pair_feats = rng.random(size=(2000, len(rk.PAIR_FEATURE_NAMES))).astype(np.float32)
+    # each pair carries its code (band gap and known, its positions among the user's taste
+    # shares, and caller's flags in the low bits); its item's features come from a broadcast by row
+    n_pairs = 2000
     item_feats = rng.random(size=(30, len(rk.ITEM_FEATURE_NAMES))).astype(np.float32)
-    items_of = rng.integers(0, 30, size=2000)
+    items_of = rng.integers(0, 30, size=n_pairs)
+    shares = [rng.random(size=rng.integers(0, 4)).astype(np.float32).tolist() for _ in range(200)]
+    brand_shares = [rng.random(size=2).astype(np.float32).tolist() for _ in range(200)]
+    cat_pos = np.array([rng.integers(0, len(shares[i // 10]) + 1) for i in range(n_pairs)])
+    brand_pos = rng.integers(0, 3, size=n_pairs)
+    gap2, known = rng.integers(0, 3, size=n_pairs), rng.integers(0, 2, size=n_pairs)
+    flags = np.arange(n_pairs) % 200
+    codes = (((brand_pos << 11) | (cat_pos << 3) | (known << 2) | gap2) << rk.CODE_SHIFT) | flags
+    pair_feats = np.stack(
+        [
+            gap2 / 2,
+            known,
+            [shares[i // 10][p - 1] if p else 0.0 for i, p in enumerate(cat_pos)],
+            [brand_shares[i // 10][p - 1] if p else 0.0 for i, p in enumerate(brand_pos)],
+        ],
+        axis=1,
+    ).astype(np.float32)
     feats = rk.full_features(pair_feats, item_feats[items_of])
     for i in (0, 1999):  # each value in the model's order, from the side it belongs to
         for j, name in enumerate(rk.FEATURE_NAMES):
@@ -177,30 +194,27 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
             f"u{u:03d}",
             user_vecs[u].tolist(),
             items_of[10 * u : 10 * u + 10].tolist(),
-            pair_feats[10 * u : 10 * u + 10].ravel().tolist(),  # one flat array per user
-            list(range(10 * u, 10 * u + 10)),
+            codes[10 * u : 10 * u + 10].tolist(),
+            shares[u] or None,  # a user without tastes: no list at all
+            brand_shares[u],
         )
         for u in range(200)
     ]
     df = spark.createDataFrame(
         rows,
         f"{S.USER_KEY} string, {rk.USER_VECTOR} array<float>, {scoring_model.ITEM_INDEX} array<int>, "
-        f"{rk.FEATURES} array<float>, i array<int>",
+        f"{rk.PAIR_CODE} array<int>, {rk.CATEGORY_SHARES} array<float>, {rk.BRAND_SHARES} array<float>",
     ).repartition(8)
     loads = spark.sparkContext.accumulator(0)
-    name = "category_affinity"  # a pair feature returned as a column
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "5")
     try:
         bc, bc_feats = spark.sparkContext.broadcast(item_vecs), spark.sparkContext.broadcast(item_feats)
         # 3 users per slice
-        out = scoring_model.score(
-            df, str(fresh), bc, batch_size=4, loads=loads, item_features=bc_feats, features_out={"aff": name}
-        )
-        assert out.columns == [  # the features do not come back, but the one asked for
+        out = scoring_model.score(df, str(fresh), bc, batch_size=4, loads=loads, item_features=bc_feats)
+        assert out.columns == [
             S.USER_KEY,
             scoring_model.ITEM_INDEX,
-            "i",
-            "aff",
+            rk.PAIR_CODE,
             rk.P_CLICK,
             rk.P_PURCHASE,
             scoring_model.LOADER_PID,
@@ -211,14 +225,13 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     # 8 tasks x several Arrow batches each, but one load per Python worker (module cache)
     assert loads.value == len(pids) and 1 <= len(pids) <= 2, (loads.value, pids)
-    # every pair kept, with its own user and the heads' probabilities for its own inputs
+    # every pair kept, with its own user, code and the heads' probabilities for its own inputs
     import torch
 
-    got = sorted(got, key=lambda r: r["i"])
-    assert [r["i"] for r in got] == list(range(2000))
-    assert [r[S.USER_KEY] for r in got] == [f"u{i // 10:03d}" for i in range(2000)]
+    got = sorted(got, key=lambda r: (r[S.USER_KEY], r[rk.PAIR_CODE] & 255))
+    assert [r[rk.PAIR_CODE] for r in got] == codes.tolist()
+    assert [r[S.USER_KEY] for r in got] == [f"u{i // 10:03d}" for i in range(n_pairs)]
     assert [r[scoring_model.ITEM_INDEX] for r in got] == items_of.tolist()
-    assert [r["aff"] for r in got] == pair_feats[:, rk.PAIR_FEATURE_NAMES.index(name)].tolist()
     with torch.no_grad():
         want = torch.sigmoid(
             rk.load(fresh).model(
@@ -230,30 +243,48 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     np.testing.assert_allclose([[r[rk.P_CLICK], r[rk.P_PURCHASE]] for r in got], want, rtol=1e-4, atol=1e-6)
 
 
-def test_a_candidate_list_out_of_step_with_its_features_names_the_user() -> None:
+def test_a_candidate_list_out_of_step_with_its_codes_or_shares_names_the_user(
+    spark: SparkSession, shop: ShoprecConfig
+) -> None:
     import pyarrow as pa
 
     from shoprec.scoring import model as scoring_model
+    from shoprec.scoring.job import resolve_model
     from shoprec.training import ranker as rk
 
-    width = len(rk.PAIR_FEATURE_NAMES)
     part = pa.RecordBatch.from_pydict(
         {
             S.USER_KEY: ["u1", "u2"],
             scoring_model.ITEM_INDEX: [[0, 1], [2]],
-            rk.FEATURES: [[0.5] * 2 * width, [0.5] * (width + 1)],
-            "flag": [[True, False], None],
+            rk.PAIR_CODE: [[0, 0], [0, 0]],
         }
     )
     rows = part.column(scoring_model.ITEM_INDEX)
-    assert len(scoring_model._aligned(part.slice(0, 1), rows.slice(0, 1), rk.FEATURES, width)) == 2 * width
-    with pytest.raises(ShoprecError, match=r"user 'u2': features holds 5 values for 1 candidates"):
-        scoring_model._aligned(part, rows, rk.FEATURES, width)
-    with pytest.raises(ShoprecError, match=r"user 'u2': flag holds no values for 1 candidates"):
-        scoring_model._aligned(part, rows, "flag", 1)
+    assert len(scoring_model._aligned(part.slice(0, 1), rows.slice(0, 1), rk.PAIR_CODE, 1)) == 2
+    with pytest.raises(ShoprecError, match=r"user 'u2': _pair_code holds 2 values for 1 candidates"):
+        scoring_model._aligned(part, rows, rk.PAIR_CODE, 1)
+    # a code pointing past the user's shares, inside the UDF: the user is named
+    model_dir, _ = resolve_model(shop)
+    dim = rk.load(model_dir / rk.RANKER_DIR).model.dim
+    beyond = 2 << (rk.CODE_SHIFT + 3)  # the second category share; the user has one
+    df = spark.createDataFrame(
+        [("u7", [0.0] * dim, [0], [beyond], [0.5], [])],
+        f"{S.USER_KEY} string, {rk.USER_VECTOR} array<float>, {scoring_model.ITEM_INDEX} array<int>, "
+        f"{rk.PAIR_CODE} array<int>, {rk.CATEGORY_SHARES} array<float>, {rk.BRAND_SHARES} array<float>",
+    )
+    sc = spark.sparkContext
+    bc = sc.broadcast(np.zeros((1, dim), dtype=np.float32))
+    bc_feats = sc.broadcast(np.zeros((1, len(rk.ITEM_FEATURE_NAMES)), dtype=np.float32))
+    scored = scoring_model.score(df, str(model_dir / rk.RANKER_DIR), bc, item_features=bc_feats)
+    with pytest.raises(Exception, match=r"user 'u7': a pair code points at entry 2 of _category_shares"):
+        scored.collect()
+    with pytest.raises(ShoprecError, match=r"needs an array column _brand_shares"):
+        scoring_model.score(
+            df.drop(rk.BRAND_SHARES), str(model_dir / rk.RANKER_DIR), bc, item_features=bc_feats
+        )
 
 
-def test_a_pairs_sources_survive_the_ranker_as_a_byte(spark: SparkSession) -> None:
+def test_a_pairs_sources_survive_the_ranker_as_bits(spark: SparkSession) -> None:
     from shoprec.scoring.candidates import SOURCES, source_code, source_name
 
     combos = ["+".join(c) for n in range(1, len(SOURCES) + 1) for c in itertools.combinations(SOURCES, n)]

@@ -130,7 +130,7 @@ class FeaturesConfig:
     history_length: int = Field(default=20, ge=1)
     train_negatives: int = Field(default=4, ge=0)
     eval_negatives: int = Field(default=99, ge=0)
-    top_k: int = Field(default=5, ge=1)
+    top_k: int = Field(default=5, ge=1, le=255)  # scoring addresses an entry in 8 bits (ranker.MAX_TOP)
     seed: int = 13
     split: SplitConfig = field(default_factory=SplitConfig)
 

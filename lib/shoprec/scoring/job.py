@@ -45,10 +45,10 @@ from shoprec.training import ranker as rk
 
 log = logging.getLogger(__name__)
 
-#: A pair's flags through the ranker, one byte: its sources (a bit each, :data:`SOURCES` order)
-#: and whether the user already bought the item (:data:`BOUGHT_BIT`).
-FLAGS = "_flags"
+#: A pair's flags, in the low bits of its code through the ranker (:data:`rk.PAIR_CODE`): its
+#: sources (a bit each, :data:`SOURCES` order) and whether the user already bought the item.
 BOUGHT_BIT = 1 << len(candidates.SOURCES)
+assert BOUGHT_BIT < 1 << rk.CODE_SHIFT
 #: Scored candidates, staged between the ranker and the rules (one row per user and candidate).
 SCORED_SCHEMA = StructType(
     [
@@ -174,22 +174,23 @@ def score_candidates(
 ) -> DataFrame:
     """``cands`` (user_key, item_id, source) with the ranker's heads and the rules' inputs.
 
-    Pairs travel grouped by user (:func:`shoprec.scoring.model.score`): the user's vector once,
-    each candidate as its item's row in the broadcast item matrix plus its pair features; the
-    item's own features are broadcast with the matrix."""
+    Pairs travel grouped by user (:func:`shoprec.scoring.model.score`): the user's vector and
+    taste shares once, each candidate as its item's row in the broadcast item matrix plus one int
+    coding its pair features and flags; the item's own features are broadcast with the matrix."""
     sc = cfg.scoring
     index = F.broadcast(matrix.index(spark).withColumnRenamed("_idx", scoring_model.ITEM_INDEX))
     pairs = (
-        rk.pair_features(cands, items, profiles, pair_only=True)  # item features: by row, in the task
+        rk.pair_codes(cands, items, profiles)  # item features: by row, in the task
         .join(index, S.ITEM_ID)
         .join(purchases.withColumn(rules.BOUGHT, F.lit(True)), [S.USER_KEY, S.ITEM_ID], "left")
-        .withColumn(rules.BOUGHT, F.coalesce(rules.BOUGHT, F.lit(False)))
     )
-    # only what belongs to the pair travels through the ranker: one byte of flags (the band gap
-    # comes back from its features); the item's own columns join after
+    # what belongs to the pair alone rides in the low bits of its code: its sources and whether
+    # it was bought; the band gap comes back from the code's features
     flags = candidates.source_code(F.col(S.SOURCE)) + F.when(F.col(rules.BOUGHT), BOUGHT_BIT).otherwise(0)
-    grouped = scoring_model.group_candidates(pairs.withColumn(FLAGS, flags.cast("byte")), [FLAGS]).join(
-        users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY
+    grouped = (
+        scoring_model.group_candidates(pairs.withColumn(rk.PAIR_CODE, F.col(rk.PAIR_CODE) + flags))
+        .join(users.select(S.USER_KEY, F.col("vector").alias(rk.USER_VECTOR)), S.USER_KEY)
+        .join(rk.profile_shares(profiles), S.USER_KEY, "left")
     )
     # the same batches on every run (by user, sorted): identical floating-point results on a re-run
     grouped = grouped.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY).sortWithinPartitions(
@@ -207,7 +208,6 @@ def score_candidates(
         sc.threads,
         loads,
         item_features=item_feats,
-        features_out={rules.BAND_GAP: "price_band_gap"},
     )
     item_side = index.join(items, S.ITEM_ID).select(
         scoring_model.ITEM_INDEX,
@@ -220,14 +220,14 @@ def score_candidates(
     return scored.join(F.broadcast(item_side), scoring_model.ITEM_INDEX).select(
         S.USER_KEY,
         S.ITEM_ID,
-        candidates.source_name(F.col(FLAGS).bitwiseAND(BOUGHT_BIT - 1)).alias(S.SOURCE),
+        candidates.source_name(F.col(rk.PAIR_CODE).bitwiseAND(BOUGHT_BIT - 1)).alias(S.SOURCE),
         rk.P_CLICK,
         rk.P_PURCHASE,
         rk.VALUE,
         S.IN_STOCK,
-        (F.col(FLAGS).bitwiseAND(BOUGHT_BIT) != 0).alias(rules.BOUGHT),
+        (F.col(rk.PAIR_CODE).bitwiseAND(BOUGHT_BIT) != 0).alias(rules.BOUGHT),
         S.TOP_CATEGORY,
-        rules.BAND_GAP,
+        rk.band_gap_of(F.col(rk.PAIR_CODE)).alias(rules.BAND_GAP),
         rules.DISCOUNT,
     )
 

@@ -109,23 +109,28 @@ def item_feature_matrix(items: DataFrame, ids: NDArray[Any]) -> NDArray[Any]:
     return out
 
 
-def group_candidates(pairs: DataFrame, passed: list[str]) -> DataFrame:
-    """One row per user of ``pairs`` (``user_key``, :data:`ITEM_INDEX`, ``features``, ``passed``
-    fields): the layout :func:`score` reads, each field an array over the user's candidates (in
-    item-row order, so batches are the same on every run) and the pair features one flat array.
+def group_candidates(pairs: DataFrame) -> DataFrame:
+    """One row per user of ``pairs`` (``user_key``, :data:`ITEM_INDEX`, ``_pair_code``): the
+    layout :func:`score` reads, each an array over the user's candidates, in item-row order so
+    batches are the same on every run.
 
     Flat primitive arrays, not an array of structs: Spark's JVM converts them to Arrow and back
     about twice as fast (the JVM's share was what kept the UDF from the bare loop's speed)."""
     c = "_c"
     grouped = pairs.groupBy(S.USER_KEY).agg(
-        F.sort_array(F.collect_list(F.struct(ITEM_INDEX, rk.FEATURES, *passed))).alias(c)
+        F.sort_array(F.collect_list(F.struct(ITEM_INDEX, rk.PAIR_CODE))).alias(c)
     )
     return grouped.select(
-        S.USER_KEY,
-        F.col(c)[ITEM_INDEX].alias(ITEM_INDEX),
-        F.flatten(F.col(c)[rk.FEATURES]).alias(rk.FEATURES),
-        *[F.col(c)[f].alias(f) for f in passed],
+        S.USER_KEY, F.col(c)[ITEM_INDEX].alias(ITEM_INDEX), F.col(c)[rk.PAIR_CODE].alias(rk.PAIR_CODE)
     )
+
+
+def _shares(part: Any, name: str) -> tuple[NDArray[Any], NDArray[Any]]:
+    """A list column of ``part`` as ``(values, offsets)`` (a null list: no entries)."""
+    col = part.column(part.schema.get_field_index(name))
+    offsets = col.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    values = col.values.to_numpy(zero_copy_only=False)
+    return values[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
 def _aligned(part: Any, rows: Any, name: str, width: int) -> Any:
@@ -157,48 +162,41 @@ def score(
     loads: Any = None,
     *,
     item_features: Any,
-    features_out: dict[str, str] | None = None,
 ) -> DataFrame:
-    """One row per (user, candidate) with ``p_click``, ``p_purchase`` and the pid of the process
-    that scored it (``_loader_pid``, for checks).
+    """One row per (user, candidate): ``user_key``, :data:`ITEM_INDEX`, the pair's code,
+    ``p_click``, ``p_purchase`` and the pid of the process that scored it (``_loader_pid``, for
+    checks).
 
-    ``df`` has one row per user (:func:`group_candidates`): ``user_key``, ``user_vector``,
-    :data:`ITEM_INDEX` (each candidate's row in ``item_matrix``, a Spark broadcast of the item
-    vectors), ``features`` (the candidates' :data:`~shoprec.training.ranker.PAIR_FEATURE_NAMES`,
-    one after the other in one flat array) and any other array columns, one value per candidate,
-    to pass through. The output has ``user_key``, the item's row, one value of each passed
-    column, the pair features ``features_out`` names (output column: feature name) and the heads.
-    ``item_features`` is a broadcast ``(items, len(ITEM_FEATURE_NAMES))`` matrix in the rows of
-    ``item_matrix`` (:func:`shoprec.training.ranker.item_features`): each batch completes its
-    pairs' features from their items' rows. Each user's vector crosses from the JVM once, not
-    once per candidate, and item vectors and features not at all: a pair costs its index, 4
-    floats and what it passes through instead of two vectors (3 KiB at 384 dimensions) and 12
-    features. ``loads``, a Spark accumulator, counts how many times a ranker was loaded.
+    ``df`` has one row per user: ``user_key``, ``user_vector``, the user's
+    :data:`~shoprec.training.ranker.CATEGORY_SHARES` and ``BRAND_SHARES``
+    (:func:`~shoprec.training.ranker.profile_shares`) and, one value per candidate
+    (:func:`group_candidates`), :data:`ITEM_INDEX` (the item's row in ``item_matrix``, a Spark
+    broadcast of the item vectors) and :data:`~shoprec.training.ranker.PAIR_CODE` (the pair's
+    features, :func:`~shoprec.training.ranker.pair_codes`; its low bits are the caller's and come
+    back unchanged). ``item_features`` is a broadcast ``(items, len(ITEM_FEATURE_NAMES))`` matrix
+    in the rows of ``item_matrix``: each batch completes its pairs' features from their items'
+    rows. Each user's vector and shares cross from the JVM once, not once per candidate, and item
+    vectors and features not at all: a pair costs two ints instead of two vectors (3 KiB at 384
+    dimensions) and 12 features. ``loads``, a Spark accumulator, counts how many times a ranker
+    was loaded.
     """
     rk.load(model_dir, student)  # fail on the driver, with a clear message, if it is missing
-    out_features = dict(features_out or {})
-    unknown = sorted(set(out_features.values()) - set(rk.PAIR_FEATURE_NAMES))
-    if unknown:
-        raise ShoprecError(f"scoring: features_out names {unknown}; pair features: {rk.PAIR_FEATURE_NAMES}")
-    own = (S.USER_KEY, rk.USER_VECTOR, ITEM_INDEX, rk.FEATURES)
-    passed = [f for f in df.schema.fields if f.name not in own]
-    for f in passed:
-        if not isinstance(f.dataType, ArrayType):
-            raise ShoprecError(f"scoring: column {f.name} must hold one value per candidate (an array)")
+    for name in (ITEM_INDEX, rk.PAIR_CODE, rk.CATEGORY_SHARES, rk.BRAND_SHARES):
+        if name not in df.columns or not isinstance(df.schema[name].dataType, ArrayType):
+            raise ShoprecError(
+                f"scoring: the ranker's input needs an array column {name}; it has {df.columns}"
+            )
     schema = StructType(
         [
             df.schema[S.USER_KEY],
             StructField(ITEM_INDEX, IntegerType(), False),
-            *[StructField(f.name, f.dataType.elementType, True) for f in passed],  # type: ignore[attr-defined]
-            *[StructField(name, FloatType(), False) for name in out_features],
+            StructField(rk.PAIR_CODE, IntegerType(), False),
             StructField(rk.P_CLICK, FloatType(), False),
             StructField(rk.P_PURCHASE, FloatType(), False),
             StructField(LOADER_PID, IntegerType(), False),
         ]
     )
     names = schema.fieldNames()
-    width = len(rk.PAIR_FEATURE_NAMES)
-    out_columns = [rk.PAIR_FEATURE_NAMES.index(f) for f in out_features.values()]
     # users per slice: bounds the pairs (and gathered vectors) held at once whatever Spark's batch
     pairs_per_slice = max(batch_size * 8, 1)
 
@@ -233,15 +231,23 @@ def score(
                     part.column(part.schema.get_field_index(rk.USER_VECTOR)), "scoring: user_vector"
                 )
                 rows = index.to_numpy(zero_copy_only=False).astype(np.int64)
-                pair_feats = _aligned(part, lists, rk.FEATURES, width).to_numpy(zero_copy_only=False)
-                pair_feats = pair_feats.reshape(-1, width)
+                codes = _aligned(part, lists, rk.PAIR_CODE, 1)
+                try:
+                    pair_feats = rk.decode_pair_features(
+                        codes.to_numpy(zero_copy_only=False),
+                        parents,
+                        _shares(part, rk.CATEGORY_SHARES),
+                        _shares(part, rk.BRAND_SHARES),
+                    )
+                except rk.PairCodeError as e:
+                    user = part.column(S.USER_KEY)[e.user].as_py()
+                    raise ShoprecError(f"scoring: user {user!r}: {e}") from None
                 probs = predict(model, users, matrix, pair_feats, batch_size, parents, rows, item_feats)
                 yield pa.RecordBatch.from_arrays(
                     [
                         part.column(S.USER_KEY).take(pa.array(parents)),
                         index.cast(pa.int32()),
-                        *[_aligned(part, lists, f.name, 1) for f in passed],
-                        *[pa.array(np.ascontiguousarray(pair_feats[:, j])) for j in out_columns],
+                        codes,
                         pa.array(probs[:, 0].astype(np.float32)),
                         pa.array(probs[:, 1].astype(np.float32)),
                         pa.array(np.full(len(rows), pid, dtype=np.int32)),
@@ -249,5 +255,5 @@ def score(
                     names=names,
                 )
 
-    columns = [S.USER_KEY, rk.USER_VECTOR, ITEM_INDEX, rk.FEATURES, *[f.name for f in passed]]
+    columns = [S.USER_KEY, rk.USER_VECTOR, ITEM_INDEX, rk.PAIR_CODE, rk.CATEGORY_SHARES, rk.BRAND_SHARES]
     return df.select(*columns).mapInArrow(run, schema)

@@ -22,9 +22,10 @@ positives best among their hard negatives is kept (``Ranker.correction``). The h
 into one score by configured weights (:func:`combine`).
 
 Features are computed in Spark by the same expressions for training and scoring, so they cannot
-drift: training's pairs carry all of them (:func:`pair_features`); scoring's pairs carry only the
-pair's own (``pair_only``) and complete them in the task with the item's, computed once per item
-(:func:`item_features`) and broadcast like the item vectors.
+drift: training's pairs carry all of them (:func:`pair_features`); scoring's pairs carry the
+pair's own as one int (:func:`pair_codes`, with the user's shares once per user) and complete
+them in the task with the item's, computed once per item (:func:`item_features`) and broadcast
+like the item vectors. A test holds the decoded values equal to :func:`pair_features`'.
 """
 
 from __future__ import annotations
@@ -81,9 +82,13 @@ def _band_index(col: Column) -> Column:
     return out
 
 
+def _total(weights: str) -> Column:
+    return F.aggregate(F.col(weights), F.lit(0.0), lambda acc, w: acc + w[S.WEIGHT])
+
+
 def _affinity(weights: str, name: Column) -> Column:
     """The share of the user's weight on ``name`` (0 when the user never touched it)."""
-    total = F.aggregate(F.col(weights), F.lit(0.0), lambda acc, w: acc + w[S.WEIGHT])
+    total = _total(weights)
     match = F.aggregate(
         F.filter(F.col(weights), lambda w: w["name"] == name), F.lit(0.0), lambda acc, w: acc + w[S.WEIGHT]
     )
@@ -148,17 +153,33 @@ def full_features(pair: NDArray[Any], item: NDArray[Any]) -> NDArray[Any]:
     return out
 
 
-def pair_features(
-    pairs: DataFrame, items: DataFrame, profiles: DataFrame, pair_only: bool = False
-) -> DataFrame:
-    """``pairs`` (user_key, item_id, ...) with ``features`` (array<float>, :data:`FEATURE_NAMES`;
-    with ``pair_only``, :data:`PAIR_FEATURE_NAMES` alone) and ``value`` (the item's price, 0 when
-    unknown). Users without a profile get neutral values."""
+def _joined(pairs: DataFrame, items: DataFrame, profiles: DataFrame, *item_columns: str) -> DataFrame:
+    """``pairs`` with the item's category, brand and band index (``_cat``, ``_brand``, ``_iband``),
+    ``item_columns``, and the user's band index and weighted tastes (empty without a profile)."""
     it = items.select(
         S.ITEM_ID,
         F.col(S.TOP_CATEGORY).alias("_cat"),
         F.col(S.BRAND).alias("_brand"),
         _band_index(F.col(S.PRICE_BAND)).alias("_iband"),
+        *item_columns,
+    )
+    pr = profiles.select(
+        S.USER_KEY, _band_index(F.col(S.PRICE_BAND)).alias("_uband"), S.TOP_CATEGORIES, S.TOP_BRANDS
+    )
+    df = pairs.join(it, S.ITEM_ID).join(pr, S.USER_KEY, "left")
+    empty = F.array().cast(profiles.schema[S.TOP_CATEGORIES].dataType)
+    return df.withColumn(S.TOP_CATEGORIES, F.coalesce(S.TOP_CATEGORIES, empty)).withColumn(
+        S.TOP_BRANDS, F.coalesce(S.TOP_BRANDS, empty)
+    )
+
+
+_HELPERS = ("_cat", "_brand", "_iband", "_uband", S.TOP_CATEGORIES, S.TOP_BRANDS)
+
+
+def pair_features(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> DataFrame:
+    """``pairs`` (user_key, item_id, ...) with ``features`` (array<float>, :data:`FEATURE_NAMES`)
+    and ``value`` (the item's price, 0 when unknown). Users without a profile get neutral values."""
+    item_columns = (
         S.POPULARITY,
         S.RATING_MEAN,
         S.RATING_COUNT,
@@ -167,14 +188,7 @@ def pair_features(
         S.IN_STOCK,
         S.PRICE,
     )
-    pr = profiles.select(
-        S.USER_KEY, _band_index(F.col(S.PRICE_BAND)).alias("_uband"), S.TOP_CATEGORIES, S.TOP_BRANDS
-    )
-    df = pairs.join(it, S.ITEM_ID).join(pr, S.USER_KEY, "left")
-    empty = F.array().cast(profiles.schema[S.TOP_CATEGORIES].dataType)
-    df = df.withColumn(S.TOP_CATEGORIES, F.coalesce(S.TOP_CATEGORIES, empty)).withColumn(
-        S.TOP_BRANDS, F.coalesce(S.TOP_BRANDS, empty)
-    )
+    df = _joined(pairs, items, profiles, *item_columns)
     known = F.col("_uband").isNotNull() & F.col("_iband").isNotNull()
     values = {
         "price_band_gap": F.when(known, F.abs(F.col("_uband") - F.col("_iband")) / 2.0).otherwise(0.5),
@@ -183,14 +197,125 @@ def pair_features(
         "brand_affinity": _affinity(S.TOP_BRANDS, F.col("_brand")),
     }
     assert tuple(values) == PAIR_FEATURE_NAMES
-    names = PAIR_FEATURE_NAMES if pair_only else FEATURE_NAMES
-    columns = [values[n].cast("float") if n in values else item_feature(n) for n in names]
-    helper = ["_cat", "_brand", "_iband", "_uband", S.TOP_CATEGORIES, S.TOP_BRANDS]
+    columns = [values[n].cast("float") if n in values else item_feature(n) for n in FEATURE_NAMES]
     return df.select(
         *[c for c in pairs.columns],
         F.array(*columns).alias(FEATURES),
         item_value().alias(VALUE),
-    ).drop(*[h for h in helper if h not in pairs.columns])
+    ).drop(*[h for h in (*_HELPERS, *item_columns) if h not in pairs.columns])
+
+
+# Scoring's pairs carry their PAIR_FEATURE_NAMES as one int each (:func:`pair_codes`) and the
+# user's category and brand shares once per user (:func:`profile_shares`); the task decodes them
+# (:func:`decode_pair_features`). Four floats per pair were 40% of what Spark's JVM converted
+# for the ranker's UDF. Bits, from CODE_SHIFT up: the band gap times 2 (0-2; 1 when unknown), 1
+# bit band known, then the 1-based position of the item's category among the user's top
+# categories (0: absent) and of its brand among the top brands, 8 bits each. The low CODE_SHIFT
+# bits are the caller's (scoring keeps a candidate's sources and whether it was bought there).
+PAIR_CODE, CATEGORY_SHARES, BRAND_SHARES = "_pair_code", "_category_shares", "_brand_shares"
+CODE_SHIFT, _POSITION_BITS = 8, 8
+#: The longest top-categories or top-brands list a pair code can point into.
+MAX_TOP = (1 << _POSITION_BITS) - 1
+
+
+def _position(weights: str, name: Column) -> Column:
+    """1-based position of ``name`` among the user's weighted names, 0 when absent (names in a
+    profile are a map's keys, so at most one matches: its share is :func:`_affinity`'s value)."""
+    pos = F.coalesce(F.array_position(F.transform(F.col(weights), lambda w: w["name"]), name), F.lit(0))
+    too_long = F.raise_error(
+        F.concat(
+            F.lit("user "),
+            F.col(S.USER_KEY),
+            F.lit(
+                f": the item's entry in {weights} lies beyond the {MAX_TOP} a pair code can address; lower features.top_k"
+            ),
+        )
+    )
+    return F.when(pos > MAX_TOP, too_long.cast("long")).otherwise(pos)
+
+
+def pair_codes(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> DataFrame:
+    """``pairs`` with :data:`PAIR_CODE` (int): the pair's :data:`PAIR_FEATURE_NAMES` as scoring's
+    ranker receives them, decoded in the task by :func:`decode_pair_features` to the values
+    :func:`pair_features` computes (the same joins and band indexes, tested equal)."""
+    df = _joined(pairs, items, profiles)
+    known = F.col("_uband").isNotNull() & F.col("_iband").isNotNull()
+    gap2 = F.when(known, F.abs(F.col("_uband") - F.col("_iband"))).otherwise(1.0).cast("long")
+    code = (
+        gap2
+        + F.when(known, 4).otherwise(0)
+        + F.shiftleft(_position(S.TOP_CATEGORIES, F.col("_cat")), 3)
+        + F.shiftleft(_position(S.TOP_BRANDS, F.col("_brand")), 3 + _POSITION_BITS)
+    )
+    return df.select(*pairs.columns, F.shiftleft(code, CODE_SHIFT).cast("int").alias(PAIR_CODE)).drop(
+        *[h for h in _HELPERS if h not in pairs.columns]
+    )
+
+
+def band_gap_of(code: Column) -> Column:
+    """A pair code's ``price_band_gap`` as a Spark column (float), without decoding the rest."""
+    return (F.shiftright(code, CODE_SHIFT).bitwiseAND(3) / 2.0).cast("float")
+
+
+def profile_shares(profiles: DataFrame) -> DataFrame:
+    """``user_key``, :data:`CATEGORY_SHARES` and :data:`BRAND_SHARES` (array<float>): each top
+    entry's share of the user's weight, in the profile's order (what a pair code's positions
+    index), computed as :func:`_affinity` computes a match's."""
+
+    def shares(weights: str) -> Column:
+        total = _total(weights)
+        return F.transform(
+            F.col(weights),
+            lambda w: F.when(total > 0, w[S.WEIGHT] / total).otherwise(F.lit(0.0)).cast("float"),
+        )
+
+    return profiles.select(
+        S.USER_KEY,
+        shares(S.TOP_CATEGORIES).alias(CATEGORY_SHARES),
+        shares(S.TOP_BRANDS).alias(BRAND_SHARES),
+    )
+
+
+class PairCodeError(ValueError):
+    """A pair code that points past its user's shares; ``user`` is the user's row."""
+
+    def __init__(self, message: str, user: int) -> None:
+        super().__init__(message)
+        self.user = user
+
+
+def decode_pair_features(
+    codes: NDArray[Any],
+    users: NDArray[Any],
+    category_shares: tuple[NDArray[Any], NDArray[Any]],
+    brand_shares: tuple[NDArray[Any], NDArray[Any]],
+) -> NDArray[Any]:
+    """``(n, len(PAIR_FEATURE_NAMES))`` float32 from ``n`` pair codes (:func:`pair_codes`); pair
+    ``i`` belongs to user ``users[i]``, whose shares are ``values[offsets[u]:offsets[u + 1]]``
+    of each ``(values, offsets)`` (:func:`profile_shares`)."""
+    c = np.asarray(codes, dtype=np.int64) >> CODE_SHIFT
+    users = np.asarray(users, dtype=np.int64)
+    out = np.empty((len(c), len(PAIR_FEATURE_NAMES)), dtype=np.float32)
+    out[:, 0] = (c & 3).astype(np.float32) * np.float32(0.5)
+    out[:, 1] = (c >> 2) & 1
+    mask = (1 << _POSITION_BITS) - 1
+    for col, (shift, (values, offsets), name) in enumerate(
+        ((3, category_shares, CATEGORY_SHARES), (3 + _POSITION_BITS, brand_shares, BRAND_SHARES)), start=2
+    ):
+        pos = (c >> shift) & mask
+        offsets = np.asarray(offsets, dtype=np.int64)
+        start = offsets[users]
+        beyond = pos > offsets[users + 1] - start
+        if beyond.any():
+            i = int(np.flatnonzero(beyond)[0])
+            raise PairCodeError(
+                f"a pair code points at entry {int(pos[i])} of {name}, which holds "
+                f"{int(offsets[users[i] + 1] - start[i])}",
+                int(users[i]),
+            )
+        padded = np.append(np.asarray(values, dtype=np.float32), np.float32(0.0))
+        out[:, col] = padded[np.where(pos > 0, start + pos - 1, len(padded) - 1)]
+    return out
 
 
 class Ranker(torch.nn.Module):
