@@ -173,9 +173,6 @@ def _joined(pairs: DataFrame, items: DataFrame, profiles: DataFrame, *item_colum
     )
 
 
-_HELPERS = ("_cat", "_brand", "_iband", "_uband", S.TOP_CATEGORIES, S.TOP_BRANDS)
-
-
 def pair_features(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> DataFrame:
     """``pairs`` (user_key, item_id, ...) with ``features`` (array<float>, :data:`FEATURE_NAMES`)
     and ``value`` (the item's price, 0 when unknown). Users without a profile get neutral values."""
@@ -198,11 +195,7 @@ def pair_features(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> Da
     }
     assert tuple(values) == PAIR_FEATURE_NAMES
     columns = [values[n].cast("float") if n in values else item_feature(n) for n in FEATURE_NAMES]
-    return df.select(
-        *[c for c in pairs.columns],
-        F.array(*columns).alias(FEATURES),
-        item_value().alias(VALUE),
-    ).drop(*[h for h in (*_HELPERS, *item_columns) if h not in pairs.columns])
+    return df.select(*pairs.columns, F.array(*columns).alias(FEATURES), item_value().alias(VALUE))
 
 
 # Scoring's pairs carry their PAIR_FEATURE_NAMES as one int each (:func:`pair_codes`) and the
@@ -227,7 +220,8 @@ def _position(weights: str, name: Column) -> Column:
             F.lit("user "),
             F.col(S.USER_KEY),
             F.lit(
-                f": the item's entry in {weights} lies beyond the {MAX_TOP} a pair code can address; lower features.top_k"
+                f": the item's entry in {weights} lies beyond the {MAX_TOP} a pair code can "
+                "address; lower features.top_k"
             ),
         )
     )
@@ -247,9 +241,7 @@ def pair_codes(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> DataF
         + F.shiftleft(_position(S.TOP_CATEGORIES, F.col("_cat")), 3)
         + F.shiftleft(_position(S.TOP_BRANDS, F.col("_brand")), 3 + _POSITION_BITS)
     )
-    return df.select(*pairs.columns, F.shiftleft(code, CODE_SHIFT).cast("int").alias(PAIR_CODE)).drop(
-        *[h for h in _HELPERS if h not in pairs.columns]
-    )
+    return df.select(*pairs.columns, F.shiftleft(code, CODE_SHIFT).cast("int").alias(PAIR_CODE))
 
 
 def band_gap_of(code: Column) -> Column:
