@@ -260,9 +260,9 @@ def test_a_candidate_list_out_of_step_with_its_codes_or_shares_names_the_user(
         }
     )
     rows = part.column(scoring_model.ITEM_INDEX)
-    assert len(scoring_model._aligned(part.slice(0, 1), rows.slice(0, 1), rk.PAIR_CODE, 1)) == 2
+    assert len(scoring_model._aligned(part.slice(0, 1), rows.slice(0, 1), rk.PAIR_CODE)) == 2
     with pytest.raises(ShoprecError, match=r"user 'u2': _pair_code holds 2 values for 1 candidates"):
-        scoring_model._aligned(part, rows, rk.PAIR_CODE, 1)
+        scoring_model._aligned(part, rows, rk.PAIR_CODE)
     # a code pointing past the user's shares, inside the UDF: the user is named
     model_dir, _ = resolve_model(shop)
     dim = rk.load(model_dir / rk.RANKER_DIR).model.dim

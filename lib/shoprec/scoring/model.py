@@ -133,21 +133,20 @@ def _shares(part: Any, name: str) -> tuple[NDArray[Any], NDArray[Any]]:
     return values[offsets[0] : offsets[-1]], offsets - offsets[0]
 
 
-def _aligned(part: Any, rows: Any, name: str, width: int) -> Any:
-    """Column ``name`` of ``part``, flattened, after checking each user has ``width`` values per
+def _aligned(part: Any, rows: Any, name: str) -> Any:
+    """Column ``name`` of ``part``, flattened, after checking each user has one value per
     candidate (a misaligned list names its user, not a shape error deep in numpy)."""
     import pyarrow.compute as pc
 
     col = part.column(part.schema.get_field_index(name))
-    want = pc.multiply(pc.list_value_length(rows), width)
-    ok = pc.equal(pc.list_value_length(col), want)
+    ok = pc.equal(pc.list_value_length(col), pc.list_value_length(rows))
     if col.null_count or not pc.all(ok).as_py():
         bad = int(np.flatnonzero(~pc.fill_null(ok, False).to_numpy(zero_copy_only=False))[0])
         user = part.column(part.schema.get_field_index(S.USER_KEY))[bad].as_py()
         values = col[bad].as_py()
         raise ShoprecError(
             f"scoring: user {user!r}: {name} holds {'no' if values is None else len(values)} values "
-            f"for {len(rows[bad].as_py() or [])} candidates ({width} per candidate expected)"
+            f"for {len(rows[bad].as_py() or [])} candidates (one per candidate expected)"
         )
     return col.flatten()
 
@@ -231,7 +230,7 @@ def score(
                     part.column(part.schema.get_field_index(rk.USER_VECTOR)), "scoring: user_vector"
                 )
                 rows = index.to_numpy(zero_copy_only=False).astype(np.int64)
-                codes = _aligned(part, lists, rk.PAIR_CODE, 1)
+                codes = _aligned(part, lists, rk.PAIR_CODE)
                 try:
                     pair_feats = rk.decode_pair_features(
                         codes.to_numpy(zero_copy_only=False),
