@@ -83,10 +83,11 @@ def throughput(
     share_offsets = np.arange(0, n_users * top + 1, top, dtype=np.int64)
     cat_shares, brand_shares = (rng.random(size=n_users * top).astype(np.float32) for _ in range(2))
     positions = rng.integers(0, top + 1, size=(2, pairs))
-    code = rng.integers(0, 3, size=pairs) + 4 * rng.integers(0, 2, size=pairs)
-    code += (positions[0] << 3) + (positions[1] << 11)
+    code = rk.encode_pair_code(
+        rng.integers(0, 3, size=pairs), rng.integers(0, 2, size=pairs), positions[0], positions[1]
+    )
     flags = (1 << item_rows % 3) + np.where(item_rows % 17 == 0, BOUGHT_BIT, 0)
-    codes = ((code << rk.CODE_SHIFT) + flags).astype(np.int32)
+    codes = (code + flags).astype(np.int32)
     offsets = pa.array(np.arange(0, pairs + 1, per_user, dtype=np.int32))
 
     def shares(values: np.ndarray) -> pa.Array:
@@ -215,9 +216,7 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
         vec.alias(rk.USER_VECTOR),
         rows.alias(scoring_model.ITEM_INDEX),
         # band known, gap 0.5, the first category and third brand share
-        F.array_repeat(F.lit(((1 << 11) * 3 + (1 << 3) + 4 + 1) << rk.CODE_SHIFT), candidates).alias(
-            rk.PAIR_CODE
-        ),
+        F.array_repeat(F.lit(int(rk.encode_pair_code(1, 1, 1, 3))), candidates).alias(rk.PAIR_CODE),
         shares.alias(rk.CATEGORY_SHARES),
         shares.alias(rk.BRAND_SHARES),
     )

@@ -170,7 +170,7 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     brand_pos = rng.integers(0, 3, size=n_pairs)
     gap2, known = rng.integers(0, 3, size=n_pairs), rng.integers(0, 2, size=n_pairs)
     flags = np.arange(n_pairs) % 200
-    codes = (((brand_pos << 11) | (cat_pos << 3) | (known << 2) | gap2) << rk.CODE_SHIFT) | flags
+    codes = rk.encode_pair_code(gap2, known, cat_pos, brand_pos) | flags
     pair_feats = np.stack(
         [
             gap2 / 2,

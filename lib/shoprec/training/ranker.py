@@ -207,6 +207,8 @@ def pair_features(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> Da
 # bits are the caller's (scoring keeps a candidate's sources and whether it was bought there).
 PAIR_CODE, CATEGORY_SHARES, BRAND_SHARES = "_pair_code", "_category_shares", "_brand_shares"
 CODE_SHIFT, _POSITION_BITS = 8, 8
+_KNOWN_BIT, _CATEGORY_SHIFT = 2, 3
+_BRAND_SHIFT = _CATEGORY_SHIFT + _POSITION_BITS
 #: The longest top-categories or top-brands list a pair code can point into.
 MAX_TOP = (1 << _POSITION_BITS) - 1
 
@@ -235,13 +237,26 @@ def pair_codes(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> DataF
     df = _joined(pairs, items, profiles)
     known = F.col("_uband").isNotNull() & F.col("_iband").isNotNull()
     gap2 = F.when(known, F.abs(F.col("_uband") - F.col("_iband"))).otherwise(1.0).cast("long")
-    code = (
-        gap2
-        + F.when(known, 4).otherwise(0)
-        + F.shiftleft(_position(S.TOP_CATEGORIES, F.col("_cat")), 3)
-        + F.shiftleft(_position(S.TOP_BRANDS, F.col("_brand")), 3 + _POSITION_BITS)
+    code = encode_pair_code(
+        gap2,
+        known.cast("long"),
+        _position(S.TOP_CATEGORIES, F.col("_cat")),
+        _position(S.TOP_BRANDS, F.col("_brand")),
     )
-    return df.select(*pairs.columns, F.shiftleft(code, CODE_SHIFT).cast("int").alias(PAIR_CODE))
+    return df.select(*pairs.columns, code.cast("int").alias(PAIR_CODE))
+
+
+def encode_pair_code(gap2: Any, known: Any, category: Any, brand: Any) -> Any:
+    """The bits of a pair code (low :data:`CODE_SHIFT` bits clear) from the band gap times 2, the
+    band-known flag and the 1-based positions among the user's top categories and brands (0:
+    absent): Spark columns (:func:`pair_codes`) or numpy int arrays (tests, benchmarks)."""
+    if isinstance(gap2, Column):
+        shift = F.shiftleft
+        return shift(
+            gap2 + shift(known, _KNOWN_BIT) + shift(category, _CATEGORY_SHIFT) + shift(brand, _BRAND_SHIFT),
+            CODE_SHIFT,
+        )
+    return (gap2 | known << _KNOWN_BIT | category << _CATEGORY_SHIFT | brand << _BRAND_SHIFT) << CODE_SHIFT
 
 
 def band_gap_of(code: Column) -> Column:
@@ -289,10 +304,11 @@ def decode_pair_features(
     users = np.asarray(users, dtype=np.int64)
     out = np.empty((len(c), len(PAIR_FEATURE_NAMES)), dtype=np.float32)
     out[:, 0] = (c & 3).astype(np.float32) * np.float32(0.5)
-    out[:, 1] = (c >> 2) & 1
+    out[:, 1] = (c >> _KNOWN_BIT) & 1
     mask = (1 << _POSITION_BITS) - 1
     for col, (shift, (values, offsets), name) in enumerate(
-        ((3, category_shares, CATEGORY_SHARES), (3 + _POSITION_BITS, brand_shares, BRAND_SHARES)), start=2
+        ((_CATEGORY_SHIFT, category_shares, CATEGORY_SHARES), (_BRAND_SHIFT, brand_shares, BRAND_SHARES)),
+        start=2,
     ):
         pos = (c >> shift) & mask
         offsets = np.asarray(offsets, dtype=np.int64)
