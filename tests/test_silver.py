@@ -353,6 +353,33 @@ def test_rerun_changes_nothing_and_a_new_day_is_ingested_alone(
     assert delta.read(spark, lake.table("silver_events")).count() == before["silver_events"].count() + 1
 
 
+def test_a_batch_whose_silver_write_dies_stays_pending_and_the_next_run_cleans_it(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run-metrics row marks a batch done, so it is written after silver: a run that dies
+    between the quarantine write and the silver MERGE leaves the batch for the next run."""
+    import shoprec.etl.silver as silver
+
+    monkeypatch.setenv("SHOPREC_TEST_KEY", "crash-key")
+    cfg = _cfg(tmp_path, users=60, items=40, days=3, users_per_block=60)
+    generate(spark, cfg)
+    ingest_all(spark, cfg)
+
+    def dies(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the driver died here")
+
+    with monkeypatch.context() as m:
+        m.setattr(silver, "_merge_silver", dies)
+        with pytest.raises(RuntimeError, match="died"):
+            clean_all(spark, cfg)
+    assert silver.pending_batches(spark, cfg, "catalog"), "the half-written batch is still pending"
+    results = clean_all(spark, cfg)
+    assert [r.source for r in results] == ["catalog", "events"]
+    for r in results:
+        assert delta.read(spark, cfg.table(f"silver_{r.source}")).count() == r.silver_rows > 0
+    assert silver.pending_batches(spark, cfg, "catalog") == silver.pending_batches(spark, cfg, "events") == []
+
+
 def test_missing_key_names_the_variable_and_generated_key_is_stable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

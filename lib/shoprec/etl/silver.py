@@ -268,8 +268,8 @@ def _clean_batch(
         cleaned = clean_events(bronze, cfg, catalog, load_key(cfg.privacy), now)
     else:
         cleaned = clean_catalog(bronze, cfg, delta.read(spark, cfg.table("silver_catalog")))
-    _write_metrics(spark, cfg, source, batch, cleaned)
     if not cleaned.reconciled:
+        _write_metrics(spark, cfg, source, batch, cleaned)  # the failed count, for the operator
         raise ReconciliationError(
             f"{source} batch {batch}: {cleaned.input_rows} rows in, but {cleaned.clean_rows} clean + "
             f"{cleaned.quarantined_rows} quarantined + {cleaned.deduplicated_rows} de-duplicated; "
@@ -288,6 +288,10 @@ def _clean_batch(
             [S.ITEM_ID],
             newer_only=f"s.{S.UPDATED_AT} > t.{S.UPDATED_AT}",
         )
+    # Last: a reconciled row in run_metrics is what marks the batch done (``pending_batches``), so
+    # it may only exist once quarantine and silver hold the batch. Written first, a run killed
+    # before the silver MERGE left a batch that every later run skipped, its clean rows lost.
+    _write_metrics(spark, cfg, source, batch, cleaned)
     cleaned.ruled.unpersist()
     result = SilverResult(
         source,
