@@ -5,9 +5,9 @@ run (any table's ``_delta_log``), once mid-generation (the catalog export writte
 yet) and once mid-write of a raw file (a task's part file open under ``_temporary``). Every table,
 the ingest log and the run metrics included, is then compared with an uninterrupted run's.
 
-The default tier kills at the generator's two points and around the first write of each table that
-marks work as done (:data:`MARKERS`); ``SHOPREC_KILL_SWEEP=all`` kills after each commit in turn
-(the slow sweep: one killed run and one re-run per commit of the pipeline, about two hours).
+The default tier kills mid-write of a raw file and at the first write of each table that marks work
+as done (:data:`MARKERS`), four runs in all; ``SHOPREC_KILL_SWEEP=all`` adds mid-generation and
+kills after each commit in turn (the slow sweep: a killed run and a re-run per commit, hours).
 """
 
 from __future__ import annotations
@@ -187,22 +187,22 @@ def _creates(commit: str) -> bool:
 
 
 def _sample(commits: list[str]) -> list[int]:
-    """1-based commit numbers for the default tier: around each marker table's first data write,
-    the commit just before it (work done, not marked) and the write itself (marked, the rest not)."""
+    """1-based commit numbers for the default tier: each marker table's first data write (marked,
+    the work after it not done yet), and the commit just before the gold state's (every gold
+    table written, none of it marked)."""
     chosen: set[int] = set()
     for marker in MARKERS:
         writes = (i for i, c in enumerate(commits, start=1) if c.startswith(f"{marker}/") and not _creates(c))
         first = next(writes)
-        chosen |= {first - 1, first} if first < len(commits) else {first - 1}
+        chosen.add(first - 1 if marker == MARKERS[-1] else first)
     return sorted(chosen)
 
 
 def _kill_points(ref: Reference) -> list[KillPoint]:
-    points = [
-        KillPoint("mid-write of a raw events file", _raw_file_open),
-        KillPoint("mid-generation (catalog exported, events not)", _catalog_exported),
-    ]
     sweep = os.environ.get("SHOPREC_KILL_SWEEP") == "all"
+    points = [KillPoint("mid-write of a raw events file", _raw_file_open)]
+    if sweep:
+        points.append(KillPoint("mid-generation (catalog exported, events not)", _catalog_exported))
     numbers = range(1, len(ref.commits)) if sweep else _sample(ref.commits)
     for n in numbers:
         points.append(KillPoint(f"after commit {n} ({ref.commits[n - 1]})", _after_commits(n, ref.logs)))
