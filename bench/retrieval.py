@@ -30,7 +30,7 @@ from pyspark.sql import functions as F
 from memory import PeakRss
 from shoprec import schemas as S
 from shoprec.config import from_dict
-from shoprec.evaluation.retrieval import VECTOR, ItemMatrix, top_k
+from shoprec.modeling.retrieval import VECTOR, ItemMatrix, top_k
 from shoprec.spark import get_spark
 
 

@@ -44,11 +44,11 @@ from pyspark.sql import functions as F
 from memory import PeakRss, cpu_seconds
 from shoprec import schemas as S
 from shoprec.config import from_dict
+from shoprec.modeling import ranker as rk
 from shoprec.scoring import model as scoring_model
 from shoprec.scoring import rules
 from shoprec.scoring.job import BOUGHT_BIT
 from shoprec.spark import get_spark
-from shoprec.training import ranker as rk
 
 
 def _ranker(root: Path, dim: int) -> Path:
@@ -116,7 +116,7 @@ def throughput(
     rows64 = item_rows.astype(np.int64)
     share_lists = (cat_shares, share_offsets), (brand_shares, share_offsets)
     pair_feats = rk.decode_pair_features(codes, user_rows, *share_lists)
-    scoring_model.predict(
+    rk.predict(
         model, users, items, pair_feats[:batch], batch, user_rows[:batch], rows64[:batch], item_feats
     )  # warm-up
 
@@ -125,7 +125,7 @@ def throughput(
         features completed from the item's row, batch by batch"""
         t0 = time.perf_counter()
         decoded = rk.decode_pair_features(codes, user_rows, *share_lists)
-        scoring_model.predict(model, users, items, decoded, batch, user_rows, rows64, item_feats)
+        rk.predict(model, users, items, decoded, batch, user_rows, rows64, item_feats)
         return time.perf_counter() - t0
 
     full = rk.full_features(pair_feats, item_feats[rows64])
@@ -133,7 +133,7 @@ def throughput(
     def completed() -> float:
         """(b0) the same loop given every pair's 12 features completed beforehand (not timed)"""
         t0 = time.perf_counter()
-        scoring_model.predict(model, users, items, full, batch, user_rows, rows64)
+        rk.predict(model, users, items, full, batch, user_rows, rows64)
         return time.perf_counter() - t0
 
     # (c) the model alone on inputs already stacked pair by pair (2 x pairs x dim floats: the

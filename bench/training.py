@@ -39,9 +39,9 @@ from shoprec.datagen.job import generate
 from shoprec.etl.bronze import ingest_all
 from shoprec.etl.silver import clean_all
 from shoprec.features.job import build_gold
+from shoprec.modeling import towers as tt
 from shoprec.spark import get_spark
 from shoprec.training import distributed as dist
-from shoprec.training import model as tt
 from shoprec.training.data import make_loader, make_reader, snapshot_files
 from shoprec.training.prepare import (
     ITEM_IDS,
@@ -134,7 +134,7 @@ def main() -> None:
 
         tokenise_rate = _rate(tokenised(), n_batches)
 
-        from shoprec.training.pretrained import load_encoder
+        from shoprec.modeling.pretrained import load_encoder
 
         _, encoder = load_encoder(model_path(cfg))
         model = tt.TwoTower(encoder)

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.evaluation import metrics as M
-from shoprec.evaluation.retrieval import VECTOR, ItemMatrix, score_pairs, top_k, top_k_block, vectors_of
+from shoprec.modeling.retrieval import VECTOR, ItemMatrix, score_pairs, top_k, top_k_block, vectors_of
 
 pytestmark = pytest.mark.spark
 

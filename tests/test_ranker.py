@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.config import ObjectiveWeights
-from shoprec.training import ranker as rk
+from shoprec.modeling import ranker as rk
 
 
 def test_auc_matches_hand_computed_cases_and_a_pairwise_count() -> None:

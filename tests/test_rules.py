@@ -11,8 +11,8 @@ import pandas as pd
 
 from shoprec import schemas as S
 from shoprec.config import ObjectiveWeights, ScenarioConfig
+from shoprec.modeling import ranker as rk
 from shoprec.scoring import rules as R
-from shoprec.training import ranker as rk
 
 PLAIN = ScenarioConfig(
     name="t",

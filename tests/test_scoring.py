@@ -46,7 +46,8 @@ def shop(
             "max_steps": 4,
             "experiment": "scoring",
             "registered_model": "scoring-ranker",
-            "ranker": {"epochs": 1, "batch_size": 64, "hidden": [16]},
+            # the torch head's UDF is what this module tests (tests/test_ltr.py scores with LightGBM)
+            "ranker": {"epochs": 1, "batch_size": 64, "hidden": [16], "kind": "torch"},
         },
         scoring={"retrieval_k": 30, "als_k": 10, "popular_k": 5, "new_item_k": 5, "batch_size": 64},
     )
@@ -62,10 +63,10 @@ def _table(spark: SparkSession, cfg: ShoprecConfig) -> list[tuple[object, ...]]:
 def _staged_pairs_keep_their_flags_and_band_gap(spark: SparkSession, shop: ShoprecConfig) -> None:
     """What crossed the ranker in the low bits of each pair's code, and the band gap decoded from
     it, are each pair's own."""
-    from shoprec.scoring import candidates
+    from shoprec.modeling import candidates
+    from shoprec.modeling import ranker as rk
     from shoprec.scoring import rules as R
     from shoprec.scoring.job import _serving
-    from shoprec.training import ranker as rk
 
     staged = delta.read(spark, shop.table("score_candidates"))
     bought = (
@@ -80,7 +81,7 @@ def _staged_pairs_keep_their_flags_and_band_gap(spark: SparkSession, shop: Shopr
     )
     assert checked.where(F.col("truth")).count() > 0, "no candidate was already bought: nothing checked"
     assert checked.where(F.col(R.BOUGHT) != F.col("truth")).count() == 0
-    valid = ["+".join(c) for n in range(1, 5) for c in itertools.combinations(candidates.SOURCES, n)]
+    valid = ["+".join(c) for n in range(1, len(candidates.SOURCES) + 1) for c in itertools.combinations(candidates.SOURCES, n)]
     assert {r[0] for r in checked.select(S.SOURCE).distinct().collect()} <= set(valid)
     feats = rk.pair_features(  # training's features of the same pairs
         checked.select(S.USER_KEY, S.ITEM_ID, R.BAND_GAP),
@@ -147,9 +148,9 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
 ) -> None:
     import shutil
 
+    from shoprec.modeling import ranker as rk
     from shoprec.scoring import model as scoring_model
     from shoprec.scoring.job import resolve_model
-    from shoprec.training import ranker as rk
 
     model_dir, _ = resolve_model(shop)
     fresh = tmp_path / "ranker"  # a path no worker has cached yet
@@ -248,9 +249,9 @@ def test_a_candidate_list_out_of_step_with_its_codes_or_shares_names_the_user(
 ) -> None:
     import pyarrow as pa
 
+    from shoprec.modeling import ranker as rk
     from shoprec.scoring import model as scoring_model
     from shoprec.scoring.job import resolve_model
-    from shoprec.training import ranker as rk
 
     part = pa.RecordBatch.from_pydict(
         {
@@ -285,7 +286,7 @@ def test_a_candidate_list_out_of_step_with_its_codes_or_shares_names_the_user(
 
 
 def test_a_pairs_sources_survive_the_ranker_as_bits(spark: SparkSession) -> None:
-    from shoprec.scoring.candidates import SOURCES, source_code, source_name
+    from shoprec.modeling.candidates import SOURCES, source_code, source_name
 
     combos = ["+".join(c) for n in range(1, len(SOURCES) + 1) for c in itertools.combinations(SOURCES, n)]
     df = spark.createDataFrame([(c,) for c in combos], "source string")
@@ -420,7 +421,7 @@ def test_training_registers_the_model_and_promote_moves_the_champion_only_when_b
     """Scoring loads ``models:/scoring-ranker@champion``; a newer version becomes champion only if
     its evaluation metric beats the champion's (or with force). Ends with the first champion back."""
     from shoprec import registry
-    from shoprec.training.ranker import RANKER_DIR, RANKER_FILE
+    from shoprec.modeling.ranker import RANKER_DIR, RANKER_FILE
 
     c = registry.client(shop)
     name, metric = shop.training.registered_model, shop.training.promote_metric

@@ -15,7 +15,7 @@ from conftest import small_cfg
 from shoprec import delta
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
-from shoprec.training import model as tt
+from shoprec.modeling import towers as tt
 from shoprec.training.data import make_loader, make_reader, snapshot_files
 from shoprec.training.job import train
 from shoprec.training.prepare import ITEM_INDEX, LOADER_FIELDS, prepare
@@ -76,7 +76,7 @@ def test_in_batch_loss_masks_duplicates_and_corrects_for_popularity() -> None:
 
 def test_hard_negatives_come_from_the_retrievers_top_and_never_the_positive(spark: SparkSession) -> None:
     from shoprec.config import RankerConfig
-    from shoprec.training import ranker as rk
+    from shoprec.modeling import ranker as rk
     from shoprec.training.ranker_job import ROW, hard_pairs
 
     examples = spark.createDataFrame(
@@ -154,7 +154,7 @@ def test_two_horovod_processes_learn_in_sync_and_record_everything(
     assert vec.shape == (1, 32) and torch.isclose(vec.norm(), torch.tensor(1.0))
 
     # the ranking head, trained after the retriever by the same two processes, on its vectors
-    from shoprec.training import ranker as rk
+    from shoprec.modeling import ranker as rk
 
     assert run.ranker_dir == run.model_dir / "ranker" and len(run.ranker_results) == 2
     r0, r1 = run.ranker_results

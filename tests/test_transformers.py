@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import build_tiny_bert
-from shoprec.training.pretrained import ModelNotFoundError, load_encoder, packaged_model_dir
+from shoprec.modeling.pretrained import ModelNotFoundError, load_encoder, packaged_model_dir
 
 
 def test_tiny_bert_saves_and_reloads_offline(tmp_path: Path) -> None:

@@ -237,7 +237,7 @@ class SourcesConfig:
     catalog: tuple[SourceConfig, ...] = ()
 
 
-ModelName = Literal["popularity", "category_popularity", "recent_popularity", "als", "encoder"]
+ModelName = Literal["popularity", "category_popularity", "recent_popularity", "als", "encoder", "sasrec"]
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -280,6 +280,24 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class SasrecConfig:
+    """The SASRec baseline (Kang & McAuley 2018), trained on what the evaluated split could see."""
+
+    dim: int = Field(default=64, ge=8)
+    layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=2, ge=1)
+    max_len: int = Field(default=50, ge=2)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=128, ge=1)
+    #: Training stops when the users' last visible items are not predicted better (NDCG@10) for
+    #: ``patience`` epochs in a row, or after ``max_epochs``.
+    max_epochs: int = Field(default=100, ge=1)
+    patience: int = Field(default=3, ge=1)
+    seed: int = 11
+
+
+@dataclass(frozen=True, config=_STRICT)
 class EvaluationConfig:
     """Offline evaluation: which split, which cut-offs, which models, which slices."""
 
@@ -294,6 +312,7 @@ class EvaluationConfig:
         "recent_popularity",
         "als",
         "encoder",
+        "sasrec",
     )
     #: Leave out items the user already had a positive event with (and such targets).
     exclude_seen: bool = True
@@ -312,6 +331,7 @@ class EvaluationConfig:
     user_block: int = Field(default=256, ge=1)
     als: AlsConfig = field(default_factory=AlsConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    sasrec: SasrecConfig = field(default_factory=SasrecConfig)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -333,6 +353,30 @@ class ObjectiveWeights:
     click: float = Field(default=1.0, ge=0)
     purchase: float = Field(default=1.0, ge=0)
     value: float = Field(default=0.0, ge=0)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class LightGbmConfig:
+    """The learning-to-rank model over every candidate source (LightGBM). Defaults were chosen on
+    the validation lists of the demo shop and of Office (see docs/training.md): a few hundred lists
+    overfit fast, so the trees are small and regularised."""
+
+    #: Listwise objectives to try; the one whose model ranks the held-out validation lists best
+    #: (NDCG@10) is kept. ``rank_xendcg`` (a softmax cross-entropy over the list) and
+    #: ``lambdarank`` (LambdaMART on NDCG).
+    objectives: tuple[Literal["rank_xendcg", "lambdarank"], ...] = ("rank_xendcg", "lambdarank")
+    rounds: int = Field(default=600, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0)
+    leaves: int = Field(default=15, ge=2)
+    min_child_samples: int = Field(default=50, ge=1)
+    feature_fraction: float = Field(default=0.8, gt=0, le=1)
+    bagging_fraction: float = Field(default=0.8, gt=0, le=1)
+    l2: float = Field(default=10.0, ge=0)
+    #: Stop when the held-out users' NDCG@10 has not improved for this many rounds; the kept model
+    #: is then refitted on every list for the rounds that were best (scaled by the holdout share).
+    early_stopping: int = Field(default=80, ge=1)
+    #: Users in the fitting lists are capped at this many (by hash; None: all).
+    max_users: int | None = Field(default=None, ge=1)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -364,10 +408,10 @@ class RankerConfig:
     hard_negatives: int = Field(default=16, ge=0)
     hard_pool: int = Field(default=100, ge=1)
     #: Weight of the pointwise term (positive against random negatives) beside the listwise one:
-    #: it keeps the heads' outputs probabilities (see ``shoprec.training.ranker.listwise_loss``).
+    #: it keeps the heads' outputs probabilities (see ``shoprec.modeling.ranker.listwise_loss``).
     calibration: float = Field(default=0.1, ge=0)
     #: Softmax only over the positive and the hard negatives, of lists that have some (see
-    #: ``shoprec.training.ranker.listwise_loss``); random negatives then only calibrate.
+    #: ``shoprec.modeling.ranker.listwise_loss``); random negatives then only calibrate.
     hard_lists: bool = False
     #: The head's starting weight on the retriever's cosine (it learns a correction on top):
     #: ``retriever`` = the retriever's 1 / temperature, the scale it was trained at; or a number.
@@ -386,6 +430,11 @@ class RankerConfig:
     weights: ObjectiveWeights = field(default_factory=ObjectiveWeights)
     #: Also train a student with these hidden sizes on the teacher's probabilities (empty: none).
     student_hidden: tuple[int, ...] = ()
+    #: Which model orders the served candidates: ``lightgbm`` (LambdaRank over every source's
+    #: signals), ``torch`` (the head above) or ``auto``: both are measured on the same held-out
+    #: candidate lists at the validation cut and the better NDCG@10 is kept.
+    kind: Literal["auto", "lightgbm", "torch"] = "auto"
+    lightgbm: LightGbmConfig = field(default_factory=LightGbmConfig)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -495,6 +544,19 @@ class ScoringConfig:
     new_item_k: int = Field(default=10, ge=0)
     #: Items launched within this many days of the data's end are "new" (reached by text only).
     new_item_days: int = Field(default=14, ge=1)
+    #: Items that co-occur most with the user's recent items (0: no such source; the ranker still
+    #: reads the co-occurrence scores of every candidate).
+    cooc_k: int = Field(default=50, ge=0)
+    #: Two items co-occur when they are at most this many positions apart in a user's history.
+    cooc_window: int = Field(default=5, ge=1)
+    #: The user's most recent items the co-occurrence is measured against, and the weight of each
+    #: older one relative to the next newer (0.7: the second-newest counts 0.7, the third 0.49).
+    cooc_recent: int = Field(default=10, ge=1)
+    cooc_decay: float = Field(default=0.7, gt=0, le=1)
+    #: Neighbours kept per item.
+    cooc_neighbours: int = Field(default=100, ge=1)
+    #: The user's own most recent items, as candidates (0: none).
+    recent_k: int = Field(default=10, ge=0)
     #: Rows per ranker forward pass inside the scoring UDF.
     batch_size: int = Field(default=4096, ge=1)
     #: Torch threads per Spark task (one task per core: 1 avoids oversubscription).

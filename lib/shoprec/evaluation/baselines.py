@@ -10,7 +10,8 @@ exclusions, bounded memory and sampled ranking the same way for each.
 - ``als``: Spark ML ALS on implicit feedback; its factors are the vectors, and recommendation
   goes through blocked retrieval rather than ``recommendForAllUsers``;
 - ``encoder``: a pretrained sentence encoder, zero-shot: the user's recent item titles and profile
-  text against the item text.
+  text against the item text;
+- ``sasrec``: SASRec, the standard ID-based sequential recommender (:mod:`shoprec.modeling.sasrec`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
-from shoprec.evaluation import encoder
 from shoprec.evaluation.data import EvalData
-from shoprec.evaluation.retrieval import VECTOR
+from shoprec.modeling import encoder
+from shoprec.modeling.als import fit_als
+from shoprec.modeling.retrieval import VECTOR
+from shoprec.modeling.text import history_texts
 
 log = logging.getLogger(__name__)
 #: A category match outweighs any popularity (log popularity stays far below this).
@@ -110,46 +113,6 @@ def category_popularity(spark: SparkSession, cfg: ShoprecConfig, data: EvalData)
     return Vectors(users, items, "popularity")
 
 
-def fit_als(spark: SparkSession, cfg: ShoprecConfig, interactions: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Implicit-feedback ALS on ``interactions``: ``(user_key, vector)`` and ``(item_id, vector)``.
-    Ids become dense integers by rank, not by a fitted indexer model."""
-    from pyspark.ml.recommendation import ALS
-
-    a = cfg.evaluation.als
-    ratings = interactions.groupBy(S.USER_KEY, S.ITEM_ID).agg(F.sum(S.WEIGHT).cast("float").alias("_w"))
-    user_ids = (
-        ratings.select(S.USER_KEY)
-        .distinct()
-        .withColumn("_u", F.dense_rank().over(Window.orderBy(S.USER_KEY)) - 1)
-    )
-    item_ids = (
-        ratings.select(S.ITEM_ID)
-        .distinct()
-        .withColumn("_i", F.dense_rank().over(Window.orderBy(S.ITEM_ID)) - 1)
-    )
-    user_ids, item_ids = user_ids.localCheckpoint(), item_ids.localCheckpoint()
-    train = ratings.join(user_ids, S.USER_KEY).join(item_ids, S.ITEM_ID)
-    model = ALS(
-        rank=a.rank,
-        regParam=a.reg_param,
-        alpha=a.alpha,
-        maxIter=a.max_iter,
-        implicitPrefs=True,
-        userCol="_u",
-        itemCol="_i",
-        ratingCol="_w",
-        seed=a.seed,
-        coldStartStrategy="drop",
-    ).fit(train)
-    users = model.userFactors.join(user_ids, F.col("id") == F.col("_u")).select(
-        S.USER_KEY, F.col("features").alias(VECTOR)
-    )
-    items = model.itemFactors.join(item_ids, F.col("id") == F.col("_i")).select(
-        S.ITEM_ID, F.col("features").alias(VECTOR)
-    )
-    return users, items
-
-
 def als(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
     """Spark ML ALS on the interactions the split could see."""
     users, items = fit_als(spark, cfg, data.visible)
@@ -159,30 +122,9 @@ def als(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
 def user_text(data: EvalData, history_items: int, with_profile: bool = True) -> DataFrame:
     """``(user_key, text)``: the user's most recent item titles (newest first), then the profile.
 
-    Without the profile it is exactly the text the fine-tuned user tower was trained on
-    (``training.prepare``)."""
+    Without the profile it is exactly the text the fine-tuned user tower was trained on and is
+    served with (:func:`shoprec.modeling.text.history_texts`, one function for all three)."""
     return history_texts(data.items, data.sequences, data.profiles if with_profile else None, history_items)
-
-
-def history_texts(
-    items: DataFrame, sequences: DataFrame, profiles: DataFrame | None, history_items: int
-) -> DataFrame:
-    """``(user_key, text)`` from item titles, behaviour sequences and (optionally) profiles."""
-    titles = items.select(S.ITEM_ID, S.TITLE)
-    recent = (
-        sequences.select(S.USER_KEY, F.posexplode(F.reverse(S.ITEMS)).alias("_pos", S.ITEM_ID))
-        .where(F.col("_pos") < history_items)
-        .join(titles, S.ITEM_ID, "left")
-        .groupBy(S.USER_KEY)
-        .agg(F.array_sort(F.collect_list(F.struct("_pos", S.TITLE))).alias("_t"))
-        .select(S.USER_KEY, F.concat_ws("; ", F.transform("_t", lambda t: t[S.TITLE])).alias("_recent"))
-    )
-    if profiles is None:
-        return recent.select(S.USER_KEY, F.concat(F.lit("recently: "), "_recent").alias("text"))
-    return recent.join(profiles.select(S.USER_KEY, S.PROFILE_TEXT), S.USER_KEY, "full_outer").select(
-        S.USER_KEY,
-        F.concat_ws(". ", F.concat(F.lit("recently: "), "_recent"), S.PROFILE_TEXT).alias("text"),
-    )
 
 
 def encoder_zero_shot(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
@@ -191,6 +133,50 @@ def encoder_zero_shot(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -
     users = encoder.embed(texts, S.USER_KEY, "text", e, tower="user")
     items = encoder.embed(data.items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, e, tower="item")
     return Vectors(users, items, "embedding")
+
+
+def sasrec(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
+    """SASRec (:mod:`shoprec.modeling.sasrec`) trained on the sequences the split could see.
+
+    Sequences are each user's visible items in time order, repeats in a row folded into one (a
+    view, a cart and a purchase of one item are one step). Trained on the driver: a baseline."""
+    import numpy as np
+    import pandas as pd
+
+    from shoprec.modeling import sasrec as sr
+
+    a = cfg.evaluation.sasrec
+    ids = sorted(r[0] for r in data.items.select(S.ITEM_ID).collect())
+    index = {item: i + 1 for i, item in enumerate(ids)}
+    rows = data.visible.select(S.USER_KEY, S.ITEM_ID, S.EVENT_TIME).toPandas()
+    rows = rows[rows[S.ITEM_ID].isin(index)].sort_values([S.USER_KEY, S.EVENT_TIME, S.ITEM_ID], kind="stable")
+    rows["_i"] = rows[S.ITEM_ID].map(index).astype(np.int64)
+    users: list[str] = []
+    sequences: list[np.ndarray] = []  # type: ignore[type-arg]
+    for user, group in rows.groupby(S.USER_KEY, sort=True):
+        seq = group["_i"].to_numpy()
+        keep = np.concatenate([[True], seq[1:] != seq[:-1]])
+        users.append(str(user))
+        sequences.append(seq[keep])
+    spec = sr.SasrecSpec(
+        dim=a.dim, layers=a.layers, heads=a.heads, max_len=a.max_len, dropout=a.dropout,
+        learning_rate=a.learning_rate, batch_size=a.batch_size, max_epochs=a.max_epochs,
+        patience=a.patience, seed=a.seed,
+    )  # fmt: skip
+    model, _ = sr.fit(sequences, len(ids), spec)
+    wanted = {r[0] for r in _eval_users(data).collect()}
+    chosen = [i for i, u in enumerate(users) if u in wanted]
+    vectors = sr.encode(model, [sequences[i] for i in chosen])
+    user_df = spark.createDataFrame(
+        pd.DataFrame({S.USER_KEY: [users[i] for i in chosen], VECTOR: [v.tolist() for v in vectors]}),
+        f"{S.USER_KEY} string, {VECTOR} array<float>",
+    )
+    table = model.items.weight.detach().numpy()[1:]
+    item_df = spark.createDataFrame(
+        pd.DataFrame({S.ITEM_ID: ids, VECTOR: [v.tolist() for v in table.astype(np.float32)]}),
+        f"{S.ITEM_ID} string, {VECTOR} array<float>",
+    )
+    return Vectors(user_df, item_df, "sasrec")
 
 
 Builder = Callable[[SparkSession, ShoprecConfig, EvalData], Vectors]
@@ -219,4 +205,5 @@ BASELINES: dict[str, Builder] = {
     "recent_popularity": recent_popularity,
     "als": als,
     "encoder": encoder_zero_shot,
+    "sasrec": sasrec,
 }

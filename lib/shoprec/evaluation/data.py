@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
-from shoprec import delta
+from shoprec import delta, splits
 from shoprec import schemas as S
 from shoprec.config import SampledSourceConfig, ShoprecConfig, SourceConfig
 from shoprec.errors import ShoprecError
@@ -63,15 +63,7 @@ def _visible(
     spark: SparkSession, cfg: ShoprecConfig, split: str, as_of: datetime, examples: DataFrame
 ) -> DataFrame:
     inter = delta.read(spark, cfg.table("gold_interactions"))
-    if cfg.features.split.mode == "time":
-        return inter.where(F.col(S.EVENT_TIME) < F.lit(as_of))
-    # leave-last-out: before the user's own earliest target of this split (users without one: all)
-    cut = examples.groupBy(S.USER_KEY).agg(F.min(S.TARGET_TIME).alias("_cut"))
-    return (
-        inter.join(cut, S.USER_KEY, "left")
-        .where(F.col("_cut").isNull() | (F.col(S.EVENT_TIME) < F.col("_cut")))
-        .drop("_cut")
-    )
+    return splits.visible(inter, cfg.features.split.mode, as_of, examples)
 
 
 def load(spark: SparkSession, cfg: ShoprecConfig) -> EvalData:

@@ -29,7 +29,8 @@ from shoprec.errors import ShoprecError
 from shoprec.evaluation import data as eval_data
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.baselines import BASELINES, Builder, Vectors
-from shoprec.evaluation.retrieval import ItemMatrix, score_pairs, top_k
+from shoprec.modeling.retrieval import ItemMatrix, score_pairs, top_k
+from shoprec.recommendations import ensure_tables, write_recommendations
 
 log = logging.getLogger(__name__)
 
@@ -59,47 +60,6 @@ def default_run_id(spark: SparkSession, cfg: ShoprecConfig, names: list[str]) ->
         default=str,
     )
     return f"{cfg.evaluation.split}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
-
-
-def ensure_tables(spark: SparkSession, cfg: ShoprecConfig) -> None:
-    delta.ensure_table(
-        spark,
-        cfg.table("recommendations"),
-        S.RECOMMENDATION_SCHEMA,
-        [S.MODEL],
-        checks=S.RECOMMENDATION_CHECKS,
-    )
-    delta.add_missing_columns(spark, cfg.table("recommendations"), S.RECOMMENDATION_SCHEMA)
-    delta.ensure_table(spark, cfg.table("eval_metrics"), S.EVAL_METRICS_SCHEMA, [S.MODEL])
-
-
-def write_recommendations(
-    spark: SparkSession,
-    cfg: ShoprecConfig,
-    recs: DataFrame,
-    model: str,
-    version: str,
-    run_id: str,
-    scenario: str,
-    source: str,
-) -> None:
-    """Replace this model's list for ``scenario`` with ``recs`` (``user_key, rank, item_id, score``)."""
-    rows = recs.select(
-        S.USER_KEY,
-        F.lit(scenario).alias(S.SCENARIO),
-        F.col(S.RANK).cast("int").alias(S.RANK),
-        S.ITEM_ID,
-        F.col(S.SCORE).cast("double").alias(S.SCORE),
-        (F.col(S.SOURCE) if S.SOURCE in recs.columns else F.lit(source)).alias(S.SOURCE),
-        F.lit(model).alias(S.MODEL),
-        F.lit(version).alias(S.MODEL_VERSION),
-        F.lit(run_id).alias(S.RUN_ID),
-        F.current_timestamp().alias(S.GENERATED_AT),
-        (F.col(S.RULES) if S.RULES in recs.columns else F.lit(None).cast("array<string>")).alias(S.RULES),
-    )
-    delta.replace_where(
-        rows, cfg.table("recommendations"), f"{S.MODEL} = '{model}' AND {S.SCENARIO} = '{scenario}'"
-    )
 
 
 def evaluate_vectors(
@@ -211,8 +171,9 @@ def evaluate_scored(
     split's past (its gold snapshot, the interactions it may see) instead of the serving state, so
     the held-out positives measure them. One model row per step shows what each rule costs.
     """
-    from shoprec.scoring import embeddings, rules
+    from shoprec.modeling import encoder
     from shoprec.scoring import job as scoring
+    from shoprec.scoring import rules
 
     ev = cfg.evaluation
     scenarios = {s.name: s for s in cfg.scoring.scenarios}
@@ -222,22 +183,24 @@ def evaluate_scored(
             f"evaluation.scored_scenario: no scenario {name!r} in scoring.scenarios "
             f"(have: {', '.join(scenarios)})"
         )
-    embeddings.refresh(spark, cfg, str(model_dir), version, incremental=True)
     targets = data.truth.select(S.USER_KEY).distinct()
-    view = scoring.AsOf(data.items, data.profiles, data.sequences, data.visible, targets)
-    users, cands, item_vectors, matrix = scoring.user_candidates(spark, cfg, model_dir, version, view)
-    stage_id = f"{run_id}-scored"
-    scored = scoring.score_view(spark, cfg, model_dir, view, users, cands, matrix)
-    staged = scoring.stage(spark, cfg, scored.withColumn(S.RUN_ID, F.lit(stage_id)), stage_id)
+    # the split's own catalog, embedded by the model's item tower: the serving embeddings hold
+    # items the split never had (retrieved, then lost in a join) and lack ones it did
+    item_vectors = encoder.embed(
+        data.items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, ev.encoder, "item", str(model_dir)
+    )
+    view = scoring.AsOf(data.items, data.profiles, data.sequences, data.visible, targets, item_vectors)
+    pool = scoring.user_candidates(spark, cfg, model_dir, version, view)
+    # computed once, kept by this run alone: not in scoring's staging table, which `score` clears
+    staged = scoring.score_view(spark, cfg, model_dir, view, pool).localCheckpoint()
     rows = []
     split_scenario = f"eval:{data.split}"
     steps = rules.ablation(scenarios[name], max(ev.ks))
     for i, (label, variant) in enumerate(tqdm(steps, desc="rules", unit="step")):
         model = f"{cfg.scoring.model_name} {i} {label}"  # numbered: tables and plots sort by step
-        lists = scoring.rerank(staged, variant, item_vectors)
+        lists = scoring.rerank(staged, variant, pool.item_vectors)
         write_recommendations(spark, cfg, lists, model, version, run_id, split_scenario, "")
         rows.append(list_metrics(spark, cfg, data, model, version, run_id, split_scenario, reference))
-    delta.for_location(spark, cfg.table("score_candidates")).delete(F.col(S.RUN_ID) == stage_id)
     return rows
 
 

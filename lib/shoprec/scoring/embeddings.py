@@ -60,7 +60,7 @@ def refresh(
     spark: SparkSession, cfg: ShoprecConfig, model_dir: str, version: str, incremental: bool = True
 ) -> Refresh:
     """Bring the embeddings of ``version`` up to date with the serving items."""
-    from shoprec.evaluation import encoder
+    from shoprec.modeling import encoder
 
     location = cfg.table("item_embeddings")
     table = delta.ensure_table(spark, location, ITEM_EMBEDDINGS_SCHEMA, [S.MODEL_VERSION])

@@ -38,10 +38,14 @@ from shoprec import delta, registry
 from shoprec import schemas as S
 from shoprec.config import ScenarioConfig, ShoprecConfig
 from shoprec.errors import ShoprecError
-from shoprec.evaluation.retrieval import ItemMatrix
-from shoprec.scoring import candidates, embeddings, rules
+from shoprec.modeling import candidates, encoder, ltr
+from shoprec.modeling import ranker as rk
+from shoprec.modeling.retrieval import ItemMatrix
+from shoprec.modeling.text import history_texts
+from shoprec.modeling.towers import load_meta
+from shoprec.recommendations import ensure_tables
+from shoprec.scoring import embeddings, rules
 from shoprec.scoring import model as scoring_model
-from shoprec.training import ranker as rk
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +253,6 @@ def rerank(staged: DataFrame, sc: ScenarioConfig, item_vectors: DataFrame | None
 
 def ensure_recommendations(spark: SparkSession, cfg: ShoprecConfig) -> str:
     """The recommendations table, with the ``rules`` column added where an older one lacks it."""
-    from shoprec.evaluation.job import ensure_tables
-
     ensure_tables(spark, cfg)
     return cfg.table("recommendations")
 
@@ -319,28 +321,40 @@ class AsOf:
     sequences: DataFrame
     interactions: DataFrame  # what ALS, popularity and the already-bought rule may see
     only: DataFrame | None = None  # score only these users (``user_key``)
+    item_vectors: DataFrame | None = None  # (item_id, vector); None: the serving embeddings
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A view's users and their candidates, with what retrieving them computed."""
+
+    users: DataFrame  # (user_key, vector): the retriever's user vectors
+    cands: DataFrame  # (user_key, item_id, source)
+    item_vectors: DataFrame  # (item_id, vector), checkpointed: MMR joins them
+    matrix: ItemMatrix  # the same vectors, collected once for retrieval and the ranker
+    scored: DataFrame  # cands with each source's score and rank (the learning-to-rank inputs)
+    signals: candidates.Signals
 
 
 def user_candidates(
     spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, version: str, view: AsOf
-) -> tuple[DataFrame, DataFrame, DataFrame, ItemMatrix]:
-    """User vectors (``user_key, vector``), their candidates, the item vectors they were
-    retrieved from (checkpointed; MMR joins them) and the same vectors collected once as the
-    matrix that retrieval and the ranker both read."""
-    from shoprec.evaluation import encoder
-    from shoprec.evaluation.baselines import history_texts
-    from shoprec.training.model import load_meta
-
+) -> Pool:
+    """User vectors, their candidates from every source, and the item vectors they came from."""
     history = int(load_meta(model_dir).get("history_items", cfg.training.history_items))
     texts = history_texts(view.items, view.sequences, None, history)
     if view.only is not None:
         texts = texts.join(view.only, S.USER_KEY, "left_semi")
     users = encoder.embed(texts, S.USER_KEY, "text", cfg.evaluation.encoder, "user", str(model_dir))
     users = users.localCheckpoint()
-    item_vectors = embeddings.vectors(spark, cfg, version).localCheckpoint()
+    vectors = view.item_vectors if view.item_vectors is not None else embeddings.vectors(spark, cfg, version)
+    item_vectors = vectors.localCheckpoint()
     matrix = ItemMatrix.from_frame(item_vectors)
-    cands = candidates.generate(spark, cfg, users, matrix, view.items, view.profiles, view.interactions)
-    return users, cands.localCheckpoint(), item_vectors, matrix
+    scored, signals = candidates.generate_scored(
+        spark, cfg, users, matrix, view.items, view.profiles, view.interactions
+    )
+    scored = scored.localCheckpoint()
+    cands = scored.select(S.USER_KEY, S.ITEM_ID, S.SOURCE)
+    return Pool(users, cands, item_vectors, matrix, scored, signals)
 
 
 def score_view(
@@ -348,17 +362,74 @@ def score_view(
     cfg: ShoprecConfig,
     model_dir: Path,
     view: AsOf,
-    users: DataFrame,
-    cands: DataFrame,
-    matrix: ItemMatrix,
+    pool: Pool,
     loads: Any = None,
 ) -> DataFrame:
-    """The ranker's heads and the rules' inputs for every candidate of ``view``."""
+    """The ranker's scores and the rules' inputs for every candidate of ``view``: the
+    learning-to-rank model's where training kept it, else the torch head's."""
     purchases = (
         view.interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
     )
+    ranker_dir = model_dir / rk.RANKER_DIR
+    if ltr.exists(ranker_dir) and ltr.load_meta(ranker_dir).get("chosen") == "lightgbm":
+        return ltr_candidates(cfg, pool, view, purchases, ranker_dir)
     return score_candidates(
-        spark, cfg, cands, users, matrix, view.items, view.profiles, purchases, model_dir, loads
+        spark,
+        cfg,
+        pool.cands,
+        pool.users,
+        pool.matrix,
+        view.items,
+        view.profiles,
+        purchases,
+        model_dir,
+        loads,
+    )
+
+
+def ltr_candidates(
+    cfg: ShoprecConfig, pool: Pool, view: AsOf, purchases: DataFrame, ranker_dir: Path
+) -> DataFrame:
+    """:func:`score_candidates`' output, ordered by the learning-to-rank model: its score is the
+    logit of both heads (the rules' click and purchase weights then scale one ranking)."""
+    sig = pool.signals
+    names = ltr.feature_names(candidates.SOURCES)
+    stored = ltr.load_meta(ranker_dir)["features"]
+    if stored != names:
+        raise ShoprecError(
+            f"{ranker_dir}: the ranking model was trained on other features than this shoprec computes; "
+            "retrain it (`shoprec train`)"
+        )
+    feats = sig.features(pool.scored, pool.users, pool.item_vectors, view.items, view.profiles)
+    scored = ltr.predict_frame(feats, str(ranker_dir), names)
+    p = 1.0 / (1.0 + F.exp(-F.col(ltr.LTR_SCORE)))
+    item_side = view.items.select(
+        S.ITEM_ID,
+        rk.item_value().alias(rk.VALUE),
+        S.IN_STOCK,
+        S.TOP_CATEGORY,
+        rk.item_feature("discount").alias(rules.DISCOUNT),
+    )
+    gaps = rk.pair_codes(pool.cands, view.items, view.profiles).select(
+        S.USER_KEY, S.ITEM_ID, S.SOURCE, rk.band_gap_of(F.col(rk.PAIR_CODE)).alias(rules.BAND_GAP)
+    )
+    return (
+        scored.join(gaps, [S.USER_KEY, S.ITEM_ID])
+        .join(F.broadcast(item_side), S.ITEM_ID)
+        .join(purchases.withColumn(rules.BOUGHT, F.lit(True)), [S.USER_KEY, S.ITEM_ID], "left")
+        .select(
+            S.USER_KEY,
+            S.ITEM_ID,
+            S.SOURCE,
+            p.cast("float").alias(rk.P_CLICK),
+            p.cast("float").alias(rk.P_PURCHASE),
+            rk.VALUE,
+            S.IN_STOCK,
+            F.coalesce(F.col(rules.BOUGHT), F.lit(False)).alias(rules.BOUGHT),
+            S.TOP_CATEGORY,
+            rules.BAND_GAP,
+            rules.DISCOUNT,
+        )
     )
 
 
@@ -393,23 +464,21 @@ def score(
     if incremental and refreshed.changed_items is not None:
         only = _affected_users(spark, cfg, refreshed.changed_items, items)
     view = AsOf(items, profiles, sequences, interactions, only)
-    users, cands, item_vectors, matrix = user_candidates(spark, cfg, model_dir, version, view)
-    result.users = users.count()
+    pool = user_candidates(spark, cfg, model_dir, version, view)
+    result.users = pool.users.count()
     if result.users == 0:
         if incremental:
             log.info("no user is affected by the item changes: nothing to re-score")
             result.seconds = time.perf_counter() - started
             return result
         raise ShoprecError(f"no serving users in {cfg.table('gold_sequences')}: run `shoprec features` first")
-    result.candidates = check_candidates(cands, items)
+    result.candidates = check_candidates(pool.cands, items)
     t0 = time.perf_counter()
-    scored = score_view(spark, cfg, model_dir, view, users, cands, matrix, loads).withColumn(
-        S.RUN_ID, F.lit(run_id)
-    )
+    scored = score_view(spark, cfg, model_dir, view, pool, loads).withColumn(S.RUN_ID, F.lit(run_id))
     staged = stage(spark, cfg, scored, run_id)
     result.scoring_seconds = time.perf_counter() - t0
     for sc in cfg.scoring.scenarios:
-        lists = rerank(staged, sc, item_vectors)
+        lists = rerank(staged, sc, pool.item_vectors)
         merge_lists(spark, cfg, lists, sc, version, run_id)
         result.lists[sc.name] = result.users
     # keep only this run's staged candidates (the table is a work area, not a history)

@@ -26,7 +26,7 @@ from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, St
 
 from shoprec import schemas as S
 from shoprec.errors import ShoprecError
-from shoprec.training import ranker as rk
+from shoprec.modeling import ranker as rk
 
 log = logging.getLogger(__name__)
 _LOADED: dict[str, Any] = {}
@@ -49,54 +49,8 @@ def cached_ranker(path: str, student: bool) -> tuple[Any, bool]:
     return _LOADED[key], True
 
 
-def predict(
-    model: Any,
-    users: NDArray[Any],
-    items: NDArray[Any],
-    feats: NDArray[Any],
-    batch: int,
-    user_rows: NDArray[Any] | None = None,
-    item_rows: NDArray[Any] | None = None,
-    item_features: NDArray[Any] | None = None,
-) -> NDArray[Any]:
-    """``(n, 2)`` probabilities (click, purchase), one row per row of ``feats``.
-
-    Pair ``i`` is user ``user_rows[i]`` of ``users`` and item ``item_rows[i]`` of ``items`` (or row
-    ``i`` of each without them): the vectors are gathered one batch at a time, so a user's vector
-    and the item matrix are never repeated per pair in memory. Torch gathers them
-    (``index_select``, on the model's threads; numpy's row indexing, single-threaded, made the
-    loop about a third slower on 2 cores). With ``item_features`` (``(items,
-    len(ITEM_FEATURE_NAMES))``, in the rows of ``items``), ``feats`` holds each pair's
-    :data:`~shoprec.training.ranker.PAIR_FEATURE_NAMES` alone and each batch completes them from
-    its items' rows, in cache, instead of a full ``(n, 12)`` copy made up front."""
-    import torch
-
-    from shoprec.evaluation.retrieval import tensor
-
-    device = next(model.parameters()).device
-    u_all, v_all, f_all = tensor(users), tensor(items), tensor(feats)
-    u_rows, v_rows = (
-        None if r is None else torch.from_numpy(np.asarray(r, dtype=np.int64)) for r in (user_rows, item_rows)
-    )
-    if_all = None if item_features is None else tensor(item_features)
-    order = torch.tensor(rk.FEATURE_ORDER)
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(feats), batch):
-            sl = slice(start, start + batch)
-            u = u_all[sl] if u_rows is None else u_all.index_select(0, u_rows[sl])
-            v = v_all[sl] if v_rows is None else v_all.index_select(0, v_rows[sl])
-            f = f_all[sl]
-            if if_all is not None:
-                item_f = if_all[sl] if v_rows is None else if_all.index_select(0, v_rows[sl])
-                f = torch.cat([f, item_f], dim=1).index_select(1, order)
-            logits = model(u.to(device), v.to(device), f.to(device))
-            out.append(torch.sigmoid(logits.float()).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
-
-
 def item_feature_matrix(items: DataFrame, ids: NDArray[Any]) -> NDArray[Any]:
-    """Each item's :data:`~shoprec.training.ranker.ITEM_FEATURE_NAMES` values in row ``i`` for
+    """Each item's :data:`~shoprec.modeling.ranker.ITEM_FEATURE_NAMES` values in row ``i`` for
     item ``ids[i]`` (the item matrix's rows; zeros for an id ``items`` lacks), to broadcast."""
     import pandas as pd
 
@@ -167,11 +121,11 @@ def score(
     checks).
 
     ``df`` has one row per user: ``user_key``, ``user_vector``, the user's
-    :data:`~shoprec.training.ranker.CATEGORY_SHARES` and ``BRAND_SHARES``
-    (:func:`~shoprec.training.ranker.profile_shares`) and, one value per candidate
+    :data:`~shoprec.modeling.ranker.CATEGORY_SHARES` and ``BRAND_SHARES``
+    (:func:`~shoprec.modeling.ranker.profile_shares`) and, one value per candidate
     (:func:`group_candidates`), :data:`ITEM_INDEX` (the item's row in ``item_matrix``, a Spark
-    broadcast of the item vectors) and :data:`~shoprec.training.ranker.PAIR_CODE` (the pair's
-    features, :func:`~shoprec.training.ranker.pair_codes`; its low bits are the caller's and come
+    broadcast of the item vectors) and :data:`~shoprec.modeling.ranker.PAIR_CODE` (the pair's
+    features, :func:`~shoprec.modeling.ranker.pair_codes`; its low bits are the caller's and come
     back unchanged). ``item_features`` is a broadcast ``(items, len(ITEM_FEATURE_NAMES))`` matrix
     in the rows of ``item_matrix``: each batch completes its pairs' features from their items'
     rows. Each user's vector and shares cross from the JVM once, not once per candidate, and item
@@ -204,7 +158,7 @@ def score(
         import pyarrow.compute as pc
         import torch
 
-        from shoprec.evaluation.retrieval import vectors_of
+        from shoprec.modeling.retrieval import vectors_of
 
         torch.set_num_threads(threads)
         model, loaded_now = cached_ranker(model_dir, student)
@@ -241,7 +195,7 @@ def score(
                 except rk.PairCodeError as e:
                     user = part.column(S.USER_KEY)[e.user].as_py()
                     raise ShoprecError(f"scoring: user {user!r}: {e}") from None
-                probs = predict(model, users, matrix, pair_feats, batch_size, parents, rows, item_feats)
+                probs = rk.predict(model, users, matrix, pair_feats, batch_size, parents, rows, item_feats)
                 yield pa.RecordBatch.from_arrays(
                     [
                         part.column(S.USER_KEY).take(pa.array(parents)),

@@ -4,7 +4,7 @@ Rules run in a fixed order, each switchable per scenario: drop out-of-stock item
 already bought (except in repeat-purchase categories); price affinity (penalise the gap between
 the item's and the user's price band); a promotion boost (the discount); diversity (a cap per
 top-level category, or maximal marginal relevance on item embeddings). The starting score is the
-ranker's heads combined by the scenario's weights (:func:`shoprec.training.ranker.combine`), a
+ranker's heads combined by the scenario's weights (:func:`shoprec.modeling.ranker.combine`), a
 log-probability, so adjustments add to it.
 
 Every kept item carries the names of the rules that *moved* it: a score adjustment moved an item
@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from shoprec import schemas as S
 from shoprec.config import ScenarioConfig
-from shoprec.training import ranker as rk
+from shoprec.modeling import ranker as rk
 
 BOUGHT, BAND_GAP, DISCOUNT, RULES = "bought", "band_gap", "discount", "rules"
 OUT_OF_STOCK, ALREADY_BOUGHT, PRICE, PROMOTION, CATEGORY_CAP, MMR = (

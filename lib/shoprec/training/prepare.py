@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, StructField, StructType
 
@@ -25,7 +25,8 @@ from shoprec import delta
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
 from shoprec.errors import ShoprecError
-from shoprec.training.pretrained import packaged_model_dir
+from shoprec.modeling.pretrained import packaged_model_dir
+from shoprec.modeling.text import recent_titles
 
 log = logging.getLogger(__name__)
 
@@ -78,25 +79,10 @@ def model_path(cfg: ShoprecConfig) -> str:
     return cfg.training.model_path or str(packaged_model_dir())
 
 
-def history_text(history: Column, n: int) -> Column:
-    """``"recently: a; b; c"`` from an array of titles in time order (newest named first)."""
-    newest = F.slice(F.reverse(history), 1, n)
-    return F.concat(F.lit("recently: "), F.array_join(F.filter(newest, lambda t: t.isNotNull()), "; "))
-
-
 def texts(examples: DataFrame, items: DataFrame, history_items: int) -> DataFrame:
     """``examples`` (history_items, positive_item) with the user text and the positive's text."""
-    title = items.select(S.ITEM_ID, S.TITLE)
-    hist = (
-        examples.select("_row", F.posexplode(S.HISTORY_ITEMS).alias("_pos", S.ITEM_ID))
-        .join(title, S.ITEM_ID, "left")
-        .groupBy("_row")
-        .agg(
-            F.array_sort(F.collect_list(F.struct("_pos", F.coalesce(S.TITLE, F.lit("")).alias("_t")))).alias(
-                "_h"
-            )
-        )
-        .select("_row", history_text(F.transform("_h", lambda h: h["_t"]), history_items).alias(USER_TEXT))
+    hist = recent_titles(examples, "_row", S.HISTORY_ITEMS, items, history_items).withColumnRenamed(
+        "text", USER_TEXT
     )
     return examples.join(hist, "_row").join(
         items.select(F.col(S.ITEM_ID).alias(S.POSITIVE_ITEM), F.col(S.ITEM_TEXT).alias(ITEM_TEXT)),

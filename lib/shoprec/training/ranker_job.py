@@ -37,8 +37,8 @@ from shoprec import delta
 from shoprec import schemas as S
 from shoprec.config import RankerConfig, ShoprecConfig
 from shoprec.errors import ShoprecError
+from shoprec.modeling import ranker as rk
 from shoprec.training import distributed as dist
-from shoprec.training import ranker as rk
 from shoprec.training.data import make_loader, make_reader, snapshot_files
 from shoprec.training.prepare import USER_TEXT, sample, texts
 
@@ -138,7 +138,7 @@ def hard_pairs(
     others too teaches the opposite of what scoring needs: their positive sits below every hard
     negative by cosine, so the head learns to push the retriever's best items down (on Office
     that halved Recall@10 of the scored lists)."""
-    from shoprec.evaluation.retrieval import VECTOR, ItemMatrix, top_k
+    from shoprec.modeling.retrieval import VECTOR, ItemMatrix, top_k
 
     matrix = ItemMatrix.from_frame(item_vectors.select(S.ITEM_ID, F.col(rk.ITEM_VECTOR).alias(VECTOR)))
     queries = users.select(F.col(ROW).alias(S.USER_KEY), F.col(rk.USER_VECTOR).alias(VECTOR))
@@ -210,7 +210,7 @@ def fit_examples(gold: DataFrame, cfg: RankerConfig, max_examples: int | None) -
 def prepare_examples(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Path) -> RankerExamples:
     """Write ``ranker_examples`` (train and valid) from the gold examples and the retriever at
     ``retriever_dir``; skipped when the table was made from the same inputs."""
-    from shoprec.evaluation import encoder
+    from shoprec.modeling import encoder
 
     t = cfg.training
     location = cfg.table("ranker_examples")
@@ -490,7 +490,7 @@ def skip_init(cfg: RankerConfig, retriever_dir: Path) -> float:
     the retriever's own 1 / temperature, so an untrained head scores as its softmax does."""
     if cfg.skip != "retriever":
         return float(cfg.skip)
-    from shoprec.training.model import load_meta
+    from shoprec.modeling.towers import load_meta
 
     return 1.0 / float(load_meta(retriever_dir).get("temperature", 1.0 / rk.SKIP_INIT))
 

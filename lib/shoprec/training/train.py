@@ -25,8 +25,8 @@ import torch
 
 from shoprec.config import TrainingConfig
 from shoprec.errors import ShoprecError
+from shoprec.modeling import towers as tt
 from shoprec.training import distributed as dist
-from shoprec.training import model as tt
 from shoprec.training.data import make_loader, make_reader
 from shoprec.training.prepare import (
     HARD_FIELDS,
@@ -93,7 +93,7 @@ def _save_checkpoint(directory: Path, state: dict[str, Any], step: int, keep: in
 
 
 def _build(spec: TrainSpec, device: torch.device) -> tuple[Any, tt.TwoTower]:
-    from shoprec.training.pretrained import load_encoder
+    from shoprec.modeling.pretrained import load_encoder
 
     cfg = spec.cfg
     torch.manual_seed(cfg.seed)

@@ -2,7 +2,7 @@
 
 The model is loaded once per Python worker (a module-level cache keyed by path), from a local
 directory only. Pooling is the mean of token states under the attention mask, then the tower's
-projection and L2 normalisation (``shoprec.training.model``): for a plain pretrained encoder the
+projection and L2 normalisation (``shoprec.modeling.towers``): for a plain pretrained encoder the
 projection is the identity, which is what all-MiniLM-L6-v2 was trained with, so zero-shot
 cosines are meaningful.
 """
@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from shoprec.config import EncoderConfig
-from shoprec.training.pretrained import packaged_model_dir
+from shoprec.modeling.pretrained import packaged_model_dir
 
 log = logging.getLogger(__name__)
 _MODELS: dict[str, tuple[Any, Any]] = {}
@@ -34,7 +34,7 @@ def model_dir(cfg: EncoderConfig) -> Path:
 
 def _cached(path: str) -> tuple[Any, Any]:
     if path not in _MODELS:
-        from shoprec.training.model import load
+        from shoprec.modeling.towers import load
 
         tokenizer, model, _ = load(path)
         _MODELS[path] = (tokenizer, model)

@@ -128,7 +128,7 @@ def load_meta(path: str | Path) -> dict[str, Any]:
 
 def load(path: str | Path) -> tuple[Any, TwoTower, dict[str, Any]]:
     """(tokenizer, model, meta) from a directory written by :func:`save`."""
-    from shoprec.training.pretrained import load_encoder
+    from shoprec.modeling.pretrained import load_encoder
 
     path = Path(path)
     tokenizer, encoder = load_encoder(path)

@@ -1,0 +1,50 @@
+"""Implicit-feedback ALS (Spark ML): a baseline, a candidate source and a ranking feature."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.config import ShoprecConfig
+from shoprec.modeling.retrieval import VECTOR
+
+
+def fit_als(spark: SparkSession, cfg: ShoprecConfig, interactions: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Implicit-feedback ALS on ``interactions``: ``(user_key, vector)`` and ``(item_id, vector)``.
+    Ids become dense integers by rank, not by a fitted indexer model."""
+    from pyspark.ml.recommendation import ALS
+
+    a = cfg.evaluation.als
+    ratings = interactions.groupBy(S.USER_KEY, S.ITEM_ID).agg(F.sum(S.WEIGHT).cast("float").alias("_w"))
+    user_ids = (
+        ratings.select(S.USER_KEY)
+        .distinct()
+        .withColumn("_u", F.dense_rank().over(Window.orderBy(S.USER_KEY)) - 1)
+    )
+    item_ids = (
+        ratings.select(S.ITEM_ID)
+        .distinct()
+        .withColumn("_i", F.dense_rank().over(Window.orderBy(S.ITEM_ID)) - 1)
+    )
+    user_ids, item_ids = user_ids.localCheckpoint(), item_ids.localCheckpoint()
+    train = ratings.join(user_ids, S.USER_KEY).join(item_ids, S.ITEM_ID)
+    model = ALS(
+        rank=a.rank,
+        regParam=a.reg_param,
+        alpha=a.alpha,
+        maxIter=a.max_iter,
+        implicitPrefs=True,
+        userCol="_u",
+        itemCol="_i",
+        ratingCol="_w",
+        seed=a.seed,
+        coldStartStrategy="drop",
+    ).fit(train)
+    users = model.userFactors.join(user_ids, F.col("id") == F.col("_u")).select(
+        S.USER_KEY, F.col("features").alias(VECTOR)
+    )
+    items = model.itemFactors.join(item_ids, F.col("id") == F.col("_i")).select(
+        S.ITEM_ID, F.col("features").alias(VECTOR)
+    )
+    return users, items

@@ -1,0 +1,243 @@
+"""Candidates for every serving user, each tagged with the source(s) that proposed it.
+
+- ``embedding``: the fine-tuned retriever's top ``retrieval_k`` over the whole catalog (the blocked
+  retrieval of the evaluation module, run in Spark tasks);
+- ``collaborative_filtering``: ALS (implicit feedback, all gold interactions) top ``als_k``;
+- ``popular``: the ``popular_k`` most popular items of the user's top category (of the whole
+  catalog for users without one): what new users get;
+- ``new_item``: the ``new_item_k`` best *new* items (launched in the last ``new_item_days``) by the
+  retriever's text embedding: items nobody has interacted with yet still reach people.
+
+The union is de-duplicated per (user, item); ``source`` names every source that proposed the item,
+joined with ``+`` in a fixed order.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from shoprec import schemas as S
+from shoprec.config import ShoprecConfig
+from shoprec.errors import ShoprecError
+from shoprec.modeling.als import fit_als
+from shoprec.modeling.retrieval import ItemMatrix, top_k
+
+log = logging.getLogger(__name__)
+
+EMBEDDING, ALS, POPULAR, NEW_ITEM = "embedding", "collaborative_filtering", "popular", "new_item"
+COOCCURRENCE, RECENT = "cooccurrence", "recent"
+SOURCES = (EMBEDDING, ALS, POPULAR, NEW_ITEM, COOCCURRENCE, RECENT)
+
+
+def source_code(source: Column) -> Column:
+    """``source`` (names joined with ``+``) as a bit mask over :data:`SOURCES` (a byte): what a
+    pair carries through the ranker instead of its string, decoded by :func:`source_name`."""
+    names = F.split(source, r"\+")
+    bits = [F.when(F.array_contains(names, s), 1 << i).otherwise(0) for i, s in enumerate(SOURCES)]
+    code = sum(bits[1:], bits[0])
+    return code.cast("byte")
+
+
+def source_name(code: Column) -> Column:
+    """The ``source`` string back from :func:`source_code`'s mask."""
+    combos = ["+".join(s for i, s in enumerate(SOURCES) if m >> i & 1) for m in range(1 << len(SOURCES))]
+    return F.element_at(F.array(*[F.lit(c) for c in combos]), code.cast("int") + 1)
+
+
+def _tag(df: DataFrame, source: str) -> DataFrame:
+    """``(user_key, item_id, source, score, rank)`` from a source's top-K rows."""
+    return df.select(
+        S.USER_KEY,
+        S.ITEM_ID,
+        F.lit(source).alias(S.SOURCE),
+        F.col(S.SCORE).cast("double").alias(S.SCORE),
+        F.col(S.RANK).cast("int").alias(S.RANK),
+    )
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What generating the candidates computed that ranking them reads too."""
+
+    als_users: DataFrame | None  # (user_key, vector): ALS factors, None when ALS is off
+    als_items: DataFrame | None
+    cooc: DataFrame  # (user_key, item_id, cooc_sum, cooc_max, cooc_last)
+    history: DataFrame  # (user_key, history_length)
+    past: DataFrame  # (user_key, item_id, user_item_weight)
+    popularity: DataFrame  # (item_id, seen_popularity, recent_popularity)
+    recent: DataFrame  # (user_key, item_id, recency): the users' most recent items
+
+    def features(
+        self,
+        scored: DataFrame,
+        users: DataFrame,
+        item_vectors: DataFrame,
+        items: DataFrame,
+        profiles: DataFrame,
+    ) -> DataFrame:
+        """``scored`` (from :func:`generate_scored`) with the ranker's ``features``."""
+        from shoprec.modeling import ltr
+
+        return ltr.assemble(
+            scored, SOURCES, self.cooc, self.als_users, self.als_items, users, item_vectors, items, profiles,
+            self.history, self.past, self.popularity, self.recent,
+        )  # fmt: skip
+
+
+def popular_for(users: DataFrame, items: DataFrame, profiles: DataFrame, k: int) -> DataFrame:
+    """``(user_key, item_id, score, rank)``: the top ``k`` items by popularity in the user's top
+    category (the catalog's top ``k`` for users without a profile or a top category)."""
+    by_pop = Window.partitionBy(S.TOP_CATEGORY).orderBy(F.desc(S.POPULARITY), S.ITEM_ID)
+    per_cat = (
+        items.withColumn(S.RANK, F.row_number().over(by_pop))
+        .where(F.col(S.RANK) <= k)
+        .select(S.TOP_CATEGORY, S.ITEM_ID, F.col(S.POPULARITY).alias(S.SCORE), S.RANK)
+    )
+    overall = (
+        items.orderBy(F.desc(S.POPULARITY), S.ITEM_ID)
+        .limit(k)
+        .select(S.ITEM_ID, F.col(S.POPULARITY).alias(S.SCORE))
+        .withColumn(S.RANK, F.row_number().over(Window.orderBy(F.desc(S.SCORE), S.ITEM_ID)))
+    )
+    top_cat = profiles.select(
+        S.USER_KEY, F.element_at(F.col(S.TOP_CATEGORIES), 1)["name"].alias(S.TOP_CATEGORY)
+    ).where(F.col(S.TOP_CATEGORY).isNotNull())
+    cols = [S.USER_KEY, S.ITEM_ID, S.SCORE, S.RANK]
+    with_cat = users.join(top_cat, S.USER_KEY).join(per_cat, S.TOP_CATEGORY).select(*cols)
+    without = users.join(top_cat, S.USER_KEY, "left_anti").crossJoin(F.broadcast(overall))
+    return with_cat.unionByName(without.select(*cols))
+
+
+def generate(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    users: DataFrame,
+    matrix: ItemMatrix,
+    items: DataFrame,
+    profiles: DataFrame,
+    interactions: DataFrame,
+) -> DataFrame:
+    """``(user_key, item_id, source)`` for every user in ``users`` (``user_key, vector``);
+    ``matrix`` holds the serving items' vectors (collected once by the caller, which scores with
+    it too)."""
+    scored, _ = generate_scored(spark, cfg, users, matrix, items, profiles, interactions)
+    return scored.select(S.USER_KEY, S.ITEM_ID, S.SOURCE)
+
+
+def generate_scored(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    users: DataFrame,
+    matrix: ItemMatrix,
+    items: DataFrame,
+    profiles: DataFrame,
+    interactions: DataFrame,
+) -> tuple[DataFrame, Signals]:
+    """The candidates with each source's ``<source>_score`` and ``<source>_rank`` (null where the
+    source did not propose the item), and the signals the ranker reuses."""
+    from shoprec.modeling import ltr
+
+    sc = cfg.scoring
+    threads = cfg.evaluation.encoder.threads
+    e = cfg.evaluation
+    if len(matrix.ids) == 0:
+        raise ShoprecError("no item embeddings to retrieve from: is the serving catalog empty?")
+    parts = [
+        _tag(
+            top_k(spark, users, matrix, sc.retrieval_k, None, e.user_block, e.item_block, threads), EMBEDDING
+        )
+    ]
+    als_users: DataFrame | None = None
+    als_items: DataFrame | None = None
+    if sc.als_k:
+        als_users, als_items = fit_als(spark, cfg, interactions)
+        als_users = als_users.join(users.select(S.USER_KEY), S.USER_KEY, "left_semi").localCheckpoint()
+        als_items = als_items.localCheckpoint()
+        parts.append(
+            _tag(
+                top_k(
+                    spark,
+                    als_users,
+                    ItemMatrix.from_frame(als_items),
+                    sc.als_k,
+                    None,
+                    e.user_block,
+                    e.item_block,
+                ),
+                ALS,
+            )
+        )
+    if sc.popular_k:
+        popular = popular_for(users.select(S.USER_KEY), items, profiles, sc.popular_k)
+        parts.append(popular.select(S.USER_KEY, S.ITEM_ID, F.lit(POPULAR).alias(S.SOURCE), S.SCORE, S.RANK))
+    if sc.new_item_k:
+        last = items.agg(F.max(S.LAUNCH_DATE)).first()
+        if last and last[0] is not None:
+            fresh = items.where(F.col(S.LAUNCH_DATE) > F.date_sub(F.lit(last[0]), sc.new_item_days)).select(
+                S.ITEM_ID
+            )
+            new = np.isin(matrix.ids, [r[0] for r in fresh.collect()])
+            new_matrix = ItemMatrix(matrix.ids[new], matrix.matrix[new])
+            if len(new_matrix.ids):
+                parts.append(_tag(top_k(spark, users, new_matrix, sc.new_item_k, None), NEW_ITEM))
+    mine = interactions.join(users.select(S.USER_KEY), S.USER_KEY, "left_semi")
+    recent = ltr.recent_items(mine, max(sc.cooc_recent, sc.recent_k))
+    cooc = ltr.cooc_scores(
+        recent, ltr.cooccurrence(interactions, sc.cooc_window, sc.cooc_neighbours), sc.cooc_decay
+    )
+    cooc = cooc.join(items.select(S.ITEM_ID), S.ITEM_ID, "left_semi").localCheckpoint()
+    if sc.recent_k:
+        own = recent.where(F.col("recency") < sc.recent_k)
+        parts.append(
+            own.select(
+                S.USER_KEY,
+                S.ITEM_ID,
+                F.lit(RECENT).alias(S.SOURCE),
+                (1.0 / (1.0 + F.col("recency"))).alias(S.SCORE),
+                (F.col("recency") + 1).cast("int").alias(S.RANK),
+            )
+        )
+    if sc.cooc_k:
+        best = Window.partitionBy(S.USER_KEY).orderBy(F.desc(ltr.COOC_SUM), S.ITEM_ID)
+        top = cooc.withColumn(S.RANK, F.row_number().over(best)).where(F.col(S.RANK) <= sc.cooc_k)
+        parts.append(
+            top.select(
+                S.USER_KEY,
+                S.ITEM_ID,
+                F.lit(COOCCURRENCE).alias(S.SOURCE),
+                F.col(ltr.COOC_SUM).alias(S.SCORE),
+                S.RANK,
+            )
+        )
+    union = parts[0]
+    for p in parts[1:]:
+        union = union.unionByName(p)
+    order = F.array(*[F.lit(s) for s in SOURCES])
+    per_source = []
+    for s in SOURCES:
+        mine_ = F.col(S.SOURCE) == s
+        per_source += [
+            F.max(F.when(mine_, F.col(S.SCORE))).alias(ltr.score_column(s)),
+            F.min(F.when(mine_, F.col(S.RANK))).alias(ltr.rank_column(s)),
+        ]
+    scored = (
+        union.groupBy(S.USER_KEY, S.ITEM_ID)
+        .agg(F.collect_set(S.SOURCE).alias("_s"), *per_source)
+        .select(
+            S.USER_KEY,
+            S.ITEM_ID,
+            F.array_join(F.filter(order, lambda s: F.array_contains("_s", s)), "+").alias(S.SOURCE),
+            *[c for s in SOURCES for c in (ltr.score_column(s), ltr.rank_column(s))],
+        )
+    )
+    history = mine.groupBy(S.USER_KEY).agg(F.count(F.lit(1)).cast("double").alias(ltr.HISTORY_LENGTH))
+    popularity = ltr.item_popularity(interactions, cfg.evaluation.recent_days).localCheckpoint()
+    signals = Signals(
+        als_users, als_items, cooc, history, ltr.user_items(mine), popularity, recent.localCheckpoint()
+    )
+    return scored, signals

@@ -1,0 +1,361 @@
+"""Learning to rank over the union of candidate sources: features in Spark, LightGBM LambdaRank.
+
+The ranker orders every candidate a user has, whichever source proposed it, from what each source
+knows about the pair and what the shop knows about the item:
+
+- each source's score and rank (missing when the source did not propose the item: the trees learn
+  what an absence means, e.g. "not in ALS's top 50");
+- how many sources proposed it;
+- item-to-item co-occurrence against the user's recent items (:func:`cooccurrence`): the sum
+  over the recent items with a recency decay, the best match, and the match with the last item;
+- ALS's and the retriever's dot products for *every* candidate, not only their own top-K;
+- the head's pair and item features (:data:`shoprec.modeling.ranker.FEATURE_NAMES`: price band
+  gap, popularity, category and brand affinity, ratings, conversion, discount, stock, price);
+- the user's history length, and the user's own past with the item (summed event weights, its
+  position among the user's recent items);
+- the item's popularity in what the cut could see, overall and over its last ``recent_days``.
+
+It is trained listwise (LambdaRank, NDCG@10) on lists the candidate generator makes at the
+validation cut, labelled with the validation split's held-out positives, so training sees the
+lists serving will. LightGBM is the field's standard learning-to-rank library (and has a Spark
+integration for clusters); the model is a text file any LightGBM reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import FloatType, StringType, StructField, StructType
+
+from shoprec import schemas as S
+from shoprec.modeling import ranker as rk
+
+log = logging.getLogger(__name__)
+
+LTR_FILE, LTR_META = "ltr.txt", "ltr.json"
+LTR_SCORE = "ltr_score"
+COOC_SUM, COOC_MAX, COOC_LAST = "cooc_sum", "cooc_max", "cooc_last"
+ALS_DOT, EMBEDDING_DOT, HISTORY_LENGTH, N_SOURCES = "als_dot", "embedding_dot", "history_length", "n_sources"
+USER_ITEM_WEIGHT, USER_ITEM_RECENCY = "user_item_weight", "user_item_recency"
+SEEN_POPULARITY, RECENT_POPULARITY = "seen_popularity", "recent_popularity"
+
+
+def score_column(source: str) -> str:
+    return f"{source}_score"
+
+
+def rank_column(source: str) -> str:
+    return f"{source}_rank"
+
+
+def feature_names(sources: Sequence[str]) -> list[str]:
+    """The model's inputs, in order (stored with the model and checked when it is loaded)."""
+    per_source = [c for s in sources for c in (score_column(s), rank_column(s))]
+    return [
+        *per_source,
+        N_SOURCES,
+        COOC_SUM,
+        COOC_MAX,
+        COOC_LAST,
+        ALS_DOT,
+        EMBEDDING_DOT,
+        HISTORY_LENGTH,
+        USER_ITEM_WEIGHT,
+        USER_ITEM_RECENCY,
+        SEEN_POPULARITY,
+        RECENT_POPULARITY,
+        *rk.FEATURE_NAMES,
+    ]
+
+
+def dot(a: Column, b: Column) -> Column:
+    """The dot product of two equal-length float arrays (null if either is)."""
+    return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
+
+
+def recent_items(interactions: DataFrame, n: int) -> DataFrame:
+    """``(user_key, item_id, recency)``: each user's ``n`` most recent distinct items, 0 = newest."""
+    last = interactions.groupBy(S.USER_KEY, S.ITEM_ID).agg(F.max(S.EVENT_TIME).alias("_t"))
+    order = Window.partitionBy(S.USER_KEY).orderBy(F.desc("_t"), S.ITEM_ID)
+    return (
+        last.withColumn("recency", F.row_number().over(order) - 1)
+        .where(F.col("recency") < n)
+        .select(S.USER_KEY, S.ITEM_ID, "recency")
+    )
+
+
+def user_items(interactions: DataFrame) -> DataFrame:
+    """``(user_key, item_id, user_item_weight)``: each user's summed event weights per item."""
+    return interactions.groupBy(S.USER_KEY, S.ITEM_ID).agg(F.sum(S.WEIGHT).alias(USER_ITEM_WEIGHT))
+
+
+def item_popularity(interactions: DataFrame, recent_days: int) -> DataFrame:
+    """``(item_id, seen_popularity, recent_popularity)``: log summed weights over everything the
+    cut sees and over its last ``recent_days`` (the trend a static count misses)."""
+    stamped = interactions.select(S.ITEM_ID, S.WEIGHT, S.EVENT_TIME)
+    cut = stamped.agg(F.max(S.EVENT_TIME).alias("_last"))
+    return (
+        stamped.crossJoin(F.broadcast(cut))
+        .groupBy(S.ITEM_ID)
+        .agg(
+            F.log1p(F.sum(S.WEIGHT)).alias(SEEN_POPULARITY),
+            F.log1p(
+                F.sum(
+                    F.when(
+                        F.col(S.EVENT_TIME) >= F.col("_last") - F.expr(f"INTERVAL {int(recent_days)} DAYS"),
+                        F.col(S.WEIGHT),
+                    ).otherwise(0.0)
+                )
+            ).alias(RECENT_POPULARITY),
+        )
+    )
+
+
+def cooccurrence(interactions: DataFrame, window: int, neighbours: int) -> DataFrame:
+    """``(item_id, other, cooc)``: how often two items appear within ``window`` positions of each
+    other in users' histories (each pair weighted 1 / distance), normalised by both items' counts
+    (a cosine, so popular items do not co-occur with everything), the top ``neighbours`` per item.
+
+    Computed in Spark per user, then aggregated: bought-together and viewed-together in one."""
+    distinct = interactions.groupBy(S.USER_KEY, S.ITEM_ID).agg(F.min(S.EVENT_TIME).alias("_t"))
+    pos = distinct.withColumn(
+        "_p", F.row_number().over(Window.partitionBy(S.USER_KEY).orderBy("_t", S.ITEM_ID))
+    )
+    a = pos.select(S.USER_KEY, F.col(S.ITEM_ID).alias("_a"), F.col("_p").alias("_pa"))
+    b = pos.select(S.USER_KEY, F.col(S.ITEM_ID).alias("_b"), F.col("_p").alias("_pb"))
+    gap = F.abs(F.col("_pa") - F.col("_pb"))
+    pairs = (
+        a.join(b, S.USER_KEY)
+        .where((gap > 0) & (gap <= window))
+        .groupBy("_a", "_b")
+        .agg(F.sum(1.0 / gap).alias("_w"))
+    )
+    counts = distinct.groupBy(S.ITEM_ID).agg(F.count(F.lit(1)).cast("double").alias("_n"))
+    ca = counts.select(F.col(S.ITEM_ID).alias("_a"), F.col("_n").alias("_na"))
+    cb = counts.select(F.col(S.ITEM_ID).alias("_b"), F.col("_n").alias("_nb"))
+    scored = (
+        pairs.join(ca, "_a")
+        .join(cb, "_b")
+        .select(
+            F.col("_a").alias(S.ITEM_ID),
+            F.col("_b").alias("other"),
+            (F.col("_w") / F.sqrt(F.col("_na") * F.col("_nb"))).alias("cooc"),
+        )
+    )
+    best = Window.partitionBy(S.ITEM_ID).orderBy(F.desc("cooc"), "other")
+    return scored.withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= neighbours).drop("_r")
+
+
+def cooc_scores(recent: DataFrame, cooc: DataFrame, decay: float) -> DataFrame:
+    """``(user_key, item_id, cooc_sum, cooc_max, cooc_last)`` for every item that co-occurs with
+    one of the user's recent items (the recent items themselves included)."""
+    joined = recent.join(cooc, S.ITEM_ID).select(
+        S.USER_KEY,
+        F.col("other").alias(S.ITEM_ID),
+        "cooc",
+        "recency",
+    )
+    return joined.groupBy(S.USER_KEY, S.ITEM_ID).agg(
+        F.sum(F.col("cooc") * F.pow(F.lit(decay), F.col("recency"))).alias(COOC_SUM),
+        F.max("cooc").alias(COOC_MAX),
+        F.max(F.when(F.col("recency") == 0, F.col("cooc"))).alias(COOC_LAST),
+    )
+
+
+def assemble(
+    cands: DataFrame,
+    sources: Sequence[str],
+    cooc: DataFrame,
+    als_users: DataFrame | None,
+    als_items: DataFrame | None,
+    users: DataFrame,
+    item_vectors: DataFrame,
+    items: DataFrame,
+    profiles: DataFrame,
+    history: DataFrame,
+    past: DataFrame,
+    popularity: DataFrame,
+    recent: DataFrame,
+) -> DataFrame:
+    """``cands`` (user_key, item_id, source, per-source score and rank) with ``features``
+    (array<float>, :func:`feature_names` order; NaN where unknown).
+
+    ``cooc`` is :func:`cooc_scores`' output, ``users``/``item_vectors`` the retriever's vectors
+    (``vector``), ``als_*`` the ALS factors (``vector``; None without ALS), ``history`` the
+    ``(user_key, history_length)`` of each user, ``past`` :func:`user_items`, ``popularity``
+    :func:`item_popularity` and ``recent`` :func:`recent_items`."""
+    df = (
+        cands.join(cooc, [S.USER_KEY, S.ITEM_ID], "left")
+        .join(past, [S.USER_KEY, S.ITEM_ID], "left")
+        .join(recent.withColumnRenamed("recency", USER_ITEM_RECENCY), [S.USER_KEY, S.ITEM_ID], "left")
+        .join(F.broadcast(popularity), S.ITEM_ID, "left")
+    )
+    if als_users is not None and als_items is not None:
+        df = (
+            df.join(als_users.select(S.USER_KEY, F.col("vector").alias("_au")), S.USER_KEY, "left")
+            .join(als_items.select(S.ITEM_ID, F.col("vector").alias("_ai")), S.ITEM_ID, "left")
+            .withColumn(ALS_DOT, dot(F.col("_au"), F.col("_ai")))
+        )
+    else:
+        df = df.withColumn(ALS_DOT, F.lit(None).cast("double"))
+    df = (
+        df.join(users.select(S.USER_KEY, F.col("vector").alias("_eu")), S.USER_KEY, "left")
+        .join(item_vectors.select(S.ITEM_ID, F.col("vector").alias("_ei")), S.ITEM_ID, "left")
+        .withColumn(EMBEDDING_DOT, dot(F.col("_eu"), F.col("_ei")))
+        .join(history, S.USER_KEY, "left")
+    )
+    n_sources = sum(
+        (F.col(score_column(s)).isNotNull().cast("int") for s in sources[1:]),
+        F.col(score_column(sources[0])).isNotNull().cast("int"),
+    )
+    df = df.withColumn(N_SOURCES, n_sources)
+    base = rk.pair_features(df, items, profiles)
+    names = feature_names(sources)
+    own = [n for n in names if n not in rk.FEATURE_NAMES]
+    nan = F.lit(float("nan")).cast("float")
+    columns = [F.coalesce(F.col(n).cast("float"), nan) for n in own]
+    columns += [F.col(rk.FEATURES)[i] for i in range(len(rk.FEATURE_NAMES))]
+    keep = [c for c in cands.columns]
+    return base.select(*keep, F.array(*columns).alias(rk.FEATURES))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    booster: Any  # lightgbm.Booster
+    features: list[str]
+    meta: dict[str, Any]
+
+
+def _groups(users: NDArray[Any]) -> NDArray[np.int64]:
+    """Sizes of consecutive runs of equal user keys (rows sorted by user)."""
+    if len(users) == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.flatnonzero(users[1:] != users[:-1]) + 1
+    return np.diff(np.concatenate([[0], change, [len(users)]])).astype(np.int64)
+
+
+def fit(
+    x: NDArray[np.float32],
+    y: NDArray[np.float32],
+    users: NDArray[Any],
+    valid: NDArray[np.bool_],
+    names: list[str],
+    params: dict[str, Any],
+    rounds: int,
+    early_stopping: int,
+    seed: int,
+) -> Fitted:
+    """A listwise ranker on lists (rows sorted by user, one list per user; ``params`` may name the
+    objective), early-stopped on the ``valid`` users' NDCG@10 when there are any."""
+    import lightgbm as lgb
+
+    train, hold = ~valid, valid
+    base = {
+        "objective": "rank_xendcg",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "verbosity": -1,
+        "seed": seed,
+        "deterministic": True,
+        "num_threads": 2,
+        "force_col_wise": True,
+        **params,
+    }
+    dtrain = lgb.Dataset(x[train], y[train], group=_groups(users[train]), feature_name=names)
+    sets, callbacks = [dtrain], list[Any]()
+    if hold.any():
+        dvalid = lgb.Dataset(x[hold], y[hold], group=_groups(users[hold]), reference=dtrain)
+        sets = [dvalid]
+        callbacks.append(lgb.early_stopping(early_stopping, verbose=False))
+    booster = lgb.train(base, dtrain, num_boost_round=rounds, valid_sets=sets, callbacks=callbacks)
+    gain = booster.feature_importance("gain")
+    importances = {n: float(g) for n, g in sorted(zip(names, gain, strict=True), key=lambda t: -t[1])}
+    meta = {
+        "features": names,
+        "best_iteration": int(booster.best_iteration or rounds),
+        "importance_gain": importances,
+        "params": base,
+    }
+    return Fitted(booster, names, meta)
+
+
+def save(fitted: Fitted, out: Path, extra: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fitted.booster.save_model(str(out / LTR_FILE), num_iteration=fitted.meta["best_iteration"])
+    (out / LTR_META).write_text(json.dumps({**fitted.meta, **extra}, indent=2, default=str))
+
+
+def exists(path: str | Path) -> bool:
+    return (Path(path) / LTR_FILE).is_file()
+
+
+def load_meta(path: str | Path) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads((Path(path) / LTR_META).read_text())
+    return meta
+
+
+def predict_frame(df: DataFrame, model_dir: str, names: list[str]) -> DataFrame:
+    """``df`` (user_key, item_id, features) → (user_key, item_id, ltr_score), in Spark tasks (one
+    booster per Python worker, read from ``model_dir``)."""
+    schema = StructType(
+        [
+            StructField(S.USER_KEY, StringType(), False),
+            StructField(S.ITEM_ID, StringType(), False),
+            StructField(LTR_SCORE, FloatType(), False),
+        ]
+    )
+    width = len(names)
+
+    def run(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
+        booster = _cached_booster(model_dir)
+        for batch in batches:
+            if batch.empty:
+                continue
+            x = np.stack(list(batch[rk.FEATURES])).astype(np.float32).reshape(-1, width)
+            yield pd.DataFrame(
+                {
+                    S.USER_KEY: batch[S.USER_KEY],
+                    S.ITEM_ID: batch[S.ITEM_ID],
+                    LTR_SCORE: booster.predict(x, num_threads=1).astype(np.float32),
+                }
+            )
+
+    return df.select(S.USER_KEY, S.ITEM_ID, rk.FEATURES).mapInPandas(run, schema)
+
+
+_BOOSTERS: dict[str, Any] = {}
+
+
+def _cached_booster(model_dir: str) -> Any:
+    import lightgbm as lgb
+
+    if model_dir not in _BOOSTERS:
+        _BOOSTERS[model_dir] = lgb.Booster(model_file=str(Path(model_dir) / LTR_FILE))
+    return _BOOSTERS[model_dir]
+
+
+def ndcg_at(scores: NDArray[Any], labels: NDArray[Any], users: NDArray[Any], k: int) -> float:
+    """Mean NDCG@k over users with a positive (rows sorted by user): the selection metric."""
+    total, n = 0.0, 0
+    start = 0
+    for size in _groups(users):
+        s, y = scores[start : start + size], labels[start : start + size]
+        start += size
+        if y.max() <= 0:
+            continue
+        order = np.argsort(-s, kind="stable")[:k]
+        gains = (y[order] > 0) / np.log2(np.arange(2, len(order) + 2))
+        ideal = 1.0 / np.log2(np.arange(2, min(int((y > 0).sum()), k) + 2))
+        total += float(gains.sum() / ideal.sum())
+        n += 1
+    return total / n if n else 0.0

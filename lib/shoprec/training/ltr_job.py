@@ -1,0 +1,204 @@
+"""Fit the learning-to-rank model on the candidate lists of the validation cut.
+
+The lists are what serving will order: the same generator (:mod:`shoprec.modeling.candidates`),
+the same retriever, ALS and co-occurrence, run on what the validation split could see, each list
+labelled with the user's held-out validation positives. A share of the users (``ranker.holdout``,
+by hash) is kept out: LightGBM early-stops on them, and on the same held-out lists the torch head
+is measured too, so ``ranker.kind: auto`` keeps whichever orders them better (NDCG@10).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from shoprec import delta, splits
+from shoprec import schemas as S
+from shoprec.config import ShoprecConfig
+from shoprec.errors import ShoprecError
+from shoprec.modeling import candidates, encoder, ltr
+from shoprec.modeling import ranker as rk
+from shoprec.modeling.retrieval import ItemMatrix
+from shoprec.modeling.text import history_texts
+from shoprec.modeling.towers import load_meta
+
+log = logging.getLogger(__name__)
+LABEL = "label"
+
+
+@dataclass(frozen=True)
+class LtrResult:
+    chosen: str  # "lightgbm" or "torch"
+    lightgbm_ndcg: float
+    torch_ndcg: float | None
+    lists: int
+    rows: int
+    seconds: float
+    importance: dict[str, float]
+
+
+def _split(spark: SparkSession, cfg: ShoprecConfig, name: str, split: str) -> DataFrame:
+    return delta.read(spark, cfg.table(name)).where(F.col(S.SPLIT) == split)
+
+
+def validation_lists(
+    spark: SparkSession, cfg: ShoprecConfig, model_dir: Path
+) -> tuple[pd.DataFrame, DataFrame, DataFrame]:
+    """The labelled candidate lists at the validation cut, sorted by user (pandas), and the user
+    and item vectors they were made with."""
+    items = _split(spark, cfg, "gold_item_features", S.VALID).localCheckpoint()
+    stamp = items.agg(F.max(S.AS_OF)).first()
+    if stamp is None or stamp[0] is None:
+        raise ShoprecError(
+            f"{cfg.table('gold_item_features')} has no validation split: run `shoprec features`"
+        )
+    examples = _split(spark, cfg, "gold_training_examples", S.VALID)
+    interactions = delta.read(spark, cfg.table("gold_interactions"))
+    seen = splits.visible(interactions, cfg.features.split.mode, stamp[0], examples).localCheckpoint()
+    had = seen.where(F.col(S.EVENT_TYPE).isin(*cfg.features.positive_events)).select(S.USER_KEY, S.ITEM_ID)
+    truth = examples.select(S.USER_KEY, F.col(S.POSITIVE_ITEM).alias(S.ITEM_ID)).distinct()
+    truth = truth.join(had.distinct(), [S.USER_KEY, S.ITEM_ID], "left_anti")
+    users = truth.select(S.USER_KEY).distinct()
+    cap = cfg.training.ranker.lightgbm.max_users
+    if cap is not None:
+        users = users.orderBy(F.xxhash64(S.USER_KEY), S.USER_KEY).limit(cap)
+    sequences = _split(spark, cfg, "gold_sequences", S.VALID).join(users, S.USER_KEY, "left_semi")
+    profiles = _split(spark, cfg, "gold_user_profiles", S.VALID)
+    history = int(load_meta(model_dir).get("history_items", cfg.training.history_items))
+    enc = cfg.evaluation.encoder
+    texts = history_texts(items, sequences, None, history)
+    user_vectors = encoder.embed(texts, S.USER_KEY, "text", enc, "user", str(model_dir)).localCheckpoint()
+    item_vectors = encoder.embed(
+        items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, enc, "item", str(model_dir)
+    ).localCheckpoint()
+    matrix = ItemMatrix.from_frame(item_vectors)
+    wide, sig = candidates.generate_scored(spark, cfg, user_vectors, matrix, items, profiles, seen)
+    feats = sig.features(wide, user_vectors, item_vectors, items, profiles)
+    labelled = (
+        feats.join(had.distinct(), [S.USER_KEY, S.ITEM_ID], "left_anti")  # the rules drop them when served
+        .join(truth.withColumn(LABEL, F.lit(1.0)), [S.USER_KEY, S.ITEM_ID], "left")
+        .select(S.USER_KEY, S.ITEM_ID, rk.FEATURES, F.coalesce(F.col(LABEL), F.lit(0.0)).alias(LABEL))
+    )
+    pdf = labelled.toPandas().sort_values([S.USER_KEY, S.ITEM_ID], kind="stable").reset_index(drop=True)
+    return pdf, user_vectors, item_vectors
+
+
+def _torch_scores(
+    ranker_dir: Path, pdf: pd.DataFrame, user_vectors: DataFrame, item_vectors: DataFrame, offset: int
+) -> np.ndarray[Any, Any] | None:
+    """The torch head's combined score for every row of ``pdf`` (None without a trained head)."""
+    if not (ranker_dir / rk.RANKER_FILE).is_file():
+        return None
+    saved = rk.load(ranker_dir)
+    uv = user_vectors.toPandas().set_index(S.USER_KEY)["vector"]
+    iv = item_vectors.toPandas().set_index(S.ITEM_ID)["vector"]
+    users = np.stack([np.asarray(v, dtype=np.float32) for v in uv.reindex(pdf[S.USER_KEY])])
+    items = np.stack([np.asarray(v, dtype=np.float32) for v in iv.reindex(pdf[S.ITEM_ID])])
+    feats = np.stack(list(pdf[rk.FEATURES])).astype(np.float32)[:, offset : offset + len(rk.FEATURE_NAMES)]
+    probs = rk.predict(saved.model.eval(), users, items, feats, 4096)
+    w = saved.meta.get("weights", {"click": 1.0, "purchase": 1.0})
+    eps = 1e-7
+    return np.asarray(
+        w.get("click", 1.0) * np.log(probs[:, 0] + eps) + w.get("purchase", 1.0) * np.log(probs[:, 1] + eps)
+    )
+
+
+def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_dir: Path) -> LtrResult:
+    """Fit LightGBM on the validation lists, compare it with the torch head on the held-out ones,
+    and save it (with the choice) beside the head in ``ranker_dir``."""
+    started = time.perf_counter()
+    r = cfg.training.ranker
+    pdf, user_vectors, item_vectors = validation_lists(spark, cfg, model_dir)
+    if pdf.empty or pdf[LABEL].sum() == 0:
+        raise ShoprecError("no validation positive reaches the candidate lists: cannot fit the ranker")
+    names = ltr.feature_names(candidates.SOURCES)
+    x = np.stack(list(pdf[rk.FEATURES])).astype(np.float32)
+    y = pdf[LABEL].to_numpy(np.float32)
+    users = pdf[S.USER_KEY].to_numpy(dtype=object)
+    has_positive = pdf.groupby(S.USER_KEY)[LABEL].transform("max").to_numpy() > 0
+    held = (pd.util.hash_array(users) % 1000) < int(r.holdout * 1000)
+    keep = has_positive
+    g = r.lightgbm
+    base = {
+        "learning_rate": g.learning_rate,
+        "num_leaves": g.leaves,
+        "min_child_samples": g.min_child_samples,
+        "feature_fraction": g.feature_fraction,
+        "bagging_fraction": g.bagging_fraction,
+        "bagging_freq": 1,
+        "lambda_l2": g.l2,
+    }
+    hold = held & has_positive
+    tried: dict[str, tuple[float, ltr.Fitted]] = {}
+    for objective in g.objectives:
+        params = {**base, "objective": objective}
+        fitted = ltr.fit(
+            x[keep],
+            y[keep],
+            users[keep],
+            held[keep],
+            names,
+            params,
+            g.rounds,
+            g.early_stopping,
+            cfg.training.seed,
+        )
+        scores = fitted.booster.predict(x[hold], num_iteration=fitted.meta["best_iteration"])
+        tried[objective] = (ltr.ndcg_at(scores, y[hold], users[hold], 10), fitted)
+        log.info(
+            "learning to rank: %s, held-out NDCG@10 %.4f at %d rounds",
+            objective,
+            tried[objective][0],
+            fitted.meta["best_iteration"],
+        )
+    kept = max(tried, key=lambda o: tried[o][0])
+    lgb_ndcg, best = tried[kept]
+    # the kept settings, refitted on every list (the held-out users too) for the rounds that were best
+    rounds = max(1, round(best.meta["best_iteration"] / (1 - r.holdout)))
+    no_holdout = np.zeros(int(keep.sum()), dtype=bool)
+    final = ltr.fit(
+        x[keep], y[keep], users[keep], no_holdout, names, {**base, "objective": kept}, rounds, 1,
+        cfg.training.seed,
+    )  # fmt: skip
+    offset = len(names) - len(rk.FEATURE_NAMES)
+    torch_scores = _torch_scores(
+        ranker_dir, pdf[hold].reset_index(drop=True), user_vectors, item_vectors, offset
+    )
+    torch_ndcg = None if torch_scores is None else ltr.ndcg_at(torch_scores, y[hold], users[hold], 10)
+    if r.kind == "auto":
+        chosen = "torch" if torch_ndcg is not None and torch_ndcg > lgb_ndcg else "lightgbm"
+    else:
+        chosen = r.kind
+    n_lists = len(np.unique(users[keep]))
+    extra = {
+        "chosen": chosen,
+        "objective": kept,
+        "held_out_ndcg_at_10": {o: v for o, (v, _) in tried.items()},
+        "valid_ndcg_at_10": {"lightgbm": lgb_ndcg, "torch": torch_ndcg},
+        "lists": n_lists,
+        "rows": int(keep.sum()),
+        "candidate_recall": float(y.sum() / max(1, pdf.loc[:, S.USER_KEY].nunique())),
+    }
+    ltr.save(final, ranker_dir, extra)
+    seconds = time.perf_counter() - started
+    log.info(
+        "learning to rank: %d lists (%d rows), held-out NDCG@10 lightgbm %.4f, torch head %s: %s kept "
+        "(%.0fs)",
+        n_lists,
+        int(keep.sum()),
+        lgb_ndcg,
+        "n/a" if torch_ndcg is None else f"{torch_ndcg:.4f}",
+        chosen,
+        seconds,
+    )
+    return LtrResult(
+        chosen, lgb_ndcg, torch_ndcg, n_lists, int(keep.sum()), seconds, fitted.meta["importance_gain"]
+    )

@@ -1,0 +1,176 @@
+"""Learning to rank: co-occurrence in Spark, LambdaRank lists, one booster in Spark tasks."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from conftest import small_cfg
+from shoprec import schemas as S
+from shoprec.config import ShoprecConfig
+from shoprec.modeling import ltr
+from shoprec.modeling import ranker as rk
+
+T0 = datetime(2026, 1, 1)
+
+
+def _interactions(spark: SparkSession, rows: list[tuple[str, str, int]]):  # type: ignore[no-untyped-def]
+    return spark.createDataFrame(
+        [(u, i, T0 + timedelta(hours=h)) for u, i, h in rows],
+        f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.EVENT_TIME} timestamp",
+    )
+
+
+@pytest.mark.spark
+def test_cooccurrence_weights_pairs_by_distance_and_normalises_by_counts(spark: SparkSession) -> None:
+    # u1: a b c (in time order); u2: a b. Pairs within 2 positions: (a,b) at distance 1 twice,
+    # (b,c) at 1 once, (a,c) at 2 once. Counts: a 2, b 2, c 1.
+    inter = _interactions(
+        spark, [("u1", "a", 0), ("u1", "b", 1), ("u1", "c", 2), ("u2", "a", 0), ("u2", "b", 5)]
+    )
+    got = {(r[0], r[1]): round(r[2], 6) for r in ltr.cooccurrence(inter, window=2, neighbours=10).collect()}
+    expected = {
+        ("a", "b"): round(2.0 / np.sqrt(2 * 2), 6),
+        ("b", "a"): round(2.0 / np.sqrt(2 * 2), 6),
+        ("b", "c"): round(1.0 / np.sqrt(2 * 1), 6),
+        ("c", "b"): round(1.0 / np.sqrt(2 * 1), 6),
+        ("a", "c"): round(0.5 / np.sqrt(2 * 1), 6),
+        ("c", "a"): round(0.5 / np.sqrt(2 * 1), 6),
+    }
+    assert got == expected
+    # the neighbour cap keeps each item's best
+    top1 = {(r[0], r[1]) for r in ltr.cooccurrence(inter, window=2, neighbours=1).collect()}
+    assert top1 == {("a", "b"), ("b", "a"), ("c", "b")}
+
+
+@pytest.mark.spark
+def test_cooc_scores_decay_with_recency_and_name_the_last_item(spark: SparkSession) -> None:
+    inter = _interactions(spark, [("u", "x", 0), ("u", "y", 1)])  # y is the newest
+    recent = ltr.recent_items(inter, 5)
+    assert sorted((r[1], r[2]) for r in recent.collect()) == [("x", 1), ("y", 0)]
+    cooc = spark.createDataFrame(
+        [("x", "z", 1.0), ("y", "z", 0.5), ("y", "w", 0.25)], f"{S.ITEM_ID} string, other string, cooc double"
+    )
+    got = {r[S.ITEM_ID]: r for r in ltr.cooc_scores(recent, cooc, decay=0.5).collect()}
+    assert got["z"][ltr.COOC_SUM] == pytest.approx(0.5 * 1.0 + 1.0 * 0.5)
+    assert got["z"][ltr.COOC_MAX] == 1.0 and got["z"][ltr.COOC_LAST] == 0.5
+    assert got["w"][ltr.COOC_SUM] == 0.25 and got["w"][ltr.COOC_LAST] == 0.25
+
+
+def _lists(n_users: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    """Lists whose one positive has the highest feature 0 (plus noise in feature 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n_users * size, 3)).astype(np.float32)
+    y = np.zeros(n_users * size, dtype=np.float32)
+    users = np.repeat(np.array([f"u{i:04d}" for i in range(n_users)], dtype=object), size)
+    for u in range(n_users):
+        rows = slice(u * size, (u + 1) * size)
+        y[rows][np.argmax(x[rows, 0])] = 1.0
+    x[:, 2] = np.nan  # an unknown feature (a source that proposed nothing) must be tolerated
+    return x, y, users
+
+
+def test_lambdarank_learns_the_signal_and_early_stops_on_held_out_users(tmp_path: Path) -> None:
+    x, y, users = _lists(300, 20, seed=1)
+    held = np.arange(len(users)) >= 240 * 20
+    names = ["signal", "noise", "missing"]
+    fitted = ltr.fit(x, y, users, held, names, {"learning_rate": 0.1}, 200, 20, seed=3)
+    xt, yt, ut = _lists(100, 20, seed=2)
+    ndcg = ltr.ndcg_at(fitted.booster.predict(xt), yt, ut, 10)
+    random = ltr.ndcg_at(np.random.default_rng(0).normal(size=len(yt)), yt, ut, 10)
+    assert ndcg > 0.9 > 0.5 > random
+    assert next(iter(fitted.meta["importance_gain"])) == "signal"
+    assert fitted.meta["best_iteration"] <= 200
+
+
+@pytest.mark.spark
+def test_the_saved_booster_scores_the_same_in_spark_tasks(spark: SparkSession, tmp_path: Path) -> None:
+    x, y, users = _lists(60, 10, seed=4)
+    names = ["signal", "noise", "missing"]
+    fitted = ltr.fit(x, y, users, np.zeros(len(y), dtype=bool), names, {}, 30, 10, seed=3)
+    ltr.save(fitted, tmp_path / "ranker", {"chosen": "lightgbm"})
+    assert ltr.exists(tmp_path / "ranker") and ltr.load_meta(tmp_path / "ranker")["chosen"] == "lightgbm"
+    rows = [
+        (str(u), f"i{k}", [float(v) for v in row]) for k, (u, row) in enumerate(zip(users, x, strict=True))
+    ]
+    df = spark.createDataFrame(rows, f"{S.USER_KEY} string, {S.ITEM_ID} string, {rk.FEATURES} array<float>")
+    got = {
+        r[S.ITEM_ID]: r[ltr.LTR_SCORE]
+        for r in ltr.predict_frame(df.repartition(3), str(tmp_path / "ranker"), names).collect()
+    }
+    expected = fitted.booster.predict(x, num_iteration=fitted.meta["best_iteration"])
+    assert np.allclose([got[f"i{k}"] for k in range(len(x))], expected, atol=1e-5)
+
+
+def test_ndcg_at_counts_only_users_with_a_positive() -> None:
+    users = np.array(["a", "a", "a", "b", "b"], dtype=object)
+    labels = np.array([0, 1, 0, 0, 0], dtype=np.float32)
+    scores = np.array([3.0, 2.0, 1.0, 1.0, 0.0])
+    assert ltr.ndcg_at(scores, labels, users, 10) == pytest.approx(1 / np.log2(3))
+
+
+@pytest.mark.spark
+def test_dot_of_arrays(spark: SparkSession) -> None:
+    df = spark.createDataFrame([([1.0, 2.0], [3.0, 4.0])], "a array<float>, b array<float>")
+    assert df.select(ltr.dot(F.col("a"), F.col("b"))).first()[0] == pytest.approx(11.0)  # type: ignore[index]
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_order(
+    spark: SparkSession, small_shop: ShoprecConfig, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The whole path: lists at the validation cut, LambdaRank, the choice recorded beside the head,
+    and `score` ordering every candidate source's items with it; a re-run changes nothing."""
+    from shoprec import delta
+    from shoprec.modeling.candidates import COOCCURRENCE, SOURCES
+    from shoprec.scoring.job import score
+    from shoprec.training.job import train
+
+    cfg = small_cfg(
+        Path(small_shop.paths.root),
+        tiny_model_dir,
+        paths={
+            "root": small_shop.paths.root,
+            "models": str(tmp_path / "m"),
+            "checkpoints": str(tmp_path / "c"),
+        },
+        evaluation={"ks": [10], "models": []},
+        training={
+            "launcher": "single",
+            "batch_size": 16,
+            "max_steps": 2,
+            "user_max_length": 32,
+            "item_max_length": 24,
+            "experiment": "ltr",
+            "registered_model": "ltr-ranker",
+            "ranker": {"epochs": 1, "batch_size": 64, "hidden": [8], "kind": "lightgbm"},
+        },
+        scoring={"retrieval_k": 20, "als_k": 10, "popular_k": 5, "new_item_k": 2, "cooc_k": 10},
+    )
+    trained = train(spark, cfg, evaluate_after=False)
+    assert trained.ranker_dir is not None
+    meta = ltr.load_meta(trained.ranker_dir)
+    assert meta["chosen"] == "lightgbm" and meta["lists"] > 0
+    assert meta["features"] == ltr.feature_names(SOURCES)
+    assert (
+        0.0 <= meta["valid_ndcg_at_10"]["lightgbm"] <= 1.0 and meta["valid_ndcg_at_10"]["torch"] is not None
+    )
+    loads = spark.sparkContext.accumulator(0)
+    score(spark, cfg, loads=loads)
+    assert loads.value == 0, "the torch head's UDF did not run: LightGBM ordered the candidates"
+    staged = delta.read(spark, cfg.table("score_candidates"))
+    assert staged.where(F.col(S.SOURCE).contains(COOCCURRENCE)).count() > 0
+    serving = delta.read(spark, cfg.table("gold_sequences")).where(F.col(S.SPLIT) == S.SERVING).count()
+    recs = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
+    for sc in cfg.scoring.scenarios:
+        assert recs.where(F.col(S.SCENARIO) == sc.name).select(S.USER_KEY).distinct().count() == serving
+    before = sorted(tuple(r) for r in recs.drop(S.GENERATED_AT, S.RUN_ID).collect())
+    score(spark, cfg)
+    after = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
+    assert sorted(tuple(r) for r in after.drop(S.GENERATED_AT, S.RUN_ID).collect()) == before
