@@ -81,7 +81,11 @@ def _staged_pairs_keep_their_flags_and_band_gap(spark: SparkSession, shop: Shopr
     )
     assert checked.where(F.col("truth")).count() > 0, "no candidate was already bought: nothing checked"
     assert checked.where(F.col(R.BOUGHT) != F.col("truth")).count() == 0
-    valid = ["+".join(c) for n in range(1, len(candidates.SOURCES) + 1) for c in itertools.combinations(candidates.SOURCES, n)]
+    valid = [
+        "+".join(c)
+        for n in range(1, len(candidates.SOURCES) + 1)
+        for c in itertools.combinations(candidates.SOURCES, n)
+    ]
     assert {r[0] for r in checked.select(S.SOURCE).distinct().collect()} <= set(valid)
     feats = rk.pair_features(  # training's features of the same pairs
         checked.select(S.USER_KEY, S.ITEM_ID, R.BAND_GAP),

@@ -116,7 +116,7 @@ def _evaluate(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace)
         scored = resolve_model(cfg)
     result = evaluate(spark, cfg, models=args.model or None, run_id=args.run_id, scored=scored)
     sys.stdout.write(f"evaluation run {result.run_id} -> {cfg.table('eval_metrics')}\n")
-    sys.stdout.write(headline(result.metrics, cfg.evaluation.ks) + "\n")
+    sys.stdout.write(headline(result.metrics, cfg.evaluation.ks, cfg.scoring.model_name) + "\n")
     return 0
 
 

@@ -97,7 +97,7 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
             tables += summarise(spark, cfg, ["item_embeddings"])
     if cfg.evaluation.models or extra:
         result = evaluate(spark, cfg, extra=extra, scored=scored)
-        headline = job_headline(result.metrics, cfg.evaluation.ks)
+        headline = job_headline(result.metrics, cfg.evaluation.ks, cfg.scoring.model_name)
         report = write_report(spark, cfg, result.run_id, curves=curves)
         tables += summarise(spark, cfg, ["recommendations", "eval_metrics"])
         if trained is not None:

@@ -260,15 +260,23 @@ def evaluate(
     return EvalResult(run_id, collected, seconds)
 
 
-def headline(rows: list[dict[str, object]], ks: tuple[int, ...]) -> str:
-    """A plain-text table: one line per model, the main full-ranking and sampled metrics."""
-    models = sorted({str(r[S.MODEL]) for r in rows})
+def headline(rows: list[dict[str, object]], ks: tuple[int, ...], lead: str = "shoprec") -> str:
+    """A plain-text table: one line per model, the main full-ranking and sampled metrics; the lists
+    shoprec serves (models named ``lead ...``) first, in rule order, then the rest best first."""
+    value = {(r[S.MODEL], r[S.RANKING], r[S.METRIC], r[S.K]): r[S.VALUE] for r in rows if r[S.SLICE] == "all"}
+
+    def order(model: str) -> tuple[int, float, str]:
+        if model == lead or model.startswith(f"{lead} "):
+            return (0, 0.0, model)
+        v = value.get((model, "full", "ndcg", ks[0]))
+        return (1, -float(v) if isinstance(v, float) else 0.0, model)
+
+    models = sorted({str(r[S.MODEL]) for r in rows}, key=order)
     cols = [("full", "recall", k) for k in ks] + [("full", "ndcg", k) for k in ks] + [("full", "mrr", 0)]
     sampled_label = next((str(r[S.RANKING]) for r in rows if str(r[S.RANKING]).startswith("sampled")), None)
     if sampled_label:
         cols += [(sampled_label, "hit_rate", 10), (sampled_label, "ndcg", 10)]
     cols += [("full", "coverage", max(ks))]
-    value = {(r[S.MODEL], r[S.RANKING], r[S.METRIC], r[S.K]): r[S.VALUE] for r in rows if r[S.SLICE] == "all"}
     names = [(m + "@" + str(k) if k else m) + (" (s)" if rk != "full" else "") for rk, m, k in cols]
     widths = [max(11, len(n) + 2) for n in names]
     width = max([20, *(len(m) + 2 for m in models)])

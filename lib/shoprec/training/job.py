@@ -149,11 +149,12 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
             from shoprec.training.ltr_job import train_ltr
 
             ranked = train_ltr(spark, cfg, output, ranker_dir)
-            client.log_metric(run_id, "ltr_valid_ndcg_at_10", ranked.lightgbm_ndcg)
-            if ranked.torch_ndcg is not None:
-                client.log_metric(run_id, "torch_head_valid_ndcg_at_10", ranked.torch_ndcg)
-            client.set_tag(run_id, "ranker", ranked.chosen)
-            client.log_metric(run_id, "ltr_seconds", ranked.seconds)
+            if ranked is not None:
+                client.log_metric(run_id, "ltr_valid_ndcg_at_10", ranked.lightgbm_ndcg)
+                if ranked.torch_ndcg is not None:
+                    client.log_metric(run_id, "torch_head_valid_ndcg_at_10", ranked.torch_ndcg)
+                client.set_tag(run_id, "ranker", ranked.chosen)
+                client.log_metric(run_id, "ltr_seconds", ranked.seconds)
     client.log_artifacts(run_id, str(output), "model")  # the retriever, its tokenizer and the ranker
     registered = registry.register(cfg, run_id, "model")
     eval_run = None

@@ -32,6 +32,8 @@ from shoprec.modeling.towers import load_meta
 
 log = logging.getLogger(__name__)
 LABEL = "label"
+#: Rounds for a shop too small to hold lists out (nothing to early-stop on).
+SMALL_ROUNDS = 50
 
 
 @dataclass(frozen=True)
@@ -111,14 +113,20 @@ def _torch_scores(
     )
 
 
-def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_dir: Path) -> LtrResult:
+def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_dir: Path) -> LtrResult | None:
     """Fit LightGBM on the validation lists, compare it with the torch head on the held-out ones,
-    and save it (with the choice) beside the head in ``ranker_dir``."""
+    and save it (with the choice) beside the head in ``ranker_dir``; None (nothing saved) when no
+    validation positive reaches the lists, as on a shop too small to have any."""
     started = time.perf_counter()
     r = cfg.training.ranker
     pdf, user_vectors, item_vectors = validation_lists(spark, cfg, model_dir)
     if pdf.empty or pdf[LABEL].sum() == 0:
-        raise ShoprecError("no validation positive reaches the candidate lists: cannot fit the ranker")
+        log.warning(
+            "learning to rank skipped: no validation positive reaches the candidate lists (%d rows); "
+            "the torch head orders the candidates",
+            len(pdf),
+        )
+        return None
     names = ltr.feature_names(candidates.SOURCES)
     x = np.stack(list(pdf[rk.FEATURES])).astype(np.float32)
     y = pdf[LABEL].to_numpy(np.float32)
@@ -136,6 +144,9 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
         "bagging_freq": 1,
         "lambda_l2": g.l2,
     }
+    if not (held & has_positive).any() or not (~held & has_positive).any():
+        log.warning("learning to rank: too few lists to hold any out; fitted without early stopping")
+        held[:] = False
     hold = held & has_positive
     tried: dict[str, tuple[float, ltr.Fitted]] = {}
     for objective in g.objectives:
@@ -147,7 +158,7 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
             held[keep],
             names,
             params,
-            g.rounds,
+            g.rounds if hold.any() else SMALL_ROUNDS,
             g.early_stopping,
             cfg.training.seed,
         )
