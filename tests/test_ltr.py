@@ -174,3 +174,41 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     score(spark, cfg)
     after = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
     assert sorted(tuple(r) for r in after.drop(S.GENERATED_AT, S.RUN_ID).collect()) == before
+
+
+@pytest.mark.spark
+def test_candidate_recall_counts_the_positives_each_source_and_the_union_reach(spark: SparkSession) -> None:
+    from types import SimpleNamespace
+
+    from shoprec.evaluation.job import candidate_recall
+    from shoprec.modeling.candidates import ALS, EMBEDDING, SOURCES
+
+    truth = spark.createDataFrame(
+        [("u1", "a"), ("u1", "b"), ("u2", "c"), ("u2", "d")], f"{S.USER_KEY} string, {S.ITEM_ID} string"
+    )
+    cols = ", ".join(f"{ltr.rank_column(s)} int" for s in SOURCES)
+    nulls = {s: None for s in SOURCES}
+
+    def row(user: str, item: str, **ranks: int) -> tuple[object, ...]:
+        given = {**nulls, **{s: ranks.get(s) for s in SOURCES if s in ranks}}
+        return (
+            user,
+            item,
+            "+".join(s for s in SOURCES if given[s] is not None),
+            *[given[s] for s in SOURCES],
+        )
+
+    scored = spark.createDataFrame(
+        [
+            row("u1", "a", **{EMBEDDING: 1, ALS: 3}),
+            row("u1", "x", **{ALS: 1}),
+            row("u2", "c", **{EMBEDDING: 2}),
+            row("u2", "y", **{EMBEDDING: 1}),
+        ],
+        f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.SOURCE} string, {cols}",
+    )
+    data = SimpleNamespace(truth=truth, split="test")
+    got = {r[S.METRIC]: (r[S.K], r[S.VALUE]) for r in candidate_recall(data, scored, "v1", "r1").collect()}  # type: ignore[arg-type]
+    assert got[f"recall:{EMBEDDING}"] == (2, 0.5)  # a and c of the four
+    assert got[f"recall:{ALS}"] == (1, 0.25)  # a; u2 has none: 1 per user on average
+    assert got["recall:union"] == (2, 0.5)

@@ -380,6 +380,8 @@ GOLD_TRAINING_SCHEMA = StructType(
 SCENARIO, RANK, SCORE, SOURCE = "scenario", "rank", "score", "source"
 MODEL, MODEL_VERSION, RUN_ID, GENERATED_AT = "model", "model_version", "run_id", "generated_at"
 RULES = "rules"
+#: The eval_metrics model whose rows are the candidate sources' recall, not a list's metrics.
+CANDIDATES_MODEL = "candidates"
 #: The recommendations contract: every recommender in shoprec writes this shape (docs/recommendations.md).
 RECOMMENDATION_SCHEMA = StructType(
     [

@@ -156,6 +156,42 @@ def list_metrics(
     return rows
 
 
+def candidate_recall(data: eval_data.EvalData, scored: DataFrame, version: str, run_id: str) -> DataFrame:
+    """Metric rows (model ``candidates``, metric ``recall:<source>`` or ``recall:union``, k = the
+    candidates per user): the share of held-out positives each source, and all of them together,
+    put in front of the ranker. No ranker can place what never reached it."""
+    from shoprec.modeling import candidates as C
+    from shoprec.modeling import ltr
+
+    truth = data.truth.select(S.USER_KEY, S.ITEM_ID)
+    total = truth.count()
+    reached = truth.join(scored, [S.USER_KEY, S.ITEM_ID], "left")
+    sizes = scored.groupBy(S.USER_KEY).agg(
+        *[F.count(ltr.rank_column(s)).alias(s) for s in C.SOURCES], F.count(F.lit(1)).alias("union")
+    )
+    mean_size = sizes.agg(*[F.avg(c).alias(c) for c in (*C.SOURCES, "union")]).first()
+    found = reached.agg(
+        *[F.count(ltr.rank_column(s)).alias(s) for s in C.SOURCES], F.count(S.SOURCE).alias("union")
+    ).first()
+    values = []
+    for name in (*C.SOURCES, "union"):
+        share = float(found[name]) / total if found is not None and total else None
+        size = round(float(mean_size[name] or 0)) if mean_size is not None else 0
+        values.append((f"recall:{name}", size, share))
+        log.info("candidates: %s reaches %s of the held-out positives (%d per user)", name,
+                 "-" if share is None else f"{share:.3f}", size)  # fmt: skip
+    spark = scored.sparkSession
+    return spark.createDataFrame(
+        [
+            (run_id, S.CANDIDATES_MODEL, version, data.split, "full", "all", m, k, v, total)
+            for m, k, v in values
+        ],
+        f"{S.RUN_ID} string, {S.MODEL} string, {S.MODEL_VERSION} string, {S.SPLIT} string, "
+        f"{S.RANKING} string, {S.SLICE} string, {S.METRIC} string, {S.K} int, {S.VALUE} double, "
+        f"{S.USERS} long",
+    ).withColumn(S.EVALUATED_AT, F.current_timestamp())
+
+
 def evaluate_scored(
     spark: SparkSession,
     cfg: ShoprecConfig,
@@ -193,7 +229,7 @@ def evaluate_scored(
     pool = scoring.user_candidates(spark, cfg, model_dir, version, view)
     # computed once, kept by this run alone: not in scoring's staging table, which `score` clears
     staged = scoring.score_view(spark, cfg, model_dir, view, pool).localCheckpoint()
-    rows = []
+    rows = [candidate_recall(data, pool.scored, version, run_id)]
     split_scenario = f"eval:{data.split}"
     steps = rules.ablation(scenarios[name], max(ev.ks))
     for i, (label, variant) in enumerate(tqdm(steps, desc="rules", unit="step")):
@@ -271,7 +307,7 @@ def headline(rows: list[dict[str, object]], ks: tuple[int, ...], lead: str = "sh
         v = value.get((model, "full", "ndcg", ks[0]))
         return (1, -float(v) if isinstance(v, float) else 0.0, model)
 
-    models = sorted({str(r[S.MODEL]) for r in rows}, key=order)
+    models = sorted({str(r[S.MODEL]) for r in rows if r[S.MODEL] != S.CANDIDATES_MODEL}, key=order)
     cols = [("full", "recall", k) for k in ks] + [("full", "ndcg", k) for k in ks] + [("full", "mrr", 0)]
     sampled_label = next((str(r[S.RANKING]) for r in rows if str(r[S.RANKING]).startswith("sampled")), None)
     if sampled_label:

@@ -199,6 +199,23 @@ def _table(rows: Sequence[dict[str, Any]], models: list[str], ks: list[int]) -> 
     return f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table>"
 
 
+def _reach(rows: list[dict[str, Any]]) -> str:
+    """The candidate sources' recall: the share of held-out positives each one, and all together,
+    hand to the ranker (the ceiling of any ranking of them)."""
+    if not rows:
+        return ""
+    cells = "".join(
+        f"<tr><td>{html.escape(str(r[S.METRIC]).removeprefix('recall:'))}</td><td>{int(r[S.K]):,}</td>"
+        f"<td>{'-' if r[S.VALUE] is None else f'{float(r[S.VALUE]):.4f}'}</td></tr>"
+        for r in sorted(rows, key=lambda r: (str(r[S.METRIC]) == "recall:union", -(r[S.VALUE] or 0.0)))
+    )
+    return (
+        "<h2>Candidate recall</h2><p class=note>The share of held-out positives each candidate source "
+        "reaches (candidates per user beside it); no ranking can place what never reached it.</p>"
+        f"<table><tr><th>source</th><th>per user</th><th>recall</th></tr>{cells}</table>"
+    )
+
+
 def write_report(
     spark: SparkSession,
     cfg: ShoprecConfig,
@@ -216,6 +233,8 @@ def write_report(
     rows = [r.asDict() for r in metrics.where(F.col(S.RUN_ID) == run_id).collect()]
     if not rows:
         raise ShoprecError(f"{cfg.table('eval_metrics')}: no rows for run {run_id}")
+    reach = [r for r in rows if r[S.MODEL] == S.CANDIDATES_MODEL]
+    rows = [r for r in rows if r[S.MODEL] != S.CANDIDATES_MODEL]
     models = sorted({r[S.MODEL] for r in rows})
     ks = sorted({int(r[S.K]) for r in rows if r[S.METRIC] == "recall"})
     split = rows[0][S.SPLIT]
@@ -294,6 +313,7 @@ Users evaluated: {", ".join(f"{html.escape(m)} {n:,}" for m, n in users.items())
 Full ranking scores every catalog item; sampled ranking ranks each held-out item against its own negatives
 (labelled with where they came from). Bold: best per column.</p>
 {_table(rows, models, ks)}
+{_reach(reach)}
 {"".join(parts)}
 </body></html>"""
     target = Path(out) if out else Path(cfg.path("reports")) / f"evaluation-{run_id}.html"

@@ -1,15 +1,20 @@
 """Candidates for every serving user, each tagged with the source(s) that proposed it.
 
-- ``embedding``: the fine-tuned retriever's top ``retrieval_k`` over the whole catalog (the blocked
-  retrieval of the evaluation module, run in Spark tasks);
+- ``embedding``: the fine-tuned retriever's top ``retrieval_k`` over the whole catalog (blocked
+  retrieval, :mod:`shoprec.modeling.retrieval`, run in Spark tasks);
 - ``collaborative_filtering``: ALS (implicit feedback, all gold interactions) top ``als_k``;
 - ``popular``: the ``popular_k`` most popular items of the user's top category (of the whole
   catalog for users without one): what new users get;
 - ``new_item``: the ``new_item_k`` best *new* items (launched in the last ``new_item_days``) by the
-  retriever's text embedding: items nobody has interacted with yet still reach people.
+  retriever's text embedding: items nobody has interacted with yet still reach people;
+- ``cooccurrence``: the ``cooc_k`` items that co-occur most with the user's recent items
+  (bought-together / viewed-together, :func:`shoprec.modeling.ltr.cooccurrence`);
+- ``recent``: the user's own ``recent_k`` most recent items (what people come back to buy; the
+  rules drop what was bought already).
 
 The union is de-duplicated per (user, item); ``source`` names every source that proposed the item,
-joined with ``+`` in a fixed order.
+joined with ``+`` in a fixed order; each source's score and rank are kept too, for the
+learning-to-rank stage.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ class Signals:
         items: DataFrame,
         profiles: DataFrame,
     ) -> DataFrame:
-        """``scored`` (from :func:`generate_scored`) with the ranker's ``features``."""
+        """``scored`` (from :func:`generate`) with the ranker's ``features``."""
         from shoprec.modeling import ltr
 
         return ltr.assemble(
@@ -121,25 +126,11 @@ def generate(
     items: DataFrame,
     profiles: DataFrame,
     interactions: DataFrame,
-) -> DataFrame:
-    """``(user_key, item_id, source)`` for every user in ``users`` (``user_key, vector``);
-    ``matrix`` holds the serving items' vectors (collected once by the caller, which scores with
-    it too)."""
-    scored, _ = generate_scored(spark, cfg, users, matrix, items, profiles, interactions)
-    return scored.select(S.USER_KEY, S.ITEM_ID, S.SOURCE)
-
-
-def generate_scored(
-    spark: SparkSession,
-    cfg: ShoprecConfig,
-    users: DataFrame,
-    matrix: ItemMatrix,
-    items: DataFrame,
-    profiles: DataFrame,
-    interactions: DataFrame,
 ) -> tuple[DataFrame, Signals]:
-    """The candidates with each source's ``<source>_score`` and ``<source>_rank`` (null where the
-    source did not propose the item), and the signals the ranker reuses."""
+    """``(user_key, item_id, source)`` for every user in ``users`` (``user_key, vector``) with each
+    source's ``<source>_score`` and ``<source>_rank`` (null where the source did not propose the
+    item), and the signals the ranker reuses. ``matrix`` holds the items' vectors (collected once
+    by the caller, which scores with it too)."""
     from shoprec.modeling import ltr
 
     sc = cfg.scoring

@@ -349,7 +349,7 @@ def user_candidates(
     vectors = view.item_vectors if view.item_vectors is not None else embeddings.vectors(spark, cfg, version)
     item_vectors = vectors.localCheckpoint()
     matrix = ItemMatrix.from_frame(item_vectors)
-    scored, signals = candidates.generate_scored(
+    scored, signals = candidates.generate(
         spark, cfg, users, matrix, view.items, view.profiles, view.interactions
     )
     scored = scored.localCheckpoint()

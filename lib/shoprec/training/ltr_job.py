@@ -82,7 +82,7 @@ def validation_lists(
         items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, enc, "item", str(model_dir)
     ).localCheckpoint()
     matrix = ItemMatrix.from_frame(item_vectors)
-    wide, sig = candidates.generate_scored(spark, cfg, user_vectors, matrix, items, profiles, seen)
+    wide, sig = candidates.generate(spark, cfg, user_vectors, matrix, items, profiles, seen)
     feats = sig.features(wide, user_vectors, item_vectors, items, profiles)
     labelled = (
         feats.join(had.distinct(), [S.USER_KEY, S.ITEM_ID], "left_anti")  # the rules drop them when served
