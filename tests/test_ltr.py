@@ -85,6 +85,11 @@ def test_lambdarank_learns_the_signal_and_early_stops_on_held_out_users(tmp_path
     random = ltr.ndcg_at(np.random.default_rng(0).normal(size=len(yt)), yt, ut, 10)
     assert ndcg > 0.9 > 0.5 > random
     assert next(iter(fitted.meta["importance_gain"])) == "signal"
+    # calibrated, the scores are probabilities of being the one taken: rising with the score, and
+    # averaging the positives' share (one in 20 here)
+    a, b = ltr.calibrate(fitted.booster.predict(xt), yt)
+    p = 1 / (1 + np.exp(-(a * fitted.booster.predict(xt) + b)))
+    assert a > 0 and abs(p.mean() - 1 / 20) < 0.01
     assert fitted.meta["best_iteration"] <= 200
 
 

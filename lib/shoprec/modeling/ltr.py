@@ -295,6 +295,24 @@ def save(fitted: Fitted, out: Path, extra: dict[str, Any]) -> None:
     (out / LTR_META).write_text(json.dumps({**fitted.meta, **extra}, indent=2, default=str))
 
 
+def calibrate(scores: NDArray[Any], labels: NDArray[Any]) -> tuple[float, float]:
+    """``(a, b)`` with ``sigmoid(a * score + b)`` the probability that a candidate is the one taken
+    (Platt scaling). A ranking objective's scores have no scale of their own; the business rules
+    add log-boosts (price, promotion) to the log-probability, so without this the boosts, not the
+    ranker, would decide the order."""
+    from sklearn.linear_model import LogisticRegression
+
+    fitted = LogisticRegression(C=1e4).fit(np.asarray(scores, dtype=np.float64).reshape(-1, 1), labels > 0)
+    return float(fitted.coef_[0, 0]), float(fitted.intercept_[0])
+
+
+def probability(score: Column, meta: dict[str, Any]) -> Column:
+    """The calibrated probability of ``score`` (the raw score's sigmoid for a model saved without
+    a calibration)."""
+    a, b = meta.get("calibration", (1.0, 0.0))
+    return 1.0 / (1.0 + F.exp(-(F.lit(float(a)) * score + F.lit(float(b)))))
+
+
 def exists(path: str | Path) -> bool:
     return (Path(path) / LTR_FILE).is_file()
 

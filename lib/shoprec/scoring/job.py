@@ -390,19 +390,20 @@ def score_view(
 def ltr_candidates(
     cfg: ShoprecConfig, pool: Pool, view: AsOf, purchases: DataFrame, ranker_dir: Path
 ) -> DataFrame:
-    """:func:`score_candidates`' output, ordered by the learning-to-rank model: its score is the
-    logit of both heads (the rules' click and purchase weights then scale one ranking)."""
+    """:func:`score_candidates`' output, ordered by the learning-to-rank model: its calibrated
+    probability (:func:`shoprec.modeling.ltr.calibrate`) stands for both heads, so the rules'
+    click and purchase weights scale one ranking and their boosts meet a probability's scale."""
     sig = pool.signals
     names = ltr.feature_names(candidates.SOURCES)
-    stored = ltr.load_meta(ranker_dir)["features"]
-    if stored != names:
+    meta = ltr.load_meta(ranker_dir)
+    if meta["features"] != names:
         raise ShoprecError(
             f"{ranker_dir}: the ranking model was trained on other features than this shoprec computes; "
             "retrain it (`shoprec train`)"
         )
     feats = sig.features(pool.scored, pool.users, pool.item_vectors, view.items, view.profiles)
     scored = ltr.predict_frame(feats, str(ranker_dir), names)
-    p = 1.0 / (1.0 + F.exp(-F.col(ltr.LTR_SCORE)))
+    p = ltr.probability(F.col(ltr.LTR_SCORE), meta)
     item_side = view.items.select(
         S.ITEM_ID,
         rk.item_value().alias(rk.VALUE),

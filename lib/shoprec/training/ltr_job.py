@@ -179,6 +179,8 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
         x[keep], y[keep], users[keep], no_holdout, names, {**base, "objective": kept}, rounds, 1,
         cfg.training.seed,
     )  # fmt: skip
+    # on the rows it was fitted on: the held-out model's scale is not the refitted one's
+    calibration = ltr.calibrate(final.booster.predict(x[keep]), y[keep])
     offset = len(names) - len(rk.FEATURE_NAMES)
     torch_scores = _torch_scores(
         ranker_dir, pdf[hold].reset_index(drop=True), user_vectors, item_vectors, offset
@@ -192,6 +194,7 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
     extra = {
         "chosen": chosen,
         "objective": kept,
+        "calibration": calibration,
         "held_out_ndcg_at_10": {o: v for o, (v, _) in tried.items()},
         "valid_ndcg_at_10": {"lightgbm": lgb_ndcg, "torch": torch_ndcg},
         "lists": n_lists,
