@@ -225,8 +225,7 @@ def assemble(
     nan = F.lit(float("nan")).cast("float")
     columns = [F.coalesce(F.col(n).cast("float"), nan) for n in own]
     columns += [F.col(rk.FEATURES)[i] for i in range(len(rk.FEATURE_NAMES))]
-    keep = [c for c in cands.columns]
-    return base.select(*keep, F.array(*columns).alias(rk.FEATURES))
+    return base.select(*cands.columns, F.array(*columns).alias(rk.FEATURES))
 
 
 @dataclass(frozen=True)

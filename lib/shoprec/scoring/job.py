@@ -371,8 +371,9 @@ def score_view(
         view.interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
     )
     ranker_dir = model_dir / rk.RANKER_DIR
-    if ltr.exists(ranker_dir) and ltr.load_meta(ranker_dir).get("chosen") == "lightgbm":
-        return ltr_candidates(cfg, pool, view, purchases, ranker_dir)
+    meta = ltr.load_meta(ranker_dir) if ltr.exists(ranker_dir) else {}
+    if meta.get("chosen") == "lightgbm":
+        return ltr_candidates(pool, view, purchases, ranker_dir, meta)
     return score_candidates(
         spark,
         cfg,
@@ -388,14 +389,13 @@ def score_view(
 
 
 def ltr_candidates(
-    cfg: ShoprecConfig, pool: Pool, view: AsOf, purchases: DataFrame, ranker_dir: Path
+    pool: Pool, view: AsOf, purchases: DataFrame, ranker_dir: Path, meta: dict[str, Any]
 ) -> DataFrame:
     """:func:`score_candidates`' output, ordered by the learning-to-rank model: its calibrated
     probability (:func:`shoprec.modeling.ltr.calibrate`) stands for both heads, so the rules'
     click and purchase weights scale one ranking and their boosts meet a probability's scale."""
     sig = pool.signals
     names = ltr.feature_names(candidates.SOURCES)
-    meta = ltr.load_meta(ranker_dir)
     if meta["features"] != names:
         raise ShoprecError(
             f"{ranker_dir}: the ranking model was trained on other features than this shoprec computes; "
