@@ -96,6 +96,18 @@ def test_rerun_replaces_its_run_and_the_report_draws(
     page = write_report(spark, gold_cfg, first.run_id, tmp_path / "r.html").read_text()
     assert page.count("<img") >= 5
     assert "als" in page and "popularity" in page
+    assert "The ranker" not in page  # no learning-to-rank model to describe
+    meta = {
+        "chosen": "lightgbm",
+        "objective": "lambdarank",
+        "lists": 428,
+        "valid_ndcg_at_10": {"lightgbm": 0.29, "torch": 0.116},
+        "importance_gain": {"recent_popularity": 3.0, "leaf_affinity": 1.0, "in_stock": 0.0},
+    }
+    page = write_report(spark, gold_cfg, first.run_id, tmp_path / "r2.html", ranker=meta).read_text()
+    ranker = page[page.index("<h2>The ranker</h2>") :]
+    assert "lightgbm 0.2900, torch 0.1160" in ranker and "428" in ranker
+    assert ranker.index("recent_popularity</td><td>0.750") < ranker.index("leaf_affinity</td><td>0.250")
 
 
 def test_published_negatives_are_reused_exactly_and_a_file_of_strangers_is_refused(

@@ -166,6 +166,14 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     assert (
         0.0 <= meta["valid_ndcg_at_10"]["lightgbm"] <= 1.0 and meta["valid_ndcg_at_10"]["torch"] is not None
     )
+    # the lists hold what serving will order, the user's own past items too, labelled 0 (the
+    # target is new items): a model that never saw them put them first when serving
+    from shoprec.training.ltr_job import LABEL, validation_lists
+
+    pdf, _, _ = validation_lists(spark, cfg, trained.model_dir)
+    x = np.stack(list(pdf[rk.FEATURES]))
+    had = x[:, ltr.feature_names(SOURCES).index(ltr.USER_ITEM_POSITIVE)] == 1.0
+    assert had.any() and (pdf[LABEL].to_numpy()[had] == 0).all() and pdf[LABEL].sum() > 0
     loads = spark.sparkContext.accumulator(0)
     score(spark, cfg, loads=loads)
     assert loads.value == 0, "the torch head's UDF did not run: LightGBM ordered the candidates"
@@ -217,3 +225,54 @@ def test_candidate_recall_counts_the_positives_each_source_and_the_union_reach(s
     assert got[f"recall:{EMBEDDING}"] == (2, 0.5)  # a and c of the four
     assert got[f"recall:{ALS}"] == (1, 0.25)  # a; u2 has none: 1 per user on average
     assert got["recall:union"] == (2, 0.5)
+
+
+@pytest.mark.spark
+def test_tastes_share_the_users_categories_and_rank_each_categorys_items(spark: SparkSession) -> None:
+    """Leaf affinity is the user's share of each full category path, the item share is the item's
+    share of its category's weight, and ``top`` proposes the product, best first, k per user."""
+    catalog = spark.createDataFrame(
+        [("a", "x > ink", "b1"), ("b", "x > ink", "b2"), ("c", "x > paper", "b1"), ("d", "x > paper", None)],
+        f"{S.ITEM_ID} string, {S.CATEGORY_PATH} string, {S.BRAND} string",
+    )
+    schema = f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.WEIGHT} double, {S.EVENT_TIME} timestamp"
+    everyone = spark.createDataFrame(
+        [
+            ("u", "a", 3.0, T0),
+            ("u", "c", 1.0, T0 + timedelta(days=2)),
+            ("v", "b", 1.0, T0 + timedelta(days=4)),
+            ("v", "d", 3.0, T0 + timedelta(days=4)),
+        ],
+        schema,
+    )
+    mine = everyone.where(F.col(S.USER_KEY) == "u")
+    t = ltr.tastes(mine, everyone, catalog)
+    leaves = {r[S.CATEGORY_PATH]: r for r in t.leaves.collect()}
+    assert leaves["x > ink"][ltr.LEAF_AFFINITY] == pytest.approx(0.75)
+    assert leaves["x > paper"][ltr.LEAF_AFFINITY] == pytest.approx(0.25)
+    assert leaves["x > paper"][ltr.LEAF_RECENCY] == pytest.approx(2.0)  # the cut is everyone's last event
+    assert {r[S.BRAND]: r[ltr.BRAND_SHARE] for r in t.brands.collect()} == {"b1": pytest.approx(1.0)}
+    shares = {r[S.ITEM_ID]: r[ltr.LEAF_ITEM_SHARE] for r in t.items.collect()}
+    assert shares == {
+        "a": pytest.approx(0.75),
+        "b": pytest.approx(0.25),
+        "c": pytest.approx(0.25),
+        "d": pytest.approx(0.75),
+    }
+    top = [(r[S.ITEM_ID], r[S.RANK]) for r in t.top(3).orderBy(S.RANK).collect()]
+    # a .75*.75, b .75*.25, d .25*.75 (tie with b: item id order), c .25*.25 cut by k
+    assert top == [("a", 1), ("b", 2), ("d", 3)]
+    assert [r[S.ITEM_ID] for r in t.top(1).collect()] == ["a"]
+
+
+@pytest.mark.spark
+def test_user_items_flag_the_items_with_a_positive_event(spark: SparkSession) -> None:
+    """Many views weigh like one click; the flag tells them apart (the target excludes clicked
+    items, not viewed ones)."""
+    inter = spark.createDataFrame(
+        [("u", "a", "view", 1.0), ("u", "a", "view", 1.0), ("u", "b", "click", 2.0)],
+        f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.EVENT_TYPE} string, {S.WEIGHT} double",
+    )
+    got = {r[S.ITEM_ID]: r for r in ltr.user_items(inter, ["click", "purchase"]).collect()}
+    assert got["a"][ltr.USER_ITEM_WEIGHT] == got["b"][ltr.USER_ITEM_WEIGHT] == 2.0
+    assert (got["a"][ltr.USER_ITEM_POSITIVE], got["b"][ltr.USER_ITEM_POSITIVE]) == (0.0, 1.0)

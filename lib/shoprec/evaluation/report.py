@@ -11,7 +11,7 @@ import base64
 import html
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,14 +216,38 @@ def _reach(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _ranker(meta: Mapping[str, Any] | None, top: int = 15) -> str:
+    """What the learning-to-rank model reads: the choice, both rankers' held-out NDCG@10, and the
+    features with the largest share of the booster's total gain (why the lists are ordered so)."""
+    if not meta:
+        return ""
+    gains = {str(k): float(v) for k, v in (meta.get("importance_gain") or {}).items()}
+    total = sum(gains.values()) or 1.0
+    rows = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{g / total:.3f}</td></tr>"
+        for n, g in sorted(gains.items(), key=lambda t: -t[1])[:top]
+    )
+    valid = meta.get("valid_ndcg_at_10") or {}
+    figures = ", ".join(f"{html.escape(str(k))} {float(v):.4f}" for k, v in valid.items() if v is not None)
+    chosen, objective = html.escape(str(meta.get("chosen", "?"))), html.escape(str(meta.get("objective", "")))
+    return (
+        f"<h2>The ranker</h2><p class=note>Ordered by <b>{chosen}</b> ({objective}), "
+        f"fitted on {int(meta.get('lists', 0)):,} candidate lists of the validation cut; held-out "
+        f"NDCG@10: {figures or '-'}. Share of the booster's gain, top {top} of {len(gains)} features:</p>"
+        f"<table><tr><th>feature</th><th>gain share</th></tr>{rows}</table>"
+    )
+
+
 def write_report(
     spark: SparkSession,
     cfg: ShoprecConfig,
     run_id: str | None = None,
     out: str | Path | None = None,
     curves: Sequence[LossCurve] = (),
+    ranker: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write the HTML report of one evaluation run (default: the latest) and return its path."""
+    """Write the HTML report of one evaluation run (default: the latest) and return its path;
+    ``ranker`` is the scored model's learning-to-rank metadata (``ltr.json``), when it has one."""
     metrics = delta.read(spark, cfg.table("eval_metrics"))
     if run_id is None:
         latest = metrics.agg(F.max(F.struct(S.EVALUATED_AT, S.RUN_ID))).first()
@@ -314,6 +338,7 @@ Full ranking scores every catalog item; sampled ranking ranks each held-out item
 (labelled with where they came from). Bold: best per column.</p>
 {_table(rows, models, ks)}
 {_reach(reach)}
+{_ranker(ranker)}
 {"".join(parts)}
 </body></html>"""
     target = Path(out) if out else Path(cfg.path("reports")) / f"evaluation-{run_id}.html"

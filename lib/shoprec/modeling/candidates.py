@@ -10,7 +10,10 @@
 - ``cooccurrence``: the ``cooc_k`` items that co-occur most with the user's recent items
   (bought-together / viewed-together, :func:`shoprec.modeling.ltr.cooccurrence`);
 - ``recent``: the user's own ``recent_k`` most recent items (what people come back to buy; the
-  rules drop what was bought already).
+  rules drop what was bought already);
+- ``category``: the ``category_k`` best items of the user's own categories (full category path):
+  the user's share of the category × the item's share of the category's interactions
+  (:class:`shoprec.modeling.ltr.Tastes`).
 
 The union is de-duplicated per (user, item); ``source`` names every source that proposed the item,
 joined with ``+`` in a fixed order; each source's score and rank are kept too, for the
@@ -29,14 +32,15 @@ from pyspark.sql import functions as F
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
 from shoprec.errors import ShoprecError
+from shoprec.modeling import ltr
 from shoprec.modeling.als import fit_als
 from shoprec.modeling.retrieval import ItemMatrix, top_k
 
 log = logging.getLogger(__name__)
 
 EMBEDDING, ALS, POPULAR, NEW_ITEM = "embedding", "collaborative_filtering", "popular", "new_item"
-COOCCURRENCE, RECENT = "cooccurrence", "recent"
-SOURCES = (EMBEDDING, ALS, POPULAR, NEW_ITEM, COOCCURRENCE, RECENT)
+COOCCURRENCE, RECENT, CATEGORY = "cooccurrence", "recent", "category"
+SOURCES = (EMBEDDING, ALS, POPULAR, NEW_ITEM, COOCCURRENCE, RECENT, CATEGORY)
 
 
 def source_code(source: Column) -> Column:
@@ -76,6 +80,7 @@ class Signals:
     past: DataFrame  # (user_key, item_id, user_item_weight)
     popularity: DataFrame  # (item_id, seen_popularity, recent_popularity)
     recent: DataFrame  # (user_key, item_id, recency): the users' most recent items
+    taste: ltr.Tastes  # the users' shares of each category path and brand
 
     def features(
         self,
@@ -86,11 +91,9 @@ class Signals:
         profiles: DataFrame,
     ) -> DataFrame:
         """``scored`` (from :func:`generate`) with the ranker's ``features``."""
-        from shoprec.modeling import ltr
-
         return ltr.assemble(
             scored, SOURCES, self.cooc, self.als_users, self.als_items, users, item_vectors, items, profiles,
-            self.history, self.past, self.popularity, self.recent,
+            self.history, self.past, self.popularity, self.recent, self.taste,
         )  # fmt: skip
 
 
@@ -131,8 +134,6 @@ def generate(
     source's ``<source>_score`` and ``<source>_rank`` (null where the source did not propose the
     item), and the signals the ranker reuses. ``matrix`` holds the items' vectors (collected once
     by the caller, which scores with it too)."""
-    from shoprec.modeling import ltr
-
     sc = cfg.scoring
     threads = cfg.evaluation.encoder.threads
     e = cfg.evaluation
@@ -193,6 +194,12 @@ def generate(
                 (F.col("recency") + 1).cast("int").alias(S.RANK),
             )
         )
+    taste = ltr.tastes(mine, interactions, items)
+    taste = ltr.Tastes(
+        taste.leaves.localCheckpoint(), taste.brands.localCheckpoint(), taste.items.localCheckpoint()
+    )
+    if sc.category_k:
+        parts.append(_tag(taste.top(sc.category_k), CATEGORY))
     if sc.cooc_k:
         best = Window.partitionBy(S.USER_KEY).orderBy(F.desc(ltr.COOC_SUM), S.ITEM_ID)
         top = cooc.withColumn(S.RANK, F.row_number().over(best)).where(F.col(S.RANK) <= sc.cooc_k)
@@ -228,7 +235,6 @@ def generate(
     )
     history = mine.groupBy(S.USER_KEY).agg(F.count(F.lit(1)).cast("double").alias(ltr.HISTORY_LENGTH))
     popularity = ltr.item_popularity(interactions, cfg.evaluation.recent_days).localCheckpoint()
-    signals = Signals(
-        als_users, als_items, cooc, history, ltr.user_items(mine), popularity, recent.localCheckpoint()
-    )
+    past = ltr.user_items(mine, cfg.features.positive_events)
+    signals = Signals(als_users, als_items, cooc, history, past, popularity, recent.localCheckpoint(), taste)
     return scored, signals

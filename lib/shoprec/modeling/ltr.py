@@ -47,7 +47,10 @@ LTR_SCORE = "ltr_score"
 COOC_SUM, COOC_MAX, COOC_LAST = "cooc_sum", "cooc_max", "cooc_last"
 ALS_DOT, EMBEDDING_DOT, HISTORY_LENGTH, N_SOURCES = "als_dot", "embedding_dot", "history_length", "n_sources"
 USER_ITEM_WEIGHT, USER_ITEM_RECENCY = "user_item_weight", "user_item_recency"
+USER_ITEM_POSITIVE = "user_item_positive"
 SEEN_POPULARITY, RECENT_POPULARITY = "seen_popularity", "recent_popularity"
+LEAF_AFFINITY, LEAF_RECENCY, LEAF_ITEM_SHARE = "leaf_affinity", "leaf_recency_days", "leaf_item_share"
+BRAND_SHARE, TASTE = "brand_share", "taste"
 
 
 def score_column(source: str) -> str:
@@ -71,9 +74,15 @@ def feature_names(sources: Sequence[str]) -> list[str]:
         EMBEDDING_DOT,
         HISTORY_LENGTH,
         USER_ITEM_WEIGHT,
+        USER_ITEM_POSITIVE,
         USER_ITEM_RECENCY,
         SEEN_POPULARITY,
         RECENT_POPULARITY,
+        LEAF_AFFINITY,
+        LEAF_RECENCY,
+        LEAF_ITEM_SHARE,
+        BRAND_SHARE,
+        TASTE,
         *rk.FEATURE_NAMES,
     ]
 
@@ -94,9 +103,14 @@ def recent_items(interactions: DataFrame, n: int) -> DataFrame:
     )
 
 
-def user_items(interactions: DataFrame) -> DataFrame:
-    """``(user_key, item_id, user_item_weight)``: each user's summed event weights per item."""
-    return interactions.groupBy(S.USER_KEY, S.ITEM_ID).agg(F.sum(S.WEIGHT).alias(USER_ITEM_WEIGHT))
+def user_items(interactions: DataFrame, positive_events: Sequence[str]) -> DataFrame:
+    """``(user_key, item_id, user_item_weight, user_item_positive)``: each user's summed event
+    weights per item, and 1 where one of them was a positive event (what the target, new items
+    only, excludes; the weight alone cannot tell many views from one click)."""
+    positive = F.col(S.EVENT_TYPE).isin(*positive_events).cast("double")
+    return interactions.groupBy(S.USER_KEY, S.ITEM_ID).agg(
+        F.sum(S.WEIGHT).alias(USER_ITEM_WEIGHT), F.max(positive).alias(USER_ITEM_POSITIVE)
+    )
 
 
 def item_popularity(interactions: DataFrame, recent_days: int) -> DataFrame:
@@ -119,6 +133,73 @@ def item_popularity(interactions: DataFrame, recent_days: int) -> DataFrame:
             ).alias(RECENT_POPULARITY),
         )
     )
+
+
+@dataclass(frozen=True)
+class Tastes:
+    """What a user's history says about the item's own category and brand, at full resolution.
+
+    The profiles' affinities look at the top-level category and the user's top few brands; a
+    shop's behaviour usually concentrates much finer (a user buys printer ink, not "office"), so
+    the ranker also reads the user's share of the item's full category path and of its brand,
+    how long ago the user last touched that category, and the item's share of its category's
+    interactions (popularity where the user shops, not over the whole shop)."""
+
+    leaves: DataFrame  # (user_key, category_path, leaf_affinity, leaf_recency_days)
+    brands: DataFrame  # (user_key, brand, brand_share)
+    items: DataFrame  # (item_id, category_path, brand, leaf_item_share)
+
+    def top(self, k: int) -> DataFrame:
+        """``(user_key, item_id, score, rank)``: each user's ``k`` best items by :data:`TASTE`
+        (the user's share of the category × the item's share of it). Each category offers only
+        its own top ``k`` items, so the join stays users × their categories × ``k``."""
+        per_leaf = Window.partitionBy(S.CATEGORY_PATH).orderBy(F.desc(LEAF_ITEM_SHARE), S.ITEM_ID)
+        best = (
+            self.items.where(F.col(LEAF_ITEM_SHARE) > 0)
+            .withColumn("_r", F.row_number().over(per_leaf))
+            .where(F.col("_r") <= k)
+            .select(S.CATEGORY_PATH, S.ITEM_ID, LEAF_ITEM_SHARE)
+        )
+        scored = self.leaves.join(best, S.CATEGORY_PATH).select(
+            S.USER_KEY, S.ITEM_ID, (F.col(LEAF_AFFINITY) * F.col(LEAF_ITEM_SHARE)).alias(S.SCORE)
+        )
+        order = Window.partitionBy(S.USER_KEY).orderBy(F.desc(S.SCORE), S.ITEM_ID)
+        return scored.withColumn(S.RANK, F.row_number().over(order)).where(F.col(S.RANK) <= k)
+
+
+def tastes(mine: DataFrame, interactions: DataFrame, items: DataFrame) -> Tastes:
+    """:class:`Tastes` from the users' own interactions (``mine``), everyone's (``interactions``,
+    for the items' shares) and the catalog (``items``: item_id, category_path, brand)."""
+    catalog = items.select(S.ITEM_ID, S.CATEGORY_PATH, S.BRAND)
+    cut = interactions.agg(F.max(S.EVENT_TIME).alias("_cut"))
+    own = mine.join(catalog, S.ITEM_ID).select(S.USER_KEY, S.CATEGORY_PATH, S.BRAND, S.WEIGHT, S.EVENT_TIME)
+    total = Window.partitionBy(S.USER_KEY)
+    leaves = (
+        own.groupBy(S.USER_KEY, S.CATEGORY_PATH)
+        .agg(F.sum(S.WEIGHT).alias("_w"), F.max(S.EVENT_TIME).alias("_t"))
+        .crossJoin(F.broadcast(cut))
+        .select(
+            S.USER_KEY,
+            S.CATEGORY_PATH,
+            (F.col("_w") / F.sum("_w").over(total)).alias(LEAF_AFFINITY),
+            ((F.unix_timestamp("_cut") - F.unix_timestamp("_t")) / 86400.0).alias(LEAF_RECENCY),
+        )
+    )
+    brands = (
+        own.where(F.col(S.BRAND).isNotNull())
+        .groupBy(S.USER_KEY, S.BRAND)
+        .agg(F.sum(S.WEIGHT).alias("_w"))
+        .select(S.USER_KEY, S.BRAND, (F.col("_w") / F.sum("_w").over(total)).alias(BRAND_SHARE))
+    )
+    weight = interactions.groupBy(S.ITEM_ID).agg(F.sum(S.WEIGHT).alias("_w"))
+    in_leaf = Window.partitionBy(S.CATEGORY_PATH)
+    shares = catalog.join(weight, S.ITEM_ID, "left").select(
+        S.ITEM_ID,
+        S.CATEGORY_PATH,
+        S.BRAND,
+        F.coalesce(F.col("_w") / F.sum("_w").over(in_leaf), F.lit(0.0)).alias(LEAF_ITEM_SHARE),
+    )
+    return Tastes(leaves, brands, shares)
 
 
 def cooccurrence(interactions: DataFrame, window: int, neighbours: int) -> DataFrame:
@@ -186,6 +267,7 @@ def assemble(
     past: DataFrame,
     popularity: DataFrame,
     recent: DataFrame,
+    taste: Tastes,
 ) -> DataFrame:
     """``cands`` (user_key, item_id, source, per-source score and rank) with ``features``
     (array<float>, :func:`feature_names` order; NaN where unknown).
@@ -193,9 +275,15 @@ def assemble(
     ``cooc`` is :func:`cooc_scores`' output, ``users``/``item_vectors`` the retriever's vectors
     (``vector``), ``als_*`` the ALS factors (``vector``; None without ALS), ``history`` the
     ``(user_key, history_length)`` of each user, ``past`` :func:`user_items`, ``popularity``
-    :func:`item_popularity` and ``recent`` :func:`recent_items`."""
+    :func:`item_popularity`, ``recent`` :func:`recent_items` and ``taste`` :func:`tastes`."""
     df = (
         cands.join(cooc, [S.USER_KEY, S.ITEM_ID], "left")
+        .join(taste.items, S.ITEM_ID, "left")
+        .join(taste.leaves, [S.USER_KEY, S.CATEGORY_PATH], "left")
+        .join(taste.brands, [S.USER_KEY, S.BRAND], "left")
+        .withColumn(LEAF_AFFINITY, F.coalesce(F.col(LEAF_AFFINITY), F.lit(0.0)))
+        .withColumn(BRAND_SHARE, F.coalesce(F.col(BRAND_SHARE), F.lit(0.0)))
+        .withColumn(TASTE, F.col(LEAF_AFFINITY) * F.col(LEAF_ITEM_SHARE))
         .join(past, [S.USER_KEY, S.ITEM_ID], "left")
         .join(recent.withColumnRenamed("recency", USER_ITEM_RECENCY), [S.USER_KEY, S.ITEM_ID], "left")
         .join(F.broadcast(popularity), S.ITEM_ID, "left")
