@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -354,11 +355,20 @@ def _subprocess_score(conf: Path) -> list[str]:
     return [sys.executable, "-m", "shoprec.cli", "score", "--env", "t", "--conf-dir", str(conf)]
 
 
-def test_a_score_job_killed_mid_write_and_rerun_equals_an_uninterrupted_one(
+def _lake_commits(root: Path) -> list[Path]:
+    """Every Delta commit under ``root``, oldest first."""
+    files = [p for p in root.rglob("_delta_log/*.json") if not p.name.startswith(".")]
+    return sorted(files, key=lambda p: p.stat().st_mtime_ns)
+
+
+def test_a_score_job_killed_after_a_commit_and_rerun_equals_an_uninterrupted_one(
     spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
 ) -> None:
-    """Kill a real ``shoprec score`` right after its first MERGE (one scenario new, one old), run it
-    again, and compare with the same run on an untouched copy of the lake."""
+    """Kill a real ``shoprec score`` right after the N-th Delta commit it makes (any table: item
+    embeddings, staging, each scenario's MERGE), run it again, and compare the recommendations and
+    item embeddings with the same run on an untouched copy of the lake. The default tier kills
+    after the first MERGE into ``recommendations`` (one scenario new, one old);
+    ``SHOPREC_KILL_SWEEP=all`` kills after every commit in turn."""
     import json
     import os
     import shutil
@@ -368,9 +378,11 @@ def test_a_score_job_killed_mid_write_and_rerun_equals_an_uninterrupted_one(
 
     import yaml
 
+    from shoprec.config import from_dict
+
     score(spark, shop)  # the lists as they stand before the new run
-    clean_root = tmp_path / "clean"
-    shutil.copytree(shop.paths.root, clean_root)
+    before = tmp_path / "before"
+    shutil.copytree(shop.paths.root, before)
     settings = shop.to_dict()
     settings.pop("env")
     # the test session's shuffle layout: ALS factors (hence candidates) depend on how Spark
@@ -381,42 +393,61 @@ def test_a_score_job_killed_mid_write_and_rerun_equals_an_uninterrupted_one(
         {**settings["scoring"]["scenarios"][0], "k": 5},
         {**settings["scoring"]["scenarios"][1], "diversity": "category_cap", "category_cap": 2},
     ]
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "t.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(settings, default=str))))
-    log_dir = Path(shop.table("recommendations")) / "_delta_log"
-    commits = len(list(log_dir.glob("*.json")))
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(
-        _subprocess_score(conf),
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 400
-    while (
-        len(list(log_dir.glob("*.json"))) == commits and proc.poll() is None and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(list(log_dir.glob("*.json"))) == commits + 1, "killed after exactly one MERGE"
-    done = subprocess.run(_subprocess_score(conf), cwd=root, capture_output=True, timeout=600)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
 
-    from shoprec.config import from_dict
+    def at(root: Path) -> dict[str, Any]:
+        return json.loads(
+            json.dumps({**settings, "paths": {**settings["paths"], "root": str(root)}}, default=str)
+        )
 
-    clean = from_dict({**settings, "paths": {**settings["paths"], "root": str(clean_root)}})
+    def rows(cfg: ShoprecConfig) -> dict[str, list[tuple[object, ...]]]:
+        recs = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == "shoprec")
+        emb = delta.read(spark, cfg.table("item_embeddings")).drop(embeddings.EMBEDDED_AT)
+        return {
+            "recommendations": sorted(tuple(r) for r in recs.drop(S.GENERATED_AT).collect()),
+            "item_embeddings": sorted(
+                (*r[:-1], tuple(round(v, 5) for v in r[-1])) for r in emb.select(*emb.columns).collect()
+            ),
+        }
+
+    clean_root = tmp_path / "clean"
+    shutil.copytree(before, clean_root)
+    old = set(_lake_commits(clean_root))
+    clean = from_dict(at(clean_root))
     score(spark, clean)
-
-    def rows(cfg: ShoprecConfig) -> list[tuple[object, ...]]:
-        df = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == "shoprec")
-        return sorted(tuple(r) for r in df.drop(S.GENERATED_AT).collect())
-
-    assert rows(shop) == rows(clean)
-    app = delta.read(spark, shop.table("recommendations")).where(F.col(S.SCENARIO) == "app")
-    assert app.agg(F.max(S.RANK)).first()[0] == 5, "the shorter list replaced the longer one whole"
+    made = [str(p.relative_to(clean_root)) for p in _lake_commits(clean_root) if p not in old]
+    expected = rows(clean)
+    first_merge = next(i for i, c in enumerate(made, 1) if "recommendations/_delta_log" in c)
+    sweep = os.environ.get("SHOPREC_KILL_SWEEP") == "all"
+    points = range(1, len(made) + 1) if sweep else [first_merge]
+    repo = Path(__file__).resolve().parents[1]
+    failures = []
+    for n in points:
+        root = tmp_path / f"k{n}"
+        shutil.copytree(before, root)
+        conf = tmp_path / f"conf{n}"
+        conf.mkdir()
+        (conf / "t.yaml").write_text(yaml.safe_dump(at(root)))
+        start = len(_lake_commits(root))
+        proc = subprocess.Popen(
+            _subprocess_score(conf), cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 400
+        while len(_lake_commits(root)) < start + n and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert len(_lake_commits(root)) == start + n, f"killed after commit {n} ({made[n - 1]})"
+        done = subprocess.run(_subprocess_score(conf), cwd=repo, capture_output=True, timeout=600)
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        got = rows(from_dict(at(root)))
+        failures += [f"after commit {n} ({made[n - 1]}): {t} differ" for t in got if got[t] != expected[t]]
+        if n == first_merge:
+            app = delta.read(spark, from_dict(at(root)).table("recommendations")).where(
+                F.col(S.SCENARIO) == "app"
+            )
+            assert app.agg(F.max(S.RANK)).first()[0] == 5, "the shorter list replaced the longer one whole"
+    assert not failures, "killed score runs that a re-run did not repair:\n" + "\n".join(failures)
 
 
 def test_training_registers_the_model_and_promote_moves_the_champion_only_when_better(
