@@ -370,6 +370,7 @@ def test_a_score_job_killed_after_a_commit_and_rerun_equals_an_uninterrupted_one
     after the first MERGE into ``recommendations`` (one scenario new, one old);
     ``SHOPREC_KILL_SWEEP=all`` kills after every commit in turn."""
     import json
+    import logging
     import os
     import shutil
     import signal
@@ -419,6 +420,8 @@ def test_a_score_job_killed_after_a_commit_and_rerun_equals_an_uninterrupted_one
     first_merge = next(i for i, c in enumerate(made, 1) if "recommendations/_delta_log" in c)
     sweep = os.environ.get("SHOPREC_KILL_SWEEP") == "all"
     points = range(1, len(made) + 1) if sweep else [first_merge]
+    log = logging.getLogger(__name__)
+    log.info("score makes %d commits: %s; killing after %s", len(made), made, list(points))
     repo = Path(__file__).resolve().parents[1]
     failures = []
     for n in points:
