@@ -188,12 +188,10 @@ def _promote_args(p: argparse.ArgumentParser) -> None:
 def _report(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.evaluation.report import write_report
     from shoprec.modeling import ltr
-    from shoprec.modeling import ranker as rk
     from shoprec.scoring.job import resolve_model
 
     try:  # the champion's learning-to-rank model, when there is one to describe
-        ranker_dir = resolve_model(cfg)[0] / rk.RANKER_DIR
-        ranker = ltr.load_meta(ranker_dir) if ltr.exists(ranker_dir) else None
+        ranker = ltr.model_meta(resolve_model(cfg)[0])
     except ShoprecError:
         ranker = None
     path = write_report(spark, cfg, run_id=args.run_id, out=args.out, ranker=ranker)

@@ -292,9 +292,9 @@ class SasrecConfig:
     batch_size: int = Field(default=128, ge=1)
     #: Training stops when the users' last visible items are not predicted better (NDCG@10) for
     #: ``patience`` epochs in a row, or after ``max_epochs``.
+    max_epochs: int = Field(default=100, ge=1)
     #: 8, not 3: on sparse data the validation NDCG dips while the first epochs learn popularity,
     #: and a patience of 3 stopped there (Office 2014: 4 epochs, NDCG@10 .0037; 8: .0121).
-    max_epochs: int = Field(default=100, ge=1)
     patience: int = Field(default=8, ge=1)
     seed: int = 11
 

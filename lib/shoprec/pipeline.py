@@ -24,7 +24,6 @@ from shoprec.evaluation.job import headline as job_headline
 from shoprec.evaluation.report import write_report
 from shoprec.features.job import build_gold
 from shoprec.modeling import ltr
-from shoprec.modeling import ranker as rk
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +99,7 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
     if cfg.evaluation.models or extra:
         result = evaluate(spark, cfg, extra=extra, scored=scored)
         headline = job_headline(result.metrics, cfg.evaluation.ks, cfg.scoring.model_name)
-        ranker = None
-        if scored is not None and ltr.exists(scored[0] / rk.RANKER_DIR):
-            ranker = ltr.load_meta(scored[0] / rk.RANKER_DIR)
+        ranker = ltr.model_meta(scored[0]) if scored is not None else None
         report = write_report(spark, cfg, result.run_id, curves=curves, ranker=ranker)
         tables += summarise(spark, cfg, ["recommendations", "eval_metrics"])
         if trained is not None:

@@ -194,10 +194,7 @@ def generate(
                 (F.col("recency") + 1).cast("int").alias(S.RANK),
             )
         )
-    taste = ltr.tastes(mine, interactions, items)
-    taste = ltr.Tastes(
-        taste.leaves.localCheckpoint(), taste.brands.localCheckpoint(), taste.items.localCheckpoint()
-    )
+    taste = ltr.tastes(mine, interactions, items).checkpointed()
     if sc.category_k:
         parts.append(_tag(taste.top(sc.category_k), CATEGORY))
     if sc.cooc_k:

@@ -135,6 +135,11 @@ def item_popularity(interactions: DataFrame, recent_days: int) -> DataFrame:
     )
 
 
+def taste_score() -> Column:
+    """:data:`TASTE`: the user's share of the item's category × the item's share of that category."""
+    return F.col(LEAF_AFFINITY) * F.col(LEAF_ITEM_SHARE)
+
+
 @dataclass(frozen=True)
 class Tastes:
     """What a user's history says about the item's own category and brand, at full resolution.
@@ -149,6 +154,12 @@ class Tastes:
     brands: DataFrame  # (user_key, brand, brand_share)
     items: DataFrame  # (item_id, category_path, brand, leaf_item_share)
 
+    def checkpointed(self) -> Tastes:
+        """The three frames computed once (the candidate source and the features both read them)."""
+        return Tastes(
+            self.leaves.localCheckpoint(), self.brands.localCheckpoint(), self.items.localCheckpoint()
+        )
+
     def top(self, k: int) -> DataFrame:
         """``(user_key, item_id, score, rank)``: each user's ``k`` best items by :data:`TASTE`
         (the user's share of the category × the item's share of it). Each category offers only
@@ -161,7 +172,7 @@ class Tastes:
             .select(S.CATEGORY_PATH, S.ITEM_ID, LEAF_ITEM_SHARE)
         )
         scored = self.leaves.join(best, S.CATEGORY_PATH).select(
-            S.USER_KEY, S.ITEM_ID, (F.col(LEAF_AFFINITY) * F.col(LEAF_ITEM_SHARE)).alias(S.SCORE)
+            S.USER_KEY, S.ITEM_ID, taste_score().alias(S.SCORE)
         )
         order = Window.partitionBy(S.USER_KEY).orderBy(F.desc(S.SCORE), S.ITEM_ID)
         return scored.withColumn(S.RANK, F.row_number().over(order)).where(F.col(S.RANK) <= k)
@@ -283,7 +294,7 @@ def assemble(
         .join(taste.brands, [S.USER_KEY, S.BRAND], "left")
         .withColumn(LEAF_AFFINITY, F.coalesce(F.col(LEAF_AFFINITY), F.lit(0.0)))
         .withColumn(BRAND_SHARE, F.coalesce(F.col(BRAND_SHARE), F.lit(0.0)))
-        .withColumn(TASTE, F.col(LEAF_AFFINITY) * F.col(LEAF_ITEM_SHARE))
+        .withColumn(TASTE, taste_score())
         .join(past, [S.USER_KEY, S.ITEM_ID], "left")
         .join(recent.withColumnRenamed("recency", USER_ITEM_RECENCY), [S.USER_KEY, S.ITEM_ID], "left")
         .join(F.broadcast(popularity), S.ITEM_ID, "left")
@@ -407,6 +418,13 @@ def exists(path: str | Path) -> bool:
 def load_meta(path: str | Path) -> dict[str, Any]:
     meta: dict[str, Any] = json.loads((Path(path) / LTR_META).read_text())
     return meta
+
+
+def model_meta(model_dir: str | Path) -> dict[str, Any] | None:
+    """The learning-to-rank metadata of a trained model directory (its ``ranker/``), None when
+    training kept no learning-to-rank model there."""
+    ranker_dir = Path(model_dir) / rk.RANKER_DIR
+    return load_meta(ranker_dir) if exists(ranker_dir) else None
 
 
 def predict_frame(df: DataFrame, model_dir: str, names: list[str]) -> DataFrame:

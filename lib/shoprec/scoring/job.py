@@ -371,7 +371,7 @@ def score_view(
         view.interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
     )
     ranker_dir = model_dir / rk.RANKER_DIR
-    meta = ltr.load_meta(ranker_dir) if ltr.exists(ranker_dir) else {}
+    meta = ltr.model_meta(model_dir) or {}
     if meta.get("chosen") == "lightgbm":
         return ltr_candidates(pool, view, purchases, ranker_dir, meta)
     return score_candidates(
