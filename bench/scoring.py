@@ -7,7 +7,7 @@
    and their pair codes (``ranker.pair_codes``: the pair features, with the job's flags in the
    low bits); the item features are broadcast with the item vectors. Both sides start from
    memory. (a)
-   ``shoprec.scoring.model.score`` inside Spark (``local[C]``, the input cached in C
+   ``shoprec.serving.model.score`` inside Spark (``local[C]``, the input cached in C
    partitions, ``scoring.threads`` = 1 per task, what the job reads of the output consumed by
    the ``noop`` sink); the baselines, plain loops in this process with C torch threads (the
    same cores): (b) what the UDF runs over the same inputs: the pair codes decoded
@@ -45,9 +45,9 @@ from memory import PeakRss, cpu_seconds
 from shoprec import schemas as S
 from shoprec.config import from_dict
 from shoprec.modeling import ranker as rk
-from shoprec.scoring import model as scoring_model
-from shoprec.scoring import rules
-from shoprec.scoring.job import BOUGHT_BIT
+from shoprec.serving import model as scoring_model
+from shoprec.serving import rules
+from shoprec.serving.lists import BOUGHT_BIT
 from shoprec.spark import get_spark
 
 
@@ -181,7 +181,7 @@ def throughput(
     print(f"  (b)  bare loop, same predict(), same inputs as the UDF:      {rate['bare']:12,.0f} pairs/s")
     print(f"  (b0) bare loop, same predict(), features completed before: {rate['completed']:12,.0f} pairs/s")
     print(f"  (c)  bare loop, model on pre-stacked pair tensors:         {rate['stacked']:12,.0f} pairs/s")
-    print(f"  (a)  Spark Arrow UDF (shoprec.scoring.model.score):        {rate['udf']:12,.0f} pairs/s")
+    print(f"  (a)  Spark Arrow UDF (shoprec.serving.model.score):        {rate['udf']:12,.0f} pairs/s")
     print(
         f"  UDF / (b): {rate['udf'] / rate['bare']:.2f}x; UDF / (b0): {rate['udf'] / rate['completed']:.2f}x "
         f"(goal >= 0.9x); UDF / (c): {rate['udf'] / rate['stacked']:.2f}x (best of {rounds} rounds)"
@@ -202,7 +202,8 @@ def throughput(
 
 def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) -> None:  # type: ignore[no-untyped-def]
     from shoprec.config import ScenarioConfig
-    from shoprec.scoring.job import merge_lists, rerank
+    from shoprec.scoring.job import merge_lists
+    from shoprec.serving.lists import rerank
 
     ranker = _ranker(root, dim)
     n, n_items = users * candidates, 50_000

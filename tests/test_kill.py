@@ -12,6 +12,7 @@ kills after each commit in turn (the slow sweep: a killed run and a re-run per c
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -60,6 +61,7 @@ VOLATILE = {
     S.RUN_TIME,
 }
 POLL_S = 0.005
+log = logging.getLogger(__name__)
 RUN_TIMEOUT_S = 600
 
 
@@ -229,5 +231,7 @@ def test_killed_at_each_point_then_rerun_equals_an_uninterrupted_run(
         root = tmp_path / f"k{i}"
         _kill_at(root, point)
         _run(root)
-        failures += [f"{point.name}: {d}" for d in _differences(spark, root, clean)]
+        found = _differences(spark, root, clean)
+        log.info("kill point %d, %s: %s", i + 1, point.name, "; ".join(found) or "repaired")
+        failures += [f"{point.name}: {d}" for d in found]
     assert not failures, "killed runs that a re-run did not repair:\n" + "\n".join(failures)

@@ -158,7 +158,7 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
         },
         scoring={"retrieval_k": 20, "als_k": 10, "popular_k": 5, "new_item_k": 2, "cooc_k": 10},
     )
-    trained = train(spark, cfg, evaluate_after=False)
+    trained = train(spark, cfg)
     assert trained.ranker_dir is not None
     meta = ltr.load_meta(trained.ranker_dir)
     assert meta["chosen"] == "lightgbm" and meta["lists"] > 0
@@ -187,6 +187,50 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     score(spark, cfg)
     after = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
     assert sorted(tuple(r) for r in after.drop(S.GENERATED_AT, S.RUN_ID).collect()) == before
+    _promotion_measures_what_both_versions_serve(spark, cfg, trained.mlflow_run_id, tmp_path)
+
+
+def _promotion_measures_what_both_versions_serve(
+    spark: SparkSession, cfg: ShoprecConfig, mlflow_run: str, tmp_path: Path
+) -> None:
+    """A new version is measured beside the champion on the held-out validation users: an
+    identical twin ties (not promoted), one serving the torch head's order instead wins only if
+    its lists score higher; the candidate's value lands in its MLflow run."""
+    import json
+    import shutil
+
+    from shoprec import registry
+    from shoprec.evaluation.promotion import promote_served
+
+    c = registry.client(cfg)
+    champion_dir, champion = registry.resolve(cfg)
+    experiment = c.get_run(mlflow_run).info.experiment_id
+
+    def register(variant: Path) -> str:
+        run = c.create_run(experiment).info.run_id
+        c.log_artifacts(run, str(variant), "model")
+        return str(registry.register(cfg, run).version)
+
+    twin = tmp_path / "twin"
+    shutil.copytree(champion_dir, twin)
+    same = promote_served(spark, cfg, register(twin))
+    assert same.value is not None and same.value > 0, "no held-out validation user was reached"
+    assert same.value == same.champion_value and not same.promoted
+    assert registry.resolve(cfg)[1] == champion
+    run_of = {
+        str(v.version): v.run_id for v in c.search_model_versions(f"name = '{cfg.training.registered_model}'")
+    }
+    assert c.get_run(run_of[same.version]).data.metrics[cfg.training.promote_metric] == same.value
+
+    meta_file = twin / rk.RANKER_DIR / ltr.LTR_META
+    meta = json.loads(meta_file.read_text())
+    meta["chosen"] = "torch"
+    meta_file.write_text(json.dumps(meta))
+    other = promote_served(spark, cfg, register(twin))
+    assert other.value is not None and other.champion_value == same.value
+    assert other.value != other.champion_value
+    assert other.promoted == (other.value > other.champion_value)
+    assert registry.resolve(cfg)[1] != champion if other.promoted else registry.resolve(cfg)[1] == champion
 
 
 @pytest.mark.spark

@@ -12,7 +12,7 @@ import pandas as pd
 from shoprec import schemas as S
 from shoprec.config import ObjectiveWeights, ScenarioConfig
 from shoprec.modeling import ranker as rk
-from shoprec.scoring import rules as R
+from shoprec.serving import rules as R
 
 PLAIN = ScenarioConfig(
     name="t",

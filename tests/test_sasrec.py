@@ -27,3 +27,30 @@ def test_sasrec_learns_what_comes_next() -> None:
     scores[:, 0] = -np.inf
     top3 = np.argsort(-scores, axis=1)[:, :3]
     assert 6 in top3[0] and 14 in top3[1], top3
+
+
+def test_sequence_retriever_places_items_it_never_trained_on_by_their_text() -> None:
+    # items come in groups (their text says which); users walk from one group to the next. One item
+    # per group never occurs in training: an ID embedding knows nothing of it, its text does
+    rng = np.random.default_rng(1)
+    groups, per = 6, 5
+    n_items = groups * per
+    text = np.eye(groups, dtype=np.float32).repeat(per, axis=0) + rng.normal(0, 0.05, (n_items, groups))
+    unseen = {g * per + 1 for g in range(groups)}  # item indices (1-based): the first of each group
+    sequences, gaps = [], []
+    for _ in range(400):
+        start, length = int(rng.integers(0, groups - 3)), int(rng.integers(3, 5))
+        walk = [g * per + int(rng.integers(2, per + 1)) for g in range(start, start + length)]
+        sequences.append(np.array(walk, dtype=np.int64))
+        gaps.append(sr.gap_buckets(np.concatenate([[0], rng.integers(60, 7200, length - 1)])))
+    assert not unseen & {int(i) for s in sequences for i in s}
+    spec = sr.SasrecSpec(
+        dim=16, layers=1, heads=1, max_len=6, dropout=0.0, learning_rate=3e-3, max_epochs=30, patience=5,
+        ids=False, time_gaps=True,
+    )  # fmt: skip
+    model, record = sr.fit(sequences, n_items, spec, text=text, gaps=gaps)
+    probe = [np.array([1 * per + 3, 2 * per + 4])]  # groups 1 then 2: group 3 comes next
+    scores = sr.encode(model, probe, [np.array([0, 5])]) @ sr.item_vectors(model).T
+    top = set((np.argsort(-scores[0])[:per] + 1).tolist())
+    assert 3 * per + 1 in top, (top, record)  # the unseen item of group 3, placed by its text
+    assert top <= set(range(3 * per + 1, 4 * per + 1)), top

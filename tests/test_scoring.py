@@ -19,7 +19,8 @@ from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
 from shoprec.errors import ShoprecError
 from shoprec.scoring import embeddings
-from shoprec.scoring.job import check_candidates, score
+from shoprec.scoring.job import score
+from shoprec.serving.lists import check_candidates
 from shoprec.training.job import train
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -52,7 +53,7 @@ def shop(
         },
         scoring={"retrieval_k": 30, "als_k": 10, "popular_k": 5, "new_item_k": 5, "batch_size": 64},
     )
-    train(spark, cfg, evaluate_after=False)
+    train(spark, cfg)
     return cfg
 
 
@@ -66,8 +67,8 @@ def _staged_pairs_keep_their_flags_and_band_gap(spark: SparkSession, shop: Shopr
     it, are each pair's own."""
     from shoprec.modeling import candidates
     from shoprec.modeling import ranker as rk
-    from shoprec.scoring import rules as R
     from shoprec.scoring.job import _serving
+    from shoprec.serving import rules as R
 
     staged = delta.read(spark, shop.table("score_candidates"))
     bought = (
@@ -154,8 +155,8 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     import shutil
 
     from shoprec.modeling import ranker as rk
-    from shoprec.scoring import model as scoring_model
-    from shoprec.scoring.job import resolve_model
+    from shoprec.serving import model as scoring_model
+    from shoprec.serving.lists import resolve_model
 
     model_dir, _ = resolve_model(shop)
     fresh = tmp_path / "ranker"  # a path no worker has cached yet
@@ -255,8 +256,8 @@ def test_a_candidate_list_out_of_step_with_its_codes_or_shares_names_the_user(
     import pyarrow as pa
 
     from shoprec.modeling import ranker as rk
-    from shoprec.scoring import model as scoring_model
-    from shoprec.scoring.job import resolve_model
+    from shoprec.serving import model as scoring_model
+    from shoprec.serving.lists import resolve_model
 
     part = pa.RecordBatch.from_pydict(
         {

@@ -141,7 +141,10 @@ def test_two_horovod_processes_learn_in_sync_and_record_everything(
     assert mlrun.data.params["batch_size"] == "16"
     history = client.get_metric_history(run.mlflow_run_id, "train_loss")
     assert len(history) == len(losses)
-    assert "test_full_recall_at_10" in mlrun.data.metrics
+    from shoprec.evaluation.job import evaluate_trained  # what `shoprec train` runs after training
+
+    evaluate_trained(spark, shop, run.model_dir, run.tracking_uri, run.mlflow_run_id)
+    assert "test_full_recall_at_10" in client.get_run(run.mlflow_run_id).data.metrics
     artifacts = {f.path for f in client.list_artifacts(run.mlflow_run_id, "model")}
     assert "model/towers.pt" in artifacts and "model/config.json" in artifacts
 
@@ -190,7 +193,7 @@ def test_the_spark_launcher_runs_horovod_in_spark_tasks(
             hard_negatives=True,
         ),
     )
-    run = train(spark, cfg, evaluate_after=False)
+    run = train(spark, cfg)
     # hard negatives came from the category-popularity list: same category, never the positive
     from shoprec.training.prepare import HARD_INDEX, HARD_TEXT
 

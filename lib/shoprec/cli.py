@@ -111,7 +111,7 @@ def _evaluate(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace)
 
     scored = None
     if args.scored:
-        from shoprec.scoring.job import resolve_model
+        from shoprec.serving.lists import resolve_model
 
         scored = resolve_model(cfg)
     result = evaluate(spark, cfg, models=args.model or None, run_id=args.run_id, scored=scored)
@@ -133,14 +133,17 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _train(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.training.job import train
 
-    run = train(spark, cfg, evaluate_after=not args.no_evaluate)
+    run = train(spark, cfg)
     sys.stdout.write(
         f"fine-tuned retriever: {run.model_dir}\n"
         f"  {run.examples:,} examples, {run.samples_per_second:.1f} samples/s, {len(run.results)} processes\n"
         f"  MLflow run {run.mlflow_run_id} at {run.tracking_uri}\n"
     )
-    if run.eval_run_id:
-        sys.stdout.write(f"  evaluation run {run.eval_run_id} (shoprec report --run-id {run.eval_run_id})\n")
+    if not args.no_evaluate:
+        from shoprec.evaluation.job import evaluate_trained
+
+        result = evaluate_trained(spark, cfg, run.model_dir, run.tracking_uri, run.mlflow_run_id)
+        sys.stdout.write(f"  evaluation run {result.run_id} (shoprec report --run-id {result.run_id})\n")
     return 0
 
 
@@ -170,10 +173,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the fine-tuned model")
 
 
-def _promote(spark: SparkSession | None, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
-    from shoprec.registry import promote
+def _promote(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.evaluation.promotion import promote_served
 
-    result = promote(cfg, version=args.version, force=args.force)
+    result = promote_served(spark, cfg, version=args.version, force=args.force)
     sys.stdout.write(result.describe() + "\n")
     return 0
 
@@ -188,7 +191,7 @@ def _promote_args(p: argparse.ArgumentParser) -> None:
 def _report(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.evaluation.report import write_report
     from shoprec.modeling import ltr
-    from shoprec.scoring.job import resolve_model
+    from shoprec.serving.lists import resolve_model
 
     try:  # the champion's learning-to-rank model, when there is one to describe
         ranker = ltr.model_meta(resolve_model(cfg)[0])
@@ -277,10 +280,10 @@ STAGES: dict[str, Stage] = {
     ),
     "promote": Stage(
         _promote,
-        "make a registered model version @champion (what scoring loads) if it evaluates better",
+        "make a registered model version @champion (what scoring loads) if the lists it would serve "
+        "beat the champion's on the validation split",
         "shoprec promote --env local --version 3",
         _promote_args,
-        spark=False,
     ),
     "report": Stage(
         _report,

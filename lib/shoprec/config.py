@@ -237,7 +237,9 @@ class SourcesConfig:
     catalog: tuple[SourceConfig, ...] = ()
 
 
-ModelName = Literal["popularity", "category_popularity", "recent_popularity", "als", "encoder", "sasrec"]
+ModelName = Literal[
+    "popularity", "category_popularity", "recent_popularity", "als", "encoder", "sasrec", "sequence"
+]
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -300,6 +302,17 @@ class SasrecConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class SequenceConfig(SasrecConfig):
+    """shoprec's sequence retriever: SASRec's network over the items' text vectors (UniSRec style)."""
+
+    #: Keep a learned ID embedding beside each item's projected text (False: text only, so an item
+    #: nobody touched in training is placed by its words alone).
+    ids: bool = True
+    #: Embed the time since the previous step (log-scale buckets) beside the position.
+    time_gaps: bool = True
+
+
+@dataclass(frozen=True, config=_STRICT)
 class EvaluationConfig:
     """Offline evaluation: which split, which cut-offs, which models, which slices."""
 
@@ -315,6 +328,7 @@ class EvaluationConfig:
         "als",
         "encoder",
         "sasrec",
+        "sequence",
     )
     #: Leave out items the user already had a positive event with (and such targets).
     exclude_seen: bool = True
@@ -334,6 +348,7 @@ class EvaluationConfig:
     als: AlsConfig = field(default_factory=AlsConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     sasrec: SasrecConfig = field(default_factory=SasrecConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -488,9 +503,14 @@ class TrainingConfig:
     experiment: str = "shoprec"
     #: Every trained model becomes a version of this registered model (the first one, champion).
     registered_model: str = "shoprec-ranker"
-    #: ``shoprec promote`` moves @champion to a version only if this metric of its MLflow run is
-    #: higher than the champion's: ``<split>_<full|sampled>_<metric>_at_<k>``.
-    promote_metric: str = "test_full_ndcg_at_10"
+    #: ``shoprec promote`` (and ``shoprec run`` after training) moves @champion to a version only
+    #: if it scores higher than the champion on this: ``valid_served_<ndcg|recall|mrr>_at_<k>``,
+    #: the lists each version would serve (its ranker and the scored scenario's rules), full
+    #: ranking on the validation split's users that no ranker is fitted on
+    #: (``training.ranker.holdout``). Never the test split: choosing on it would leak.
+    promote_metric: str = Field(
+        default="valid_served_ndcg_at_10", pattern=r"^valid_served_(ndcg|recall|mrr)_at_\d+$"
+    )
     ranker: RankerConfig = field(default_factory=RankerConfig)
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from shoprec import delta, registry
+from shoprec import delta
 from shoprec.config import ShoprecConfig
 from shoprec.datagen.job import generate
 from shoprec.errors import ShoprecError
@@ -78,11 +78,13 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
     extra, curves, trained = {}, [], None
     scored: tuple[Path, str] | None = None
     if cfg.training.enabled:
+        from shoprec.evaluation.baselines import two_tower
+        from shoprec.evaluation.promotion import promote_served
         from shoprec.evaluation.report import LossCurve
-        from shoprec.training.job import retriever_model, train
+        from shoprec.training.job import train
 
-        trained = train(spark, cfg, evaluate_after=False)
-        extra["retriever"] = retriever_model(cfg, trained.model_dir)
+        trained = train(spark, cfg)
+        extra["retriever"] = two_tower(str(trained.model_dir), cfg.training.history_items)
         first = trained.results[0]
         curves.append(LossCurve("retriever", [s for s, _ in first.losses], [v for _, v in first.losses]))
         tables += summarise(spark, cfg, ["training_tokens"])
@@ -90,10 +92,14 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
             from shoprec.scoring.job import score
 
             tables += summarise(spark, cfg, ["ranker_examples"])
-            # score with the version just trained; it becomes champion below if it evaluates better
-            uri = f"models:/{cfg.training.registered_model}/{trained.registered_version}"
-            done = score(spark, replace(cfg, scoring=replace(cfg.scoring, model_uri=uri, model_path=None)))
-            log.info("batch scoring: %d users, run %s", done.users, done.run_id)
+            # the new version serves only if its lists beat the champion's on the validation split
+            # (the first version ever registered is champion already: nothing to measure)
+            try:
+                promote_served(spark, cfg, trained.registered_version)
+            except ShoprecError as exc:  # e.g. a shop too small to hold validation users out
+                log.warning("version %s not promoted: %s", trained.registered_version, exc)
+            done = score(spark, cfg)  # the champion: what the shop is served
+            log.info("batch scoring: %d users with %s, run %s", done.users, done.model_version, done.run_id)
             scored = (done.model_dir, done.model_version)
             tables += summarise(spark, cfg, ["item_embeddings"])
     if cfg.evaluation.models or extra:
@@ -103,12 +109,8 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
         report = write_report(spark, cfg, result.run_id, curves=curves, ranker=ranker)
         tables += summarise(spark, cfg, ["recommendations", "eval_metrics"])
         if trained is not None:
-            from shoprec.training.job import log_evaluation
+            from shoprec.evaluation.job import log_to_run
 
-            log_evaluation(cfg, trained.tracking_uri, trained.mlflow_run_id, result.metrics)
-            try:
-                registry.promote(cfg, trained.registered_version)
-            except ShoprecError as exc:  # e.g. the promote metric's K is not evaluated
-                log.warning("not promoted: %s", exc)
+            log_to_run(cfg, trained.tracking_uri, trained.mlflow_run_id, result.metrics)
     log.info("pipeline finished in %.1fs", time.perf_counter() - started)
     return PipelineResult(tables, report, headline)

@@ -4,8 +4,9 @@
 of ``training.registered_model``; the first version ever registered becomes the ``champion``.
 ``shoprec score`` loads ``models:/<name>@champion`` unless ``scoring.model_uri`` or
 ``scoring.model_path`` says otherwise. ``shoprec promote`` moves the alias to a newer version
-only when its evaluation (``training.promote_metric`` in its MLflow run) beats the champion's, so
-a scheduled pipeline never serves a model that evaluated worse.
+only when it beats the champion on ``training.promote_metric``, measured on both versions at once
+(the lists each would serve, on the validation split's held-out users), so a scheduled pipeline
+never serves a model that measured worse.
 
 The registry lives wherever the tracking URI points: a SQLite database under ``paths.root`` by
 default, Databricks' or a team's MLflow server on clusters.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +136,7 @@ def resolve(cfg: ShoprecConfig, uri: str | None = None) -> tuple[Path, str]:
             f"no model at {uri} in the registry at {tracking_uri(cfg)}: run `shoprec train` (it "
             f"registers {name}), or `shoprec promote --version N` to name a champion"
         )
-    path = _local_dir(cfg, name, str(mv.version), c.get_model_version_download_uri(name, mv.version))
+    path = _version_dir(cfg, c, name, mv)
     return path, f"{name}-v{mv.version}"
 
 
@@ -149,6 +151,8 @@ class Promotion:
     promoted: bool
 
     def describe(self) -> str:
+        if self.champion == self.version:
+            return f"{self.name} version {self.version} is already @champion"
         if self.champion is None:
             was = "there was no champion"
         elif self.champion_value is None:
@@ -165,8 +169,18 @@ def _metric(c: Any, mv: Any, metric: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def promote(cfg: ShoprecConfig, version: str | None = None, force: bool = False) -> Promotion:
-    """Move ``@champion`` to ``version`` (default: the newest) if its evaluation beats the champion's."""
+def promote(
+    cfg: ShoprecConfig,
+    version: str | None = None,
+    force: bool = False,
+    measure: Callable[[Path], float] | None = None,
+) -> Promotion:
+    """Move ``@champion`` to ``version`` (default: the newest) if it beats the champion.
+
+    With ``measure`` (a model directory → ``training.promote_metric``, e.g. the validation NDCG@10
+    of the lists it would serve), both versions are measured now, on the same data, and the
+    candidate's value is logged to its MLflow run; without it, the values their runs logged are
+    compared. A champion that cannot be measured (a model an older shoprec wrote) is replaced."""
     from mlflow.exceptions import MlflowException
 
     c = client(cfg)
@@ -186,18 +200,34 @@ def promote(cfg: ShoprecConfig, version: str | None = None, force: bool = False)
     if chosen not in by_number:
         raise ShoprecError(f"{name} has no version {chosen} (have: {', '.join(sorted(by_number, key=int))})")
     candidate = by_number[chosen]
-    value = _metric(c, candidate, metric)
-    if value is None and not force:
-        raise ShoprecError(
-            f"{name} version {chosen} has no metric {metric} in its MLflow run {candidate.run_id}: evaluate "
-            "it first (`shoprec train` evaluates unless --no-evaluate), or pass --force"
-        )
     champion = _by_alias(c, name, CHAMPION)
-    champion_value = _metric(c, champion, metric) if champion is not None else None
+    if champion is not None and str(champion.version) == chosen:
+        log.info("%s version %s is already @%s", name, chosen, CHAMPION)
+        return Promotion(name, chosen, metric, None, chosen, None, False)
+    if force:
+        value, champion_value = None, None
+    elif measure is not None:
+        value = measure(_version_dir(cfg, c, name, candidate))
+        if candidate.run_id:
+            c.log_metric(candidate.run_id, metric, value)
+        champion_value = None
+        if champion is not None:
+            try:
+                champion_value = measure(_version_dir(cfg, c, name, champion))
+            except ShoprecError as exc:
+                log.warning(
+                    "champion version %s cannot be measured (%s): it is replaced", champion.version, exc
+                )
+    else:
+        value = _metric(c, candidate, metric)
+        if value is None:
+            raise ShoprecError(
+                f"{name} version {chosen} has no metric {metric} in its MLflow run {candidate.run_id}: "
+                "promote it with `shoprec promote` (it measures both versions), or pass --force"
+            )
+        champion_value = _metric(c, champion, metric) if champion is not None else None
     beats = champion is None or champion_value is None or (value is not None and value > champion_value)
     promoted = force or beats
-    if champion is not None and str(champion.version) == chosen:
-        promoted = False  # already the champion
     if promoted:
         c.set_registered_model_alias(name, CHAMPION, chosen)
     result = Promotion(
@@ -211,3 +241,7 @@ def promote(cfg: ShoprecConfig, version: str | None = None, force: bool = False)
     )
     log.info(result.describe())
     return result
+
+
+def _version_dir(cfg: ShoprecConfig, c: Any, name: str, mv: Any) -> Path:
+    return _local_dir(cfg, name, str(mv.version), c.get_model_version_download_uri(name, mv.version))

@@ -11,7 +11,9 @@ exclusions, bounded memory and sampled ranking the same way for each.
   goes through blocked retrieval rather than ``recommendForAllUsers``;
 - ``encoder``: a pretrained sentence encoder, zero-shot: the user's recent item titles and profile
   text against the item text;
-- ``sasrec``: SASRec, the standard ID-based sequential recommender (:mod:`shoprec.modeling.sasrec`).
+- ``sasrec``: SASRec, the standard ID-based sequential recommender (:mod:`shoprec.modeling.sasrec`);
+- ``sequence``: shoprec's sequence retriever, the same network reading the items' text vectors
+  (zero-shot here; ``shoprec run`` also measures it over the fine-tuned item tower).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
-from shoprec.config import ShoprecConfig
+from shoprec.config import SasrecConfig, ShoprecConfig
 from shoprec.evaluation.data import EvalData
 from shoprec.modeling import encoder
 from shoprec.modeling.als import fit_als
@@ -135,48 +138,104 @@ def encoder_zero_shot(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -
     return Vectors(users, items, "embedding")
 
 
-def sasrec(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
-    """SASRec (:mod:`shoprec.modeling.sasrec`) trained on the sequences the split could see.
-
-    Sequences are each user's visible items in time order, repeats in a row folded into one (a
-    view, a cart and a purchase of one item are one step). Trained on the driver: a baseline."""
+def _sequences(data: EvalData) -> tuple[list[str], list[str], list[Any], list[Any]]:
+    """The catalog's item ids (index i + 1 is ``ids[i]``) and, per user with visible events, their
+    items in time order (repeats in a row folded into one: a view, a cart and a purchase of one
+    item are one step) with each step's time-gap bucket."""
     import numpy as np
-    import pandas as pd
 
     from shoprec.modeling import sasrec as sr
 
-    a = cfg.evaluation.sasrec
     ids = sorted(r[0] for r in data.items.select(S.ITEM_ID).collect())
     index = {item: i + 1 for i, item in enumerate(ids)}
     rows = data.visible.select(S.USER_KEY, S.ITEM_ID, S.EVENT_TIME).toPandas()
     rows = rows[rows[S.ITEM_ID].isin(index)].sort_values([S.USER_KEY, S.EVENT_TIME, S.ITEM_ID], kind="stable")
     rows["_i"] = rows[S.ITEM_ID].map(index).astype(np.int64)
+    rows["_t"] = rows[S.EVENT_TIME].astype("int64") // 10**9
     users: list[str] = []
-    sequences: list[np.ndarray] = []  # type: ignore[type-arg]
+    sequences: list[Any] = []
+    gaps: list[Any] = []
     for user, group in rows.groupby(S.USER_KEY, sort=True):
-        seq = group["_i"].to_numpy()
+        seq, t = group["_i"].to_numpy(), group["_t"].to_numpy()
         keep = np.concatenate([[True], seq[1:] != seq[:-1]])
+        seq, t = seq[keep], t[keep]
         users.append(str(user))
-        sequences.append(seq[keep])
-    spec = sr.SasrecSpec(
-        dim=a.dim, layers=a.layers, heads=a.heads, max_len=a.max_len, dropout=a.dropout,
-        learning_rate=a.learning_rate, batch_size=a.batch_size, max_epochs=a.max_epochs,
-        patience=a.patience, seed=a.seed,
-    )  # fmt: skip
-    model, _ = sr.fit(sequences, len(ids), spec)
-    wanted = {r[0] for r in _eval_users(data).collect()}
-    chosen = [i for i, u in enumerate(users) if u in wanted]
-    vectors = sr.encode(model, [sequences[i] for i in chosen])
+        sequences.append(seq)
+        gaps.append(sr.gap_buckets(np.concatenate([[0], np.diff(t)])))
+    return ids, users, sequences, gaps
+
+
+def _sequence_vectors(
+    spark: SparkSession,
+    data: EvalData,
+    ids: list[str],
+    users: list[str],
+    user_vectors: Any,
+    item_vectors: Any,
+    source: str,
+) -> Vectors:
+    import numpy as np
+    import pandas as pd
+
     user_df = spark.createDataFrame(
-        pd.DataFrame({S.USER_KEY: [users[i] for i in chosen], VECTOR: [v.tolist() for v in vectors]}),
+        pd.DataFrame({S.USER_KEY: users, VECTOR: [v.tolist() for v in user_vectors]}),
         f"{S.USER_KEY} string, {VECTOR} array<float>",
-    )
-    table = model.items.weight.detach().numpy()[1:]
+    ).join(_eval_users(data), S.USER_KEY, "left_semi")
     item_df = spark.createDataFrame(
-        pd.DataFrame({S.ITEM_ID: ids, VECTOR: [v.tolist() for v in table.astype(np.float32)]}),
+        pd.DataFrame({S.ITEM_ID: ids, VECTOR: [v.tolist() for v in np.asarray(item_vectors, np.float32)]}),
         f"{S.ITEM_ID} string, {VECTOR} array<float>",
     )
-    return Vectors(user_df, item_df, "sasrec")
+    return Vectors(user_df, item_df, source)
+
+
+def _spec(a: SasrecConfig, **extra: Any) -> Any:
+    from shoprec.modeling import sasrec as sr
+
+    return sr.SasrecSpec(
+        dim=a.dim, layers=a.layers, heads=a.heads, max_len=a.max_len, dropout=a.dropout,
+        learning_rate=a.learning_rate, batch_size=a.batch_size, max_epochs=a.max_epochs,
+        patience=a.patience, seed=a.seed, **extra,
+    )  # fmt: skip
+
+
+def sasrec(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
+    """SASRec (:mod:`shoprec.modeling.sasrec`) trained on the sequences the split could see, IDs
+    only and no time gaps, as in the paper. Trained on the driver: a baseline."""
+    from shoprec.modeling import sasrec as sr
+
+    ids, users, sequences, _ = _sequences(data)
+    model, _ = sr.fit(sequences, len(ids), _spec(cfg.evaluation.sasrec))
+    return _sequence_vectors(
+        spark, data, ids, users, sr.encode(model, sequences), sr.item_vectors(model), "sasrec"
+    )
+
+
+def sequence_retriever(path: str | None = None) -> Builder:
+    """shoprec's sequence retriever (:mod:`shoprec.modeling.sasrec` with text): a causal transformer
+    over the user's items, each the pretrained transformer's text vector of the item (the
+    fine-tuned item tower at ``path``, else the zero-shot encoder) through a learned projection,
+    with positions and time gaps, trained on the sequences the split could see."""
+
+    def build(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -> Vectors:
+        import numpy as np
+
+        from shoprec.modeling import sasrec as sr
+
+        q = cfg.evaluation.sequence
+        ids, users, sequences, gaps = _sequences(data)
+        e = cfg.evaluation.encoder
+        text = encoder.embed(
+            data.items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, e, "item", path
+        ).toPandas()
+        by_id = dict(zip(text[S.ITEM_ID], text[VECTOR], strict=True))
+        table = np.stack([np.asarray(by_id[i], dtype=np.float32) for i in ids])
+        spec = _spec(q, ids=q.ids, time_gaps=q.time_gaps)
+        model, _ = sr.fit(sequences, len(ids), spec, text=table, gaps=gaps)
+        return _sequence_vectors(
+            spark, data, ids, users, sr.encode(model, sequences, gaps), sr.item_vectors(model), "sequence"
+        )
+
+    return build
 
 
 Builder = Callable[[SparkSession, ShoprecConfig, EvalData], Vectors]
@@ -206,4 +265,5 @@ BASELINES: dict[str, Builder] = {
     "als": als,
     "encoder": encoder_zero_shot,
     "sasrec": sasrec,
+    "sequence": sequence_retriever(),
 }

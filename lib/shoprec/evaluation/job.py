@@ -24,13 +24,17 @@ from tqdm import tqdm
 import shoprec
 from shoprec import delta
 from shoprec import schemas as S
-from shoprec.config import ShoprecConfig
+from shoprec.config import ScenarioConfig, ShoprecConfig
 from shoprec.errors import ShoprecError
 from shoprec.evaluation import data as eval_data
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.baselines import BASELINES, Builder, Vectors
+from shoprec.modeling import candidates as C
+from shoprec.modeling import encoder, ltr
 from shoprec.modeling.retrieval import ItemMatrix, score_pairs, top_k
 from shoprec.recommendations import ensure_tables, write_recommendations
+from shoprec.serving import lists as served
+from shoprec.serving import rules
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +164,6 @@ def candidate_recall(data: eval_data.EvalData, scored: DataFrame, version: str, 
     """Metric rows (model ``candidates``, metric ``recall:<source>`` or ``recall:union``, k = the
     candidates per user): the share of held-out positives each source, and all of them together,
     put in front of the ranker. No ranker can place what never reached it."""
-    from shoprec.modeling import candidates as C
-    from shoprec.modeling import ltr
-
     truth = data.truth.select(S.USER_KEY, S.ITEM_ID)
     total = truth.count()
     reached = truth.join(scored, [S.USER_KEY, S.ITEM_ID], "left")
@@ -192,6 +193,40 @@ def candidate_recall(data: eval_data.EvalData, scored: DataFrame, version: str, 
     ).withColumn(S.EVALUATED_AT, F.current_timestamp())
 
 
+def scored_scenario(cfg: ShoprecConfig) -> ScenarioConfig:
+    """The scenario whose lists evaluation and promotion measure (``evaluation.scored_scenario``)."""
+    scenarios = {s.name: s for s in cfg.scoring.scenarios}
+    name = cfg.evaluation.scored_scenario or cfg.scoring.scenarios[0].name
+    if name not in scenarios:
+        raise ShoprecError(
+            f"evaluation.scored_scenario: no scenario {name!r} in scoring.scenarios "
+            f"(have: {', '.join(scenarios)})"
+        )
+    return scenarios[name]
+
+
+def scored_view(
+    spark: SparkSession, cfg: ShoprecConfig, data: eval_data.EvalData, model_dir: Path
+) -> tuple[served.Pool, DataFrame]:
+    """The candidates and the ranker's scores (the rules' input) that ``model_dir`` gives the
+    split's users, from the split's past: what ``shoprec score`` computes from the serving state."""
+    targets = data.truth.select(S.USER_KEY).distinct()
+    # the split's own catalog, embedded by the model's item tower: the serving embeddings hold
+    # items the split never had (retrieved, then lost in a join) and lack ones it did
+    item_vectors = encoder.embed(
+        data.items.select(S.ITEM_ID, S.ITEM_TEXT),
+        S.ITEM_ID,
+        S.ITEM_TEXT,
+        cfg.evaluation.encoder,
+        "item",
+        str(model_dir),
+    )
+    view = served.AsOf(data.items, data.profiles, data.sequences, data.visible, item_vectors, targets)
+    pool = served.user_candidates(spark, cfg, model_dir, view)
+    # computed once, kept by this run alone: not in scoring's staging table, which `score` clears
+    return pool, served.score_view(spark, cfg, model_dir, view, pool).localCheckpoint()
+
+
 def evaluate_scored(
     spark: SparkSession,
     cfg: ShoprecConfig,
@@ -207,34 +242,14 @@ def evaluate_scored(
     split's past (its gold snapshot, the interactions it may see) instead of the serving state, so
     the held-out positives measure them. One model row per step shows what each rule costs.
     """
-    from shoprec.modeling import encoder
-    from shoprec.scoring import job as scoring
-    from shoprec.scoring import rules
-
-    ev = cfg.evaluation
-    scenarios = {s.name: s for s in cfg.scoring.scenarios}
-    name = ev.scored_scenario or cfg.scoring.scenarios[0].name
-    if name not in scenarios:
-        raise ShoprecError(
-            f"evaluation.scored_scenario: no scenario {name!r} in scoring.scenarios "
-            f"(have: {', '.join(scenarios)})"
-        )
-    targets = data.truth.select(S.USER_KEY).distinct()
-    # the split's own catalog, embedded by the model's item tower: the serving embeddings hold
-    # items the split never had (retrieved, then lost in a join) and lack ones it did
-    item_vectors = encoder.embed(
-        data.items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, ev.encoder, "item", str(model_dir)
-    )
-    view = scoring.AsOf(data.items, data.profiles, data.sequences, data.visible, targets, item_vectors)
-    pool = scoring.user_candidates(spark, cfg, model_dir, version, view)
-    # computed once, kept by this run alone: not in scoring's staging table, which `score` clears
-    staged = scoring.score_view(spark, cfg, model_dir, view, pool).localCheckpoint()
+    sc = scored_scenario(cfg)
+    pool, staged = scored_view(spark, cfg, data, model_dir)
     rows = [candidate_recall(data, pool.scored, version, run_id)]
     split_scenario = f"eval:{data.split}"
-    steps = rules.ablation(scenarios[name], max(ev.ks))
+    steps = rules.ablation(sc, max(cfg.evaluation.ks))
     for i, (label, variant) in enumerate(tqdm(steps, desc="rules", unit="step")):
         model = f"{cfg.scoring.model_name} {i} {label}"  # numbered: tables and plots sort by step
-        lists = scoring.rerank(staged, variant, pool.item_vectors)
+        lists = served.rerank(staged, variant, pool.item_vectors)
         write_recommendations(spark, cfg, lists, model, version, run_id, split_scenario, "")
         rows.append(list_metrics(spark, cfg, data, model, version, run_id, split_scenario, reference))
     return rows
@@ -327,3 +342,30 @@ def headline(rows: list[dict[str, object]], ks: tuple[int, ...], lead: str = "sh
     if sampled_label:
         lines.append(f"(s) = {sampled_label} ranking")
     return "\n".join(lines)
+
+
+def log_to_run(cfg: ShoprecConfig, uri: str, run_id: str, rows: list[dict[str, object]]) -> None:
+    """The retriever's headline metrics from an evaluation run, into the MLflow run that trained it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for r in rows:
+        if r[S.MODEL] != "retriever" or r[S.SLICE] != "all" or r[S.VALUE] is None:
+            continue
+        if r[S.METRIC] in ("recall", "ndcg", "hit_rate", "mrr"):
+            ranking = "full" if r[S.RANKING] == "full" else "sampled"
+            key = f"{cfg.evaluation.split}_{ranking}_{r[S.METRIC]}_at_{r[S.K]}"
+            client.log_metric(run_id, key, float(str(r[S.VALUE])))
+
+
+def evaluate_trained(
+    spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, tracking_uri: str, mlflow_run_id: str
+) -> EvalResult:
+    """The fine-tuned retriever at ``model_dir`` on the configured split, its metrics logged to the
+    MLflow run that trained it (what ``shoprec train`` does unless ``--no-evaluate``)."""
+    from shoprec.evaluation.baselines import two_tower
+
+    retriever = two_tower(str(model_dir), cfg.training.history_items)
+    result = evaluate(spark, cfg, models=[], extra={"retriever": retriever})
+    log_to_run(cfg, tracking_uri, mlflow_run_id, result.metrics)
+    return result

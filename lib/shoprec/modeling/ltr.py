@@ -51,6 +51,16 @@ USER_ITEM_POSITIVE = "user_item_positive"
 SEEN_POPULARITY, RECENT_POPULARITY = "seen_popularity", "recent_popularity"
 LEAF_AFFINITY, LEAF_RECENCY, LEAF_ITEM_SHARE = "leaf_affinity", "leaf_recency_days", "leaf_item_share"
 BRAND_SHARE, TASTE = "brand_share", "taste"
+#: Marks the users held out of every ranker's fit (by a hash of the pseudonymous key, the same
+#: users in every run): early stopping reads them, and promotion compares versions on them.
+HELD = "held_out"
+
+
+def held_out(user: Column, share: float) -> Column:
+    """True for the share of users no ranking model is fitted on. A fixed hash, not a random draw:
+    a champion trained last month never saw this month's held-out users' lists either, so
+    comparing it with a new version on them is fair to both."""
+    return F.pmod(F.xxhash64(user), F.lit(1000)) < F.lit(round(share * 1000))
 
 
 def score_column(source: str) -> str:

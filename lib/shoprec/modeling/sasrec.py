@@ -8,6 +8,13 @@ catalogs make it cheap, and it beats the paper's one-negative loss), early-stopp
 last visible item predicted from the items before it. The user's vector is the hidden state after
 their whole visible history and the items' are the embedding rows, so retrieval is a dot product
 like every other baseline's.
+
+The same network is shoprec's *sequence retriever* (UniSRec / Recformer style) when it is given
+the items' text vectors from the pretrained transformer: each item is then a learned projection
+of its frozen, centred text vector (UniSRec's parametric whitening) plus, optionally, its own ID
+embedding, and each step also carries the time since the step before (log-scale buckets). Text
+makes an item that few users touched as well placed as its words: on sparse catalogs the ID-only
+network learns little more than popularity.
 """
 
 from __future__ import annotations
@@ -39,10 +46,28 @@ class SasrecSpec:
     patience: int = 8
     seed: int = 11
     threads: int = 2
+    #: With text vectors: keep an ID embedding beside the projected text (False: text only).
+    ids: bool = True
+    #: Embed the time since the previous step (log2 minutes, :data:`GAP_BUCKETS` buckets).
+    time_gaps: bool = False
+
+
+#: Time-gap buckets: ``floor(log2(1 + minutes))`` capped, so one bucket spans about a minute at
+#: the start and months at the end (2^20 minutes is two years).
+GAP_BUCKETS = 21
+
+
+def gap_buckets(seconds: NDArray[Any]) -> NDArray[np.int64]:
+    """Bucket of each step's time since the step before (the first step: bucket 0)."""
+    minutes = np.maximum(np.asarray(seconds, dtype=np.float64), 0.0) / 60.0
+    buckets: NDArray[np.int64] = np.minimum(np.floor(np.log2(1.0 + minutes)), GAP_BUCKETS - 1).astype(
+        np.int64
+    )
+    return buckets
 
 
 class SASRec(nn.Module):
-    def __init__(self, n_items: int, spec: SasrecSpec) -> None:
+    def __init__(self, n_items: int, spec: SasrecSpec, text: NDArray[Any] | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.items = nn.Embedding(n_items + 1, spec.dim, padding_idx=0)  # 0 pads
@@ -58,12 +83,36 @@ class SASRec(nn.Module):
         # validation NDCG@10 .0089 -> .0121; the demo's .183 -> .176, within its noise)
         nn.init.normal_(self.items.weight, std=0.02)
         nn.init.normal_(self.positions.weight, std=0.02)
+        self.use_ids = text is None or spec.ids
+        self.adapter: nn.Linear | None = None
+        if text is not None:  # row i is item i's frozen text vector; row 0 (padding) zeros
+            table = torch.zeros(n_items + 1, text.shape[1])
+            table[1:] = torch.from_numpy(np.asarray(text, dtype=np.float32))
+            self.register_buffer("text", table)
+            self.register_buffer("text_mean", table[1:].mean(0, keepdim=True))
+            self.adapter = nn.Linear(text.shape[1], spec.dim)
+        self.gaps = nn.Embedding(GAP_BUCKETS, spec.dim) if spec.time_gaps else None
+        if self.gaps is not None:
+            nn.init.normal_(self.gaps.weight, std=0.02)
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """``(batch, len)`` item indices (0 = padding, left-padded) → ``(batch, len, dim)``."""
+    def item_table(self) -> torch.Tensor:
+        """``(n_items + 1, dim)``: each item's input and output vector (row 0 pads)."""
+        table = self.items.weight if self.use_ids else torch.zeros_like(self.items.weight)
+        if self.adapter is not None:
+            text: torch.Tensor = self.text  # type: ignore[assignment]
+            mean: torch.Tensor = self.text_mean  # type: ignore[assignment]
+            projected = self.adapter(text - mean)
+            table = table + projected * (text.abs().sum(1, keepdim=True) > 0)
+        return table
+
+    def forward(self, seq: torch.Tensor, gaps: torch.Tensor | None = None) -> torch.Tensor:
+        """``(batch, len)`` item indices (0 = padding, left-padded), with each step's time-gap
+        bucket when the model embeds them → ``(batch, len, dim)``."""
         length = seq.shape[1]
         pos = torch.arange(length, device=seq.device).unsqueeze(0)
-        x = self.items(seq) * math.sqrt(self.spec.dim) + self.positions(pos)
+        x = self.item_table()[seq] * math.sqrt(self.spec.dim) + self.positions(pos)
+        if self.gaps is not None and gaps is not None:
+            x = x + self.gaps(gaps)
         x = self.drop(x) * (seq > 0).unsqueeze(-1)
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), 1)
         h = self.encoder(x, mask=causal, src_key_padding_mask=seq == 0)
@@ -71,7 +120,7 @@ class SASRec(nn.Module):
         return out
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.items.weight.T  # index 0 (padding) is masked by the caller
+        return hidden @ self.item_table().T  # index 0 (padding) is masked by the caller
 
 
 def _pad(seqs: list[NDArray[Any]], length: int) -> NDArray[np.int64]:
@@ -83,19 +132,30 @@ def _pad(seqs: list[NDArray[Any]], length: int) -> NDArray[np.int64]:
     return out
 
 
-def fit(sequences: list[NDArray[Any]], n_items: int, spec: SasrecSpec) -> tuple[SASRec, dict[str, Any]]:
-    """Train on ``sequences`` (item indices 1..n_items, oldest first); returns the model and a
+def fit(
+    sequences: list[NDArray[Any]],
+    n_items: int,
+    spec: SasrecSpec,
+    text: NDArray[Any] | None = None,
+    gaps: list[NDArray[Any]] | None = None,
+) -> tuple[SASRec, dict[str, Any]]:
+    """Train on ``sequences`` (item indices 1..n_items, oldest first; with ``text``, row i - 1 is
+    item i's text vector; with ``gaps``, each step's :func:`gap_buckets`); returns the model and a
     short record (epochs, validation NDCG@10, seconds)."""
     torch.manual_seed(spec.seed)
     torch.set_num_threads(spec.threads)
     rng = np.random.default_rng(spec.seed)
     started = time.perf_counter()
-    model = SASRec(n_items, spec)
+    model = SASRec(n_items, spec, text)
     opt = torch.optim.Adam(model.parameters(), lr=spec.learning_rate)
     # training inputs: every sequence but its last item; validation: that last item
-    usable = [s for s in sequences if len(s) >= 3]
+    keep = [i for i, s in enumerate(sequences) if len(s) >= 3]
+    usable = [sequences[i] for i in keep]
+    steps = [gaps[i] for i in keep] if gaps is not None else [np.zeros(len(s), np.int64) for s in usable]
     train = _pad([s[:-1] for s in usable], spec.max_len + 1)
+    train_gaps = _pad([g[:-1] for g in steps], spec.max_len + 1)
     valid_in = torch.from_numpy(_pad([s[:-1] for s in usable], spec.max_len))
+    valid_gaps = torch.from_numpy(_pad([g[:-1] for g in steps], spec.max_len))
     valid_out = np.array([s[-1] for s in usable])
     best, best_state, bad, epochs = -1.0, None, 0, 0
     for epoch in range(1, spec.max_epochs + 1):
@@ -104,17 +164,18 @@ def fit(sequences: list[NDArray[Any]], n_items: int, spec: SasrecSpec) -> tuple[
         order = rng.permutation(len(train))
         for start in range(0, len(order), spec.batch_size):
             rows = train[order[start : start + spec.batch_size]]
-            used = int((rows > 0).any(axis=0).argmax())  # left-padded: drop all-padding columns
-            batch = torch.from_numpy(rows[:, min(used, rows.shape[1] - 2) :])
+            used = min(int((rows > 0).any(axis=0).argmax()), rows.shape[1] - 2)  # drop all-padding columns
+            batch = torch.from_numpy(rows[:, used:])
+            batch_gaps = torch.from_numpy(train_gaps[order[start : start + spec.batch_size]][:, used:])
             inputs, targets = batch[:, :-1], batch[:, 1:]
             mask = targets > 0
-            logits = model.logits(model(inputs)[mask])  # only where there is a next item
+            logits = model.logits(model(inputs, batch_gaps[:, :-1])[mask])  # only where a next item is
             logits[:, 0] = -1e9
             loss = nn.functional.cross_entropy(logits, targets[mask])
             opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
-        score = _ndcg10(model, valid_in, valid_out)
+        score = _ndcg10(model, valid_in, valid_gaps, valid_out)
         if score > best:
             best, bad = score, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -125,29 +186,42 @@ def fit(sequences: list[NDArray[Any]], n_items: int, spec: SasrecSpec) -> tuple[
     if best_state is not None:
         model.load_state_dict(best_state)
     record = {"epochs": epochs, "valid_ndcg_at_10": best, "seconds": time.perf_counter() - started}
-    log.info("SASRec: %d sequences, %d epochs, validation NDCG@10 %.4f (%.0fs)", len(usable), epochs, best,
+    log.info("%s: %d sequences, %d epochs, validation NDCG@10 %.4f (%.0fs)",
+             "sequence retriever" if text is not None else "SASRec", len(usable), epochs, best,
              record["seconds"])  # fmt: skip
     return model, record
 
 
-def _ndcg10(model: SASRec, inputs: torch.Tensor, targets: NDArray[Any]) -> float:
-    hidden = user_vectors(model, inputs)
-    scores = hidden @ model.items.weight.detach().numpy().T
+def item_vectors(model: SASRec) -> NDArray[np.float32]:
+    """Row i is item i + 1's output vector (what a user's hidden state is scored against)."""
+    with torch.inference_mode():
+        return np.asarray(model.item_table()[1:].numpy(), dtype=np.float32)
+
+
+def _ndcg10(model: SASRec, inputs: torch.Tensor, gaps: torch.Tensor, targets: NDArray[Any]) -> float:
+    hidden = user_vectors(model, inputs, gaps)
+    scores = hidden @ np.concatenate([np.zeros((1, hidden.shape[1]), np.float32), item_vectors(model)]).T
     scores[:, 0] = -np.inf
     target = scores[np.arange(len(targets)), targets]
     rank = (scores > target[:, None]).sum(axis=1)
     return float(np.mean(np.where(rank < 10, 1.0 / np.log2(rank + 2), 0.0)))
 
 
-def user_vectors(model: SASRec, padded: torch.Tensor, batch: int = 512) -> NDArray[np.float32]:
+def user_vectors(
+    model: SASRec, padded: torch.Tensor, gaps: torch.Tensor | None = None, batch: int = 512
+) -> NDArray[np.float32]:
     """The hidden state after each (left-padded) sequence: the user's vector."""
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(padded), batch):
-            out.append(model(padded[start : start + batch])[:, -1, :].numpy())
+            g = gaps[start : start + batch] if gaps is not None else None
+            out.append(model(padded[start : start + batch], g)[:, -1, :].numpy())
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.spec.dim), np.float32)
 
 
-def encode(model: SASRec, sequences: list[NDArray[Any]]) -> NDArray[np.float32]:
-    return user_vectors(model, torch.from_numpy(_pad(sequences, model.spec.max_len)))
+def encode(
+    model: SASRec, sequences: list[NDArray[Any]], gaps: list[NDArray[Any]] | None = None
+) -> NDArray[np.float32]:
+    padded_gaps = torch.from_numpy(_pad(gaps, model.spec.max_len)) if gaps is not None else None
+    return user_vectors(model, torch.from_numpy(_pad(sequences, model.spec.max_len)), padded_gaps)

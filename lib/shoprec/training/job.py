@@ -1,4 +1,4 @@
-"""``shoprec train``: tokens table → fine-tuning processes → model directory → evaluation → MLflow.
+"""``shoprec train``: tokens table → fine-tuning processes → model directory → rankers → MLflow.
 
 One MLflow run per training (local file store by default): parameters, per-step loss from rank 0,
 throughput, the evaluation module's validation/test metrics for the fine-tuned retriever, and the
@@ -41,7 +41,6 @@ class TrainRun:
     results: list[TrainResult]
     seconds: float
     examples: int
-    eval_run_id: str | None
     ranker_dir: Path | None = None
     ranker_results: list[Any] = dataclasses.field(default_factory=list)
     registered_version: str | None = None  # in the model registry (training.registered_model)
@@ -67,29 +66,9 @@ def _fingerprint(cfg: ShoprecConfig, tokens_version: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def retriever_model(cfg: ShoprecConfig, model_dir: Path) -> Any:
-    """The fine-tuned retriever as a model the evaluation can run."""
-    from shoprec.evaluation.baselines import two_tower
-
-    return two_tower(str(model_dir), cfg.training.history_items)
-
-
-def log_evaluation(cfg: ShoprecConfig, uri: str, run_id: str, rows: list[dict[str, object]]) -> None:
-    """The retriever's headline metrics from an evaluation run, into its MLflow run."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    for r in rows:
-        if r[S.MODEL] != "retriever" or r[S.SLICE] != "all" or r[S.VALUE] is None:
-            continue
-        if r[S.METRIC] in ("recall", "ndcg", "hit_rate", "mrr"):
-            ranking = "full" if r[S.RANKING] == "full" else "sampled"
-            key = f"{cfg.evaluation.split}_{ranking}_{r[S.METRIC]}_at_{r[S.K]}"
-            client.log_metric(run_id, key, float(str(r[S.VALUE])))
-
-
-def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) -> TrainRun:
-    """Prepare the tokens, fine-tune on ``training.processes`` processes, record and evaluate."""
+def train(spark: SparkSession, cfg: ShoprecConfig) -> TrainRun:
+    """Prepare the tokens, fine-tune on ``training.processes`` processes, fit the rankers, record
+    and register (the caller evaluates: training sits below evaluation)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -157,13 +136,6 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
                 client.log_metric(run_id, "ltr_seconds", ranked.seconds)
     client.log_artifacts(run_id, str(output), "model")  # the retriever, its tokenizer and the ranker
     registered = registry.register(cfg, run_id, "model")
-    eval_run = None
-    if evaluate_after:
-        from shoprec.evaluation.job import evaluate
-
-        result = evaluate(spark, cfg, models=[], extra={"retriever": retriever_model(cfg, output)})
-        eval_run = result.run_id
-        log_evaluation(cfg, uri, run_id, result.metrics)
     client.set_terminated(run_id, "FINISHED")
     mlflow.set_tracking_uri(uri)
     run = TrainRun(
@@ -173,7 +145,6 @@ def train(spark: SparkSession, cfg: ShoprecConfig, evaluate_after: bool = True) 
         results,
         time.perf_counter() - started,
         examples,
-        eval_run,
         ranker_dir,
         ranker_results,
         str(registered.version),

@@ -1,0 +1,1 @@
+"""The served lists' own layer: candidates, ranker and rules, shared by scoring and evaluation."""
