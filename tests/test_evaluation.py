@@ -110,6 +110,35 @@ def test_rerun_replaces_its_run_and_the_report_draws(
     assert ranker.index("recent_popularity</td><td>0.750") < ranker.index("leaf_affinity</td><td>0.250")
 
 
+def test_sasrec_and_the_sequence_retriever_run_through_the_same_evaluation(
+    spark: SparkSession, gold_cfg: ShoprecConfig
+) -> None:
+    """Both sequential models train on the split's visible sequences and are judged like every
+    baseline; the sequence retriever's items are its text vectors projected (one row per item)."""
+    from dataclasses import replace
+
+    from shoprec.evaluation.baselines import sequence_retriever
+
+    short = {"dim": 16, "max_epochs": 2, "patience": 1, "max_len": 10}
+    ev = gold_cfg.evaluation
+    cfg = replace(
+        gold_cfg,
+        evaluation=replace(ev, sasrec=replace(ev.sasrec, **short), sequence=replace(ev.sequence, **short)),
+    )
+    data = eval_data.load(spark, cfg)
+    vectors = sequence_retriever()(spark, cfg, data)
+    items = vectors.items.collect()
+    assert len(items) == data.catalog_size and {len(r["vector"]) for r in items} == {16}
+    result = evaluate(spark, cfg, models=["sasrec", "sequence"])
+    full = {
+        (r[S.MODEL], r[S.METRIC]): r[S.VALUE]
+        for r in result.metrics
+        if r[S.RANKING] == "full" and r[S.SLICE] == "all" and r[S.K] == 10
+    }
+    for model in ("sasrec", "sequence"):
+        assert 0.0 <= full[(model, "recall")] <= 1.0 and 0.0 <= full[(model, "ndcg")] <= 1.0
+
+
 def test_published_negatives_are_reused_exactly_and_a_file_of_strangers_is_refused(
     spark: SparkSession, gold_cfg: ShoprecConfig, tmp_path: Path
 ) -> None:
