@@ -187,8 +187,11 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
         final.booster.predict(x[fitted_rows], num_iteration=final.meta["best_iteration"]), y[fitted_rows]
     )
     offset = len(names) - len(rk.FEATURE_NAMES)
-    torch_scores = _torch_scores(
-        ranker_dir, pdf[hold].reset_index(drop=True), user_vectors, item_vectors, offset
+    # no held-out list (a shop too small to hold any out): nothing to compare the head on
+    torch_scores = (
+        _torch_scores(ranker_dir, pdf[hold].reset_index(drop=True), user_vectors, item_vectors, offset)
+        if hold.any()
+        else None
     )
     torch_ndcg = None if torch_scores is None else ltr.ndcg_at(torch_scores, y[hold], users[hold], 10)
     if r.kind == "auto":
