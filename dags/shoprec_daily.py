@@ -19,7 +19,8 @@ the Airflow worker's environment, read when the DAG is parsed:
 
 The pseudonymisation key and the MLflow tracking URI travel as the workers' environment
 (``SHOPREC_PSEUDONYM_KEY``, ``MLFLOW_TRACKING_URI``), never in the DAG. On Databricks, run the
-bundle's job instead (``databricks.yml``; see docs/airflow.md for ``DatabricksRunNowOperator``).
+bundle's job instead (``databricks.yml``; see docs/running.md, section Airflow, for
+``DatabricksRunNowOperator``).
 """
 
 from __future__ import annotations

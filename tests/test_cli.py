@@ -84,4 +84,4 @@ def test_promote_without_a_registered_model_names_the_fix(
 
 def test_the_processing_date_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ingest", "--date", "2026-13-45"]) == 2
-    assert "processing_date" in capsys.readouterr().err
+    assert "--date '2026-13-45': expected a day as YYYY-MM-DD" in capsys.readouterr().err

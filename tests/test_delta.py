@@ -10,6 +10,7 @@ from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual
 
 from shoprec import delta
+from shoprec.errors import ShoprecError
 
 pytestmark = pytest.mark.spark
 
@@ -54,3 +55,12 @@ def test_metastore_table_names_work_too(spark: SparkSession) -> None:
     assertDataFrameEqual(
         delta.read(spark, "default.shoprec_named"), spark.createDataFrame([("x", 5)], SCHEMA)
     )
+
+
+def test_a_missing_not_null_column_names_the_table_and_the_fix(spark: SparkSession, tmp_path: Path) -> None:
+    loc = str(tmp_path / "old")
+    delta.ensure_table(spark, loc, StructType([SCHEMA.fields[0]]))
+    assert delta.add_missing_columns(spark, loc, SCHEMA) == ["stock"]  # nullable: added
+    wider = StructType([*SCHEMA.fields, StructField("shelf", StringType(), False)])
+    with pytest.raises(ShoprecError, match=rf"^{loc}: .*NOT NULL column shelf.*delete the table and re-run"):
+        delta.add_missing_columns(spark, loc, wider)

@@ -15,7 +15,7 @@ from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
 from shoprec.evaluation import data as eval_data
 from shoprec.evaluation.job import evaluate, headline
-from shoprec.evaluation.report import write_report
+from shoprec.evaluation.report import screenshot, write_report
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 MODELS = ["popularity", "category_popularity", "recent_popularity", "als", "encoder"]
@@ -95,6 +95,10 @@ def test_rerun_replaces_its_run_and_the_report_draws(
     assert table.count() == len(first.metrics) == len(second.metrics)
     page = write_report(spark, gold_cfg, first.run_id, tmp_path / "r.html").read_text()
     assert page.count("<img") >= 5
+    # the first screen says what to serve: here no trained model, so the best baseline
+    assert "No trained model in this run: the best baseline is" in page
+    assert page.index("class=verdict") < page.index("<h2>All models</h2>")
+    _looks_drawn(screenshot(tmp_path / "r.html", tmp_path / "r.png"))
     assert "als" in page and "popularity" in page
     assert "The ranker" not in page  # no learning-to-rank model to describe
     meta = {
@@ -193,3 +197,16 @@ def test_published_negatives_are_reused_exactly_and_a_file_of_strangers_is_refus
     cfg = replace(cfg, evaluation=replace(cfg.evaluation, sampled=(replace(source, path=str(strangers)),)))
     with pytest.raises(ShoprecError, match="none of its users is a user of the test split"):
         eval_data.load(spark, cfg)
+
+
+def _looks_drawn(png: Path) -> None:
+    """A headless Chromium rendered the page: a full-size image with text and charts on it, not a
+    blank or an error page (mostly white, with dark and coloured pixels in its top half)."""
+    from matplotlib.image import imread
+
+    img = imread(png)[..., :3]
+    assert img.shape[:2] == (1400, 1300), img.shape
+    top = img[: img.shape[0] // 2]
+    assert (top.mean(axis=2) < 0.3).mean() > 0.002, "no text on the first screen"
+    # the verdict's bars fill a good part of the first screen; text alone covers a few percent
+    assert (top.mean(axis=2) < 0.8).mean() > 0.05, "no chart on the first screen"

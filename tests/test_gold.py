@@ -12,7 +12,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from shoprec import delta
 from shoprec import schemas as S
-from shoprec.config import ShoprecConfig, from_dict
+from shoprec.config import ConfigError, ShoprecConfig, from_dict
 from shoprec.datagen.job import generate
 from shoprec.etl.bronze import ingest_all
 from shoprec.etl.silver import clean_all
@@ -229,3 +229,9 @@ def test_a_user_who_only_searched_gets_a_profile(spark: SparkSession, silver: Sh
     assert row is not None
     assert row[S.PRICE_BAND] is None and row[S.TOP_CATEGORIES] == [] and row[S.EVENTS_COUNT] == 1
     assert row[S.PROFILE_TEXT].startswith("searches ")
+
+
+def test_valid_start_after_test_start_is_a_config_error() -> None:
+    f = from_dict({"features": {"split": {"valid_start": "2024-03-10", "test_start": "2024-03-05"}}}).features
+    with pytest.raises(ConfigError, match=r"features\.split: valid_start 2024-03-10 is after test_start"):
+        gold.time_cuts(f, datetime(2024, 3, 20))

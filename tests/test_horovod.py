@@ -8,6 +8,7 @@ import cloudpickle
 import pytest
 import torch
 
+from shoprec.errors import ShoprecError
 from shoprec.training import distributed
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -53,3 +54,17 @@ def test_two_processes_allreduce_and_step_to_identical_weights() -> None:
 def test_single_process_backend_runs_the_same_function() -> None:
     (result,) = distributed.launch(_one_step, num_proc=1, backend="single")
     assert result["rank"] == 0 and result["size"] == 1 and result["mean"] == 0.0
+
+
+def _refuse_on_rank_one() -> int:
+    if distributed.rank() == 1:
+        raise ShoprecError("data/x.pt: unreadable checkpoint (truncated); delete data to start afresh")
+    distributed.allreduce_mean(torch.tensor([1.0]), name="never_completes")  # rank 1 has shut down
+    return distributed.rank()
+
+
+def test_a_shoprec_error_in_a_rank_reaches_the_driver_as_itself() -> None:
+    """Not Horovod's RuntimeError and a worker traceback: the user sees the one-line fix, even while
+    the other rank waits in a collective the refusing one never joins."""
+    with pytest.raises(ShoprecError, match=r"^data/x\.pt: unreadable checkpoint \(truncated\); delete data"):
+        distributed.launch(_refuse_on_rank_one, num_proc=2)

@@ -187,7 +187,38 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     score(spark, cfg)
     after = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
     assert sorted(tuple(r) for r in after.drop(S.GENERATED_AT, S.RUN_ID).collect()) == before
+    _evaluation_measures_both_heads_on_full_and_sampled_ranking(spark, cfg, trained.model_dir)
     _promotion_measures_what_both_versions_serve(spark, cfg, trained.mlflow_run_id, tmp_path)
+
+
+def _evaluation_measures_both_heads_on_full_and_sampled_ranking(
+    spark: SparkSession, cfg: ShoprecConfig, model_dir: Path
+) -> None:
+    """The served lists of each rule step, and the torch head's with every rule beside the
+    LightGBM model that serves, each on full and on sampled ranking."""
+    from shoprec.evaluation.job import evaluate
+
+    result = evaluate(spark, cfg, models=[], scored=(model_dir, "v"))
+    rows = [r for r in result.metrics if r[S.SLICE] == "all" and r[S.MODEL] != S.CANDIDATES_MODEL]
+    models = {str(r[S.MODEL]) for r in rows}
+    assert any("torch head" in m for m in models), models
+    for ranking in ("full", "sampled:"):
+        measured = {
+            str(r[S.MODEL])
+            for r in rows
+            if str(r[S.RANKING]).startswith(ranking)
+            and r[S.METRIC] in ("recall", "hit_rate")
+            and r[S.K] == 10
+        }
+        assert measured == models, (ranking, measured, models)
+    hit = [float(r[S.VALUE]) for r in rows if r[S.METRIC] == "hit_rate" and r[S.K] == 10]
+    assert all(0.0 <= h <= 1.0 for h in hit) and max(hit) > 0.0
+    # the report's first screen names the served lists in plain words
+    from shoprec.evaluation.report import write_report
+
+    page = write_report(spark, cfg, result.run_id, model_dir.parent / "report.html").read_text()
+    assert "Serve <b>served lists: ranker" in page, page[:2000]
+    assert "served lists, torch head: ranker" in page
 
 
 def _promotion_measures_what_both_versions_serve(

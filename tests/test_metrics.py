@@ -108,6 +108,30 @@ def test_sampled_rank_counts_ties_as_half(spark: SparkSession) -> None:
     assert got[("ndcg", 3)] == pytest.approx((1 / math.log2(3.5) + 1.0) / 2)
 
 
+def test_served_lists_rank_sampled_candidates_by_place_and_a_dropped_positive_last(
+    spark: SparkSession,
+) -> None:
+    """Sampled ranking of served lists: a candidate's score is its place in the user's list; one
+    the rules dropped ranks below the list, and a dropped positive below every candidate."""
+    from types import SimpleNamespace
+
+    from shoprec.evaluation.job import served_sampled
+
+    sampled = spark.createDataFrame(
+        [(1, "u1", "a", False), (1, "u1", "b", True), (1, "u1", "c", False),
+         (2, "u2", "a", True), (2, "u2", "b", False), (2, "u2", "c", False)],
+        f"event long, {S.USER_KEY} string, {S.ITEM_ID} string, is_positive boolean",
+    )  # fmt: skip
+    # u1's list: a, b, c; u2's: b only (the rules dropped a, the positive, and c)
+    lists = _recs(spark, {"u1": ["a", "b", "c"], "u2": ["b"]})
+    data = SimpleNamespace(sampled=sampled, sampled_label="sampled:given")
+    rows = served_sampled(data, lists, (1, 2))  # type: ignore[arg-type]
+    assert {r[S.RANKING] for r in rows.collect()} == {"sampled:given"}
+    got = _values(rows)
+    assert got[("hit_rate", 1)] == 0.0 and got[("hit_rate", 2)] == pytest.approx(0.5)
+    assert got[("mrr", 0)] == pytest.approx((1 / 2 + 1 / 3) / 2)
+
+
 def test_beyond_accuracy(spark: SparkSession) -> None:
     recs = _recs(spark, {"u1": ["a", "b"], "u2": ["a", "c"]})
     catalog = spark.createDataFrame([(i,) for i in "abcd"], f"{S.ITEM_ID} string")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 
@@ -300,3 +301,40 @@ def test_the_share_of_the_correction_kept_is_the_one_that_orders_validation_best
     model.correction = 0.25
     rk.save(model, tmp_path, {})
     assert rk.load(tmp_path).model.correction == 0.25
+
+
+def test_a_damaged_ranker_directory_names_the_file_and_says_retrain(tmp_path: Path) -> None:
+    import json
+    import re
+
+    from shoprec.errors import ShoprecError
+
+    def saved() -> Path:
+        out = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        rk.save(rk.Ranker(8, len(rk.FEATURE_NAMES), (4,)), out, {})
+        return out
+
+    def damaged(file: Path, reason: str) -> AbstractContextManager[pytest.ExceptionInfo[ShoprecError]]:
+        pattern = rf"^{re.escape(str(file))}: damaged ranker \({reason}.*\); retrain with `shoprec train`$"
+        return pytest.raises(ShoprecError, match=pattern)
+
+    bad_json = saved()
+    (bad_json / rk.META_FILE).write_text('{"feature_names": [')
+    with damaged(bad_json / rk.META_FILE, "JSONDecodeError"):
+        rk.load(bad_json)
+    no_shape = saved()
+    meta = json.loads((no_shape / rk.META_FILE).read_text())
+    del meta[rk.RANKER_FILE]["hidden"]
+    (no_shape / rk.META_FILE).write_text(json.dumps(meta))
+    with damaged(no_shape / rk.META_FILE, "KeyError: 'hidden'"):
+        rk.load(no_shape)
+    truncated = saved()
+    data = (truncated / rk.RANKER_FILE).read_bytes()
+    (truncated / rk.RANKER_FILE).write_bytes(data[: len(data) // 2])
+    with damaged(truncated / rk.RANKER_FILE, ""):
+        rk.load(truncated)
+    other_shape = saved()
+    torch.save(rk.Ranker(6, len(rk.FEATURE_NAMES), (4,)).state_dict(), other_shape / rk.RANKER_FILE)
+    with damaged(other_shape / rk.RANKER_FILE, "RuntimeError: Error"):
+        rk.load(other_shape)
+    assert rk.load(saved()).model.dim == 8

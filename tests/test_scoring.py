@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from conftest import small_cfg
@@ -107,6 +107,8 @@ def test_every_serving_user_gets_a_list_per_scenario_and_a_rerun_changes_nothing
     users = delta.read(spark, shop.table("gold_sequences")).where(F.col(S.SPLIT) == S.SERVING).count()
     assert first.users == users and first.candidates >= users * 30
     recs = delta.read(spark, shop.table("recommendations")).where(F.col(S.MODEL) == "shoprec")
+    listed = {r[0]: r[1] for r in recs.groupBy(S.SCENARIO).agg(F.countDistinct(S.USER_KEY)).collect()}
+    assert first.lists == listed, "each scenario's count is the users listed in it"
     for sc in shop.scoring.scenarios:
         lists = (
             recs.where(F.col(S.SCENARIO) == sc.name)
@@ -494,3 +496,26 @@ def test_training_registers_the_model_and_promote_moves_the_champion_only_when_b
         registry.resolve(shop, "models:/scoring-ranker")
     with pytest.raises(ShoprecError, match=r"no model at models:/nobody@champion"):
         registry.resolve(shop, "models:/nobody@champion")
+
+
+def test_merge_lists_counts_the_users_each_scenario_lists(spark: SparkSession, tmp_path: Path) -> None:
+    """A scenario's rules can leave a user without a list: its count is its own, not the users scored."""
+    from shoprec.config import ScenarioConfig, from_dict
+    from shoprec.scoring.job import merge_lists
+    from shoprec.serving.lists import LIST_SCHEMA
+
+    cfg = from_dict({"paths": {"root": str(tmp_path)}})
+
+    def lists(users: list[str]) -> DataFrame:
+        rows: list[tuple[Any, ...]] = [
+            (u, f"i{r}", r, 1.0 / r, "embedding", []) for u in users for r in (1, 2)
+        ]
+        return spark.createDataFrame(rows, LIST_SCHEMA)
+
+    counts = {
+        name: merge_lists(spark, cfg, lists(users), ScenarioConfig(name=name, k=2), "v1", "run-1")
+        for name, users in (("app", ["u1", "u2", "u3"]), ("web", ["u1", "u2"]))
+    }
+    recs = delta.read(spark, cfg.table("recommendations"))
+    stored = {r[0]: r[1] for r in recs.groupBy(S.SCENARIO).agg(F.countDistinct(S.USER_KEY)).collect()}
+    assert counts == stored == {"app": 3, "web": 2}

@@ -3,7 +3,10 @@ processes that stay in sync and learn, checkpoints, MLflow, evaluation of the re
 
 from __future__ import annotations
 
+import re
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -272,7 +275,8 @@ def test_a_killed_training_resumes_from_its_checkpoint(
     assert checkpoints, "no checkpoint before the kill"
     assert not list((tmp_path / "models").glob("*/towers.pt")), "killed before the end: no final model yet"
 
-    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, timeout=600)
+    # -v: the INFO records (the resume among them) on the console, not only in the run's log file
+    done = subprocess.run([*cmd, "-v"], cwd=root, env=env, capture_output=True, timeout=600)
     log = done.stderr.decode()
     assert done.returncode == 0, log[-3000:]
     assert "resuming from ckpt-" in log and "resuming MLflow run" in log
@@ -303,3 +307,101 @@ def test_lora_and_freezing_train_fewer_weights_and_save_a_plain_encoder(tmp_path
         a = model.items(ids["input_ids"], ids["attention_mask"])
         b = loaded.items(ids["input_ids"], ids["attention_mask"])
     torch.testing.assert_close(a, b)
+
+
+def _small_state(width: int = 4) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+    model = torch.nn.Linear(width, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def test_a_checkpoint_that_cannot_be_resumed_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    from shoprec.errors import ShoprecError
+    from shoprec.training.train import _checkpoint, load_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    model, optimizer, scheduler = _small_state()
+    _checkpoint(ckpt, model, optimizer, scheduler, epoch=1, batches_done=3, step=7)
+    resumed = load_checkpoint(ckpt, *_small_state())
+    assert resumed is not None and (resumed.epoch, resumed.batches_done, resumed.global_step) == (1, 3, 7)
+    good = (ckpt / "ckpt-7.pt").read_bytes()
+
+    def refused(reason: str) -> AbstractContextManager[pytest.ExceptionInfo[ShoprecError]]:
+        file = re.escape(str(ckpt / "ckpt-7.pt"))
+        fix = re.escape(f"; delete {ckpt} to start afresh")
+        return pytest.raises(ShoprecError, match=rf"^{file}: unreadable checkpoint \({reason}.*\){fix}$")
+
+    (ckpt / "ckpt-7.pt").write_bytes(good[: len(good) // 2])  # truncated
+    with refused(""):
+        load_checkpoint(ckpt, *_small_state())
+    (ckpt / "ckpt-7.pt").write_bytes(b"not a checkpoint at all")  # corrupted
+    with refused(""):
+        load_checkpoint(ckpt, *_small_state())
+    (ckpt / "ckpt-7.pt").write_bytes(good)
+    with refused("RuntimeError: Error"):  # another model's weights
+        load_checkpoint(ckpt, *_small_state(width=3))
+    state = torch.load(ckpt / "ckpt-7.pt", weights_only=False)
+    del state["scheduler"]
+    torch.save(state, ckpt / "ckpt-7.pt")
+    with refused("no scheduler"):
+        load_checkpoint(ckpt, *_small_state())
+
+    (ckpt / "ckpt-7.pt").write_bytes(good)
+    (ckpt / "ckpt-final.pt").write_bytes(good)  # a name that is not ckpt-<step>.pt
+    stray = re.escape(str(ckpt / "ckpt-final.pt"))
+    with pytest.raises(ShoprecError, match=rf"^{stray}: unreadable checkpoint \(its name is not ckpt-<step>"):
+        load_checkpoint(ckpt, *_small_state())
+
+
+def test_the_single_launcher_reports_a_corrupted_checkpoint_as_one_line(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from shoprec.config import from_dict
+    from shoprec.errors import ShoprecError
+    from shoprec.training import distributed as dist
+    from shoprec.training.train import TrainSpec, train_worker
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "ckpt-4.pt").write_bytes(b"\x80\x04 truncated")
+    training = from_dict({"training": {"launcher": "single", "batch_size": 4}}).training
+    spec = TrainSpec([], 8, str(tiny_model_dir), str(tmp_path / "model"), str(ckpt), training)
+    fix = re.escape(f"; delete {ckpt} to start afresh")
+    with pytest.raises(
+        ShoprecError, match=rf"^{re.escape(str(ckpt))}/ckpt-4\.pt: unreadable checkpoint .*{fix}$"
+    ):
+        dist.launch(train_worker, 1, "single", args=(spec,))
+
+
+def test_a_damaged_retriever_directory_names_the_file_and_says_retrain(tmp_path: Path) -> None:
+    from conftest import build_tiny_bert
+    from shoprec.errors import ShoprecError
+
+    tokenizer, encoder = build_tiny_bert(tmp_path / "src")
+    saved = tmp_path / "saved"
+    tt.save(tt.TwoTower(encoder).eval(), tokenizer, saved, {"steps": 0})
+    good = (saved / tt.TOWERS).read_bytes()
+    (saved / tt.TOWERS).write_bytes(good[: len(good) // 2])
+    towers = re.escape(str(saved / tt.TOWERS))
+    pattern = rf"^{towers}: damaged retriever \(.+\); retrain with `shoprec train`$"
+    with pytest.raises(ShoprecError, match=pattern):
+        tt.load(saved)
+    torch.save({"user_proj": {}}, saved / tt.TOWERS)  # no item tower
+    with pytest.raises(ShoprecError, match=pattern):
+        tt.load(saved)
+    (saved / tt.TOWERS).write_bytes(good)
+    (saved / tt.META).write_text("{")
+    with pytest.raises(ShoprecError, match=rf"^{re.escape(str(saved / tt.META))}: damaged retriever"):
+        tt.load(saved)
+
+
+def test_a_runs_samples_per_second_counts_the_fine_tuning_time_alone() -> None:
+    import dataclasses
+
+    from shoprec.training.job import TrainRun
+    from shoprec.training.train import TrainResult
+
+    results = [TrainResult(0, 5, 300, 9.0), TrainResult(1, 5, 300, 10.0)]
+    run = TrainRun(Path("m"), "run", "sqlite://", results, seconds=60.0, examples=600, train_seconds=10.0)
+    assert run.samples_per_second == 60.0  # as MLflow's samples_per_second: 600 examples in 10 s
+    assert dataclasses.replace(run, train_seconds=0.0).samples_per_second == 0.0

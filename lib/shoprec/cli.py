@@ -9,18 +9,31 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
 
-from shoprec.config import ConfigError, ShoprecConfig, load_config, log_config
+from shoprec import console
+from shoprec.config import ConfigError, ShoprecConfig, config_text, load_config
 from shoprec.errors import ShoprecError
 
 log = logging.getLogger("shoprec")
+
+
+def _date(text: str) -> str:
+    """``--date``: a calendar day, YYYY-MM-DD, checked here so the message names the flag."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ConfigError(f"--date {text!r}: expected a day as YYYY-MM-DD, e.g. 2026-03-01") from None
 
 
 def _print_tables(tables: Sequence[tuple[str, int, str]]) -> None:
@@ -98,7 +111,12 @@ def _run(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> i
     from shoprec.pipeline import run_pipeline
 
     result = run_pipeline(spark, cfg)
-    _print_tables([(t.name, t.rows, t.location) for t in result.tables])
+    # every table in a few lines: the stage lines above said what each stage wrote
+    cells = [f"{t.name} {t.rows:,}" for t in result.tables]
+    lake = os.path.commonpath([t.location for t in result.tables]) if result.tables else ""
+    sys.stdout.write(f"\nDelta tables under {lake} (rows):\n")
+    sys.stdout.write(textwrap.fill(", ".join(cells), width=100, initial_indent="  ", subsequent_indent="  "))
+    sys.stdout.write("\n")
     if result.headline:
         sys.stdout.write(f"\n{result.headline}\n")
     if result.report:
@@ -110,11 +128,15 @@ def _evaluate(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace)
     from shoprec.evaluation.job import evaluate, headline
 
     scored = None
+    extra = {}
     if args.scored:
+        from shoprec.evaluation.baselines import two_tower
         from shoprec.serving.lists import resolve_model
 
         scored = resolve_model(cfg)
-    result = evaluate(spark, cfg, models=args.model or None, run_id=args.run_id, scored=scored)
+        # the champion's own retriever beside its lists: what the ranker adds to it
+        extra["retriever"] = two_tower(str(scored[0]), cfg.training.history_items)
+    result = evaluate(spark, cfg, models=args.model or None, run_id=args.run_id, extra=extra, scored=scored)
     sys.stdout.write(f"evaluation run {result.run_id} -> {cfg.table('eval_metrics')}\n")
     sys.stdout.write(headline(result.metrics, cfg.evaluation.ks, cfg.scoring.model_name) + "\n")
     return 0
@@ -126,7 +148,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scored",
         action="store_true",
-        help="also evaluate the scoring job's lists (the champion), before and after each business rule",
+        help="also evaluate the champion: its retriever, and the scoring job's lists before and after each "
+        "business rule",
     )
 
 
@@ -199,12 +222,19 @@ def _report(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -
         ranker = None
     path = write_report(spark, cfg, run_id=args.run_id, out=args.out, ranker=ranker)
     sys.stdout.write(f"report: {path}\n")
+    if args.screenshot:
+        from shoprec.evaluation.report import screenshot
+
+        sys.stdout.write(f"screenshot: {screenshot(path, Path(args.screenshot))}\n")
     return 0
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", default=None, help="the evaluation run to show (default: the latest)")
     p.add_argument("--out", default=None, help="HTML file to write (default: paths.reports)")
+    p.add_argument(
+        "--screenshot", default=None, metavar="PNG", help="also save the page's first screen (needs chromium)"
+    )
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
@@ -335,29 +365,33 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shoprec`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    console.configure(args.verbose)
     stage = STAGES[args.stage]
     overrides = list(args.overrides)
     if getattr(args, "scale", None) is not None:
         overrides.append(f"generator.scale={args.scale}")
-    if args.date is not None:
-        overrides.append(f"processing_date={args.date}")
+    if args.verbose:
+        overrides.append("spark.log_level=WARN")
     try:
+        if args.date is not None:
+            overrides.append(f"processing_date={_date(args.date)}")
         cfg = load_config(args.env, overrides, args.conf_dir)
     except ConfigError as exc:
         sys.stderr.write(f"shoprec {args.stage}: configuration error: {exc}\n")
         return 2
-    log_config(cfg)
+    log_file, config_file = console.log_to_file(Path(cfg.path("logs")), args.stage, config_text(cfg))
+    log.info("shoprec %s (env %s): configuration in %s", args.stage, cfg.env, config_file)
+    sys.stderr.write(f"shoprec {args.stage} (env {cfg.env}): log {log_file}, configuration {config_file}\n")
     spark = None
     if stage.spark:
         from shoprec.spark import get_spark
 
         spark = get_spark(cfg.spark)
     try:
-        return stage.run(spark, cfg, args)
+        if args.stage == "run":  # the pipeline prints a line per stage itself
+            return stage.run(spark, cfg, args)
+        with console.stage(args.stage):
+            return stage.run(spark, cfg, args)
     except ShoprecError as exc:
         sys.stderr.write(f"shoprec {args.stage}: {exc}\n")
         return 2

@@ -57,6 +57,12 @@ class SparkConfig:
     #: Resolve Delta's jars through Ivy; false on clusters that already have them.
     resolve_delta_jars: bool = True
     ui_enabled: bool = False
+    #: Spark's own log level on the console of a session shoprec builds (``-v``: ``WARN``). Spark's
+    #: warnings at this size are about plans, not about anything a user can act on.
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "ERROR"
+    #: Spark's console progress bar: ``auto`` draws it only on a terminal (not in a log file,
+    #: Airflow's task log or CI), where a long stage would otherwise look stuck.
+    progress_bar: Literal["auto", "on", "off"] = "auto"
     #: Extra ``spark.*`` settings, passed through as they are.
     conf: dict[str, str] = field(default_factory=dict)
 
@@ -72,6 +78,8 @@ class PathsConfig:
     models: str = "${root}/models"
     petastorm_cache: str = "${root}/cache/petastorm"
     reports: str = "${root}/reports"
+    #: Each command's log file and resolved configuration (the console shows only stage lines).
+    logs: str = "${root}/logs"
 
 
 def _default_tables() -> dict[str, str]:
@@ -321,6 +329,9 @@ class EvaluationConfig:
     #: The scoring scenario whose lists are evaluated before and after each business rule (when a
     #: trained ranker is evaluated); unset: the first of ``scoring.scenarios``.
     scored_scenario: str | None = None
+    #: When the learning-to-rank model serves, also measure the lists the torch head would serve
+    #: (same candidates, same rules): the comparison the ranker's choice rests on, on the test split.
+    torch_head: bool = True
     models: tuple[ModelName, ...] = (
         "popularity",
         "category_popularity",
@@ -764,10 +775,11 @@ def load_config(
     return from_dict(merged, str(path))
 
 
+def config_text(cfg: ShoprecConfig) -> str:
+    """The resolved configuration as YAML (it holds no secrets: only their names)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+
+
 def log_config(cfg: ShoprecConfig) -> None:
     """Log the resolved configuration once at job start (it holds no secrets: only their names)."""
-    log.info(
-        "configuration (env=%s):\n%s",
-        cfg.env,
-        yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False),
-    )
+    log.info("configuration (env=%s):\n%s", cfg.env, config_text(cfg))

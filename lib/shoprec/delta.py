@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from shoprec.config import is_table_path
+from shoprec.errors import ShoprecError
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,17 @@ def ensure_table(
 
 
 def add_missing_columns(spark: SparkSession, location: str, schema: StructType) -> list[str]:
-    """Add ``schema``'s nullable columns the table lacks (a table made by an older shoprec)."""
+    """Add ``schema``'s nullable columns the table lacks (a table made by an older shoprec). A
+    missing NOT NULL column cannot be added to rows already there, so the user must start it over."""
     have = set(read(spark, location).columns)
     missing = [f for f in schema.fields if f.name not in have]
     for f in missing:
         if not f.nullable:
-            raise ValueError(f"{location}: cannot add NOT NULL column {f.name} to an existing table")
+            raise ShoprecError(
+                f"{location}: the table lacks NOT NULL column {f.name}, which cannot be added to an existing "
+                "table (it was made by an older shoprec); point its entry under tables: elsewhere, or delete "
+                "the table and re-run the stage that writes it"
+            )
         spark.sql(f"ALTER TABLE {sql_name(location)} ADD COLUMNS (`{f.name}` {f.dataType.simpleString()})")
     return [f.name for f in missing]
 

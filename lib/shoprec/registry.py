@@ -28,6 +28,9 @@ from shoprec.errors import ShoprecError
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+_LATEST = "latest"
+#: What MLflow accepts as an alias name.
+_ALIAS = re.compile(r"[\w-]{1,255}")
 _URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
 
 
@@ -49,8 +52,12 @@ def model_uri(cfg: ShoprecConfig) -> str:
     return cfg.scoring.model_uri or f"models:/{cfg.training.registered_model}@{CHAMPION}"
 
 
-def _not_found(exc: Exception) -> bool:
-    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
+def _missing(exc: Exception) -> bool:
+    """Whether MLflow said the registered model (or version) does not exist: by its error code, the
+    same from a local store and a REST server, never by the wording of its message."""
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    return bool(getattr(exc, "error_code", None) == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST))
 
 
 def register(cfg: ShoprecConfig, run_id: str, artifact_path: str = "model") -> Any:
@@ -62,7 +69,7 @@ def register(cfg: ShoprecConfig, run_id: str, artifact_path: str = "model") -> A
     try:
         c.get_registered_model(name)
     except MlflowException as exc:
-        if not _not_found(exc):
+        if not _missing(exc):
             raise
         c.create_registered_model(
             name, description="shoprec: fine-tuned retriever, its tokenizer and the ranking head"
@@ -85,12 +92,25 @@ def register(cfg: ShoprecConfig, run_id: str, artifact_path: str = "model") -> A
 
 
 def _by_alias(c: Any, name: str, alias: str) -> Any | None:
+    """The version ``alias`` points at; ``None`` when the model or the alias does not exist. Read from
+    the registered model's alias map: MLflow reports a missing alias and a malformed one alike
+    (INVALID_PARAMETER_VALUE), and a malformed one is the user's mistake to hear about."""
     from mlflow.exceptions import MlflowException
 
+    if not _ALIAS.fullmatch(alias):
+        raise ShoprecError(
+            f"registered model alias {alias!r}: an alias is 1 to 255 letters, digits, _ or -; "
+            "fix the alias in scoring.model_uri (e.g. models:/shoprec-ranker@champion)"
+        )
     try:
-        return c.get_model_version_by_alias(name, alias)
+        model = c.get_registered_model(name)
+        if alias.lower() == _LATEST:  # MLflow's reserved alias: the newest version
+            versions = c.search_model_versions(f"name = '{name}'")
+            return max(versions, key=lambda v: int(v.version)) if versions else None
+        version = model.aliases.get(alias)
+        return c.get_model_version(name, version) if version is not None else None
     except MlflowException as exc:
-        if _not_found(exc) or "alias" in str(exc).lower():
+        if _missing(exc):
             return None
         raise
 
@@ -128,7 +148,7 @@ def resolve(cfg: ShoprecConfig, uri: str | None = None) -> tuple[Path, str]:
     try:
         mv = _by_alias(c, name, alias) if alias else c.get_model_version(name, number)
     except MlflowException as exc:
-        if not _not_found(exc):
+        if not _missing(exc):
             raise
         mv = None
     if mv is None:
@@ -188,7 +208,7 @@ def promote(
     try:
         versions = c.search_model_versions(f"name = '{name}'")
     except MlflowException as exc:
-        if not _not_found(exc):
+        if not _missing(exc):
             raise
         versions = []
     if not versions:

@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+LOG4J = Path(__file__).with_name("log4j2.properties")
+
+
+def _progress_bar(cfg: SparkConfig) -> bool:
+    """Spark's console progress bar: on a terminal only, unless configured."""
+    if cfg.progress_bar == "auto":
+        return sys.stderr.isatty()
+    return cfg.progress_bar == "on"
 
 
 def delta_package(cfg: SparkConfig) -> str:
@@ -116,7 +124,10 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Delta's defaults for a single machine: no need to wait on retention checks in tests.
         "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.ui.showConsoleProgress": str(_progress_bar(cfg)).lower(),
     }
+    if local:  # the JVM starts here: its first lines follow shoprec's levels, not Spark's defaults
+        settings["spark.driver.extraJavaOptions"] = f"-Dlog4j.configurationFile={LOG4J}"
     if cfg.resolve_delta_jars:
         jars = _cached_jars(cfg)
         if jars:  # resolved before: use the files, touch no repository
@@ -132,7 +143,7 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
         builder = builder.config(key, value)
     started = time.perf_counter()
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel(cfg.log_level)
     ship_wheel(spark)
     log.info(
         "Spark %s session %s started in %.1fs (master=%s)",

@@ -206,5 +206,8 @@ def spoil_catalog(
                 key = str(src[S.ITEM_ID])
         rows.append(src)
         labels.append((key, defect))
+    labelled = pd.DataFrame(labels, columns=[S.ROW_KEY, S.DEFECT])
+    if not rows:  # a block without defects: pandas warns on concatenating an empty frame
+        return catalog.reset_index(drop=True), labelled
     out = pd.concat([catalog, pd.DataFrame(rows, columns=catalog.columns)], ignore_index=True)
-    return out, pd.DataFrame(labels, columns=[S.ROW_KEY, S.DEFECT])
+    return out, labelled

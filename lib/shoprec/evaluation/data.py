@@ -155,8 +155,8 @@ def _sampled(
             raise ShoprecError(
                 f"evaluation.sampled[{split}].path ({given[0].path}): none of its users is a user of "
                 f"the {split} split. The file's user ids are pseudonymised with the key in force "
-                "now; if ingest ran with another key (SHOPREC_PSEUDONYM_KEY or privacy.key_file), "
-                "use that one, or check the file's user column mapping"
+                f"now; if ingest ran with another key (in ${cfg.privacy.key_env}, privacy.key_env, or "
+                "privacy.databricks_secret), use that one, or check the file's user column mapping"
             )
     else:
         rows = examples.select(

@@ -29,6 +29,7 @@ from shoprec.errors import ShoprecError
 from shoprec.evaluation import data as eval_data
 from shoprec.evaluation import metrics as M
 from shoprec.evaluation.baselines import BASELINES, Builder, Vectors
+from shoprec.evaluation.names import display_names, is_served
 from shoprec.modeling import candidates as C
 from shoprec.modeling import encoder, ltr
 from shoprec.modeling.retrieval import ItemMatrix, score_pairs, top_k
@@ -205,9 +206,19 @@ def scored_scenario(cfg: ShoprecConfig) -> ScenarioConfig:
     return scenarios[name]
 
 
+@dataclass(frozen=True)
+class ScoredView:
+    """What the served lists of a split are made from: its view, the candidates, and the ranker's
+    scores (the rules' input)."""
+
+    view: served.AsOf
+    pool: served.Pool
+    staged: DataFrame
+
+
 def scored_view(
     spark: SparkSession, cfg: ShoprecConfig, data: eval_data.EvalData, model_dir: Path
-) -> tuple[served.Pool, DataFrame]:
+) -> ScoredView:
     """The candidates and the ranker's scores (the rules' input) that ``model_dir`` gives the
     split's users, from the split's past: what ``shoprec score`` computes from the serving state."""
     targets = data.truth.select(S.USER_KEY).distinct()
@@ -224,7 +235,39 @@ def scored_view(
     view = served.AsOf(data.items, data.profiles, data.sequences, data.visible, item_vectors, targets)
     pool = served.user_candidates(spark, cfg, model_dir, view)
     # computed once, kept by this run alone: not in scoring's staging table, which `score` clears
-    return pool, served.score_view(spark, cfg, model_dir, view, pool).localCheckpoint()
+    return ScoredView(view, pool, served.score_view(spark, cfg, model_dir, view, pool).localCheckpoint())
+
+
+def sampled_pool(pool: served.Pool, sampled: DataFrame) -> served.Pool:
+    """The split's sampled candidates as a pool: each pair with the sources that proposed it and
+    their scores and ranks (none for a pair no source proposed), so the ranker scores the given
+    candidates with exactly the features it serves with."""
+    pairs = sampled.select(S.USER_KEY, S.ITEM_ID).distinct()
+    scored = (
+        pairs.join(pool.scored, [S.USER_KEY, S.ITEM_ID], "left")
+        .withColumn(S.SOURCE, F.coalesce(F.col(S.SOURCE), F.lit("")))
+        .select(*pool.scored.columns)
+        .localCheckpoint()
+    )
+    return dataclasses.replace(pool, scored=scored, cands=scored.select(S.USER_KEY, S.ITEM_ID, S.SOURCE))
+
+
+def served_sampled(data: eval_data.EvalData, lists: DataFrame, ks: tuple[int, ...]) -> DataFrame:
+    """Sampled-ranking rows of served lists made from the split's sampled candidates: a candidate's
+    score is its place in the list; one the rules dropped ranks below the list, a dropped positive
+    below every candidate (it was not served)."""
+    ranked = data.sampled.join(lists.select(S.USER_KEY, S.ITEM_ID, S.RANK), [S.USER_KEY, S.ITEM_ID], "left")
+    score = (
+        F.when(F.col(S.RANK).isNotNull(), -F.col(S.RANK).cast("double"))
+        .when(F.col("is_positive"), F.lit(-2e9))
+        .otherwise(F.lit(-1e9))
+    )
+    scored = ranked.select("event", "is_positive", score.alias(S.SCORE))
+    return (
+        M.sampled_metrics(M.positive_rank(scored), ks)
+        .withColumn(S.SLICE, F.lit("all"))
+        .withColumn(S.RANKING, F.lit(data.sampled_label))
+    )
 
 
 def evaluate_scored(
@@ -240,18 +283,50 @@ def evaluate_scored(
 
     The candidates, the ranker and the rules are exactly what ``shoprec score`` runs, fed with the
     split's past (its gold snapshot, the interactions it may see) instead of the serving state, so
-    the held-out positives measure them. One model row per step shows what each rule costs.
+    the held-out positives measure them. One model row per step shows what each rule costs. The
+    same ranker and rules also order each event's sampled candidates (sampled ranking). When the
+    learning-to-rank model serves, the torch head's lists with every rule are measured beside it
+    (``evaluation.torch_head``).
     """
     sc = scored_scenario(cfg)
-    pool, staged = scored_view(spark, cfg, data, model_dir)
-    rows = [candidate_recall(data, pool.scored, version, run_id)]
+    ev = cfg.evaluation
+    sv = scored_view(spark, cfg, data, model_dir)
+    rows = [candidate_recall(data, sv.pool.scored, version, run_id)]
     split_scenario = f"eval:{data.split}"
-    steps = rules.ablation(sc, max(cfg.evaluation.ks))
-    for i, (label, variant) in enumerate(tqdm(steps, desc="rules", unit="step")):
-        model = f"{cfg.scoring.model_name} {i} {label}"  # numbered: tables and plots sort by step
-        lists = served.rerank(staged, variant, pool.item_vectors)
+    given = sampled_pool(sv.pool, data.sampled)
+    # every sampled candidate of a user stays in the list, so a rank exists for each
+    longest = given.cands.groupBy(S.USER_KEY).count().agg(F.max("count")).first()
+    n_sampled = int(longest[0]) if longest and longest[0] is not None else 0
+    heads = ["chosen"]
+    if ev.torch_head and (ltr.model_meta(model_dir) or {}).get("chosen") == "lightgbm":
+        heads.append("torch")
+    staged = {"chosen": sv.staged}
+    given_staged: dict[str, DataFrame] = {}
+    for head in heads:
+        if head not in staged:
+            staged[head] = served.score_view(
+                spark, cfg, model_dir, sv.view, sv.pool, head=head
+            ).localCheckpoint()
+        if n_sampled:
+            given_staged[head] = served.score_view(
+                spark, cfg, model_dir, sv.view, given, head=head
+            ).localCheckpoint()
+    steps = rules.ablation(sc, max(ev.ks))
+    name = cfg.scoring.model_name
+    runs = [(f"{name} {i} {label}", variant, "chosen") for i, (label, variant) in enumerate(steps)]
+    if "torch" in heads:  # the torch head with every rule of the scenario (the last step's variant)
+        runs.append((f"{name} torch head {steps[-1][0]}", steps[-1][1], "torch"))
+    for model, variant, head in tqdm(runs, desc="rules", unit="step", disable=None):
+        lists = served.rerank(staged[head], variant, sv.pool.item_vectors)
         write_recommendations(spark, cfg, lists, model, version, run_id, split_scenario, "")
-        rows.append(list_metrics(spark, cfg, data, model, version, run_id, split_scenario, reference))
+        sampled = None
+        if head in given_staged:
+            whole = dataclasses.replace(variant, k=n_sampled)
+            ordered = served.rerank(given_staged[head], whole, sv.pool.item_vectors)
+            sampled = served_sampled(data, ordered, ev.ks)
+        rows.append(
+            list_metrics(spark, cfg, data, model, version, run_id, split_scenario, reference, sampled)
+        )
     return rows
 
 
@@ -281,7 +356,7 @@ def evaluate(
     names = sorted(names, key=lambda n: n != "encoder")
     all_rows: list[DataFrame] = []
     seconds: dict[str, float] = {}
-    for name in tqdm(names, desc="evaluate", unit="model"):
+    for name in tqdm(names, desc="evaluate", unit="model", disable=None):
         started = time.perf_counter()
         vectors = builders[name](spark, cfg, data)
         vectors = Vectors(
@@ -313,24 +388,29 @@ def evaluate(
 
 def headline(rows: list[dict[str, object]], ks: tuple[int, ...], lead: str = "shoprec") -> str:
     """A plain-text table: one line per model, the main full-ranking and sampled metrics; the lists
-    shoprec serves (models named ``lead ...``) first, in rule order, then the rest best first."""
+    shoprec serves (models named ``lead ...``) first, in rule order, then the rest best first, each
+    by its plain name (:mod:`shoprec.evaluation.names`)."""
     value = {(r[S.MODEL], r[S.RANKING], r[S.METRIC], r[S.K]): r[S.VALUE] for r in rows if r[S.SLICE] == "all"}
 
     def order(model: str) -> tuple[int, float, str]:
-        if model == lead or model.startswith(f"{lead} "):
+        if model == lead or is_served(model, lead):
             return (0, 0.0, model)
         v = value.get((model, "full", "ndcg", ks[0]))
         return (1, -float(v) if isinstance(v, float) else 0.0, model)
 
     models = sorted({str(r[S.MODEL]) for r in rows if r[S.MODEL] != S.CANDIDATES_MODEL}, key=order)
+    plain = display_names(models, lead)
     cols = [("full", "recall", k) for k in ks] + [("full", "ndcg", k) for k in ks] + [("full", "mrr", 0)]
     sampled_label = next((str(r[S.RANKING]) for r in rows if str(r[S.RANKING]).startswith("sampled")), None)
-    if sampled_label:
-        cols += [(sampled_label, "hit_rate", 10), (sampled_label, "ndcg", 10)]
+    if sampled_label:  # at the first cut-off, as the full-ranking columns start
+        cols += [(sampled_label, "hit_rate", ks[0]), (sampled_label, "ndcg", ks[0])]
     cols += [("full", "coverage", max(ks))]
-    names = [(m + "@" + str(k) if k else m) + (" (s)" if rk != "full" else "") for rk, m, k in cols]
-    widths = [max(11, len(n) + 2) for n in names]
-    width = max([20, *(len(m) + 2 for m in models)])
+    short = {"recall": "R", "ndcg": "N", "mrr": "MRR", "hit_rate": "HR", "coverage": "cov"}
+    names = [
+        (short[m] + "@" + str(k) if k else short[m]) + ("(s)" if rk != "full" else "") for rk, m, k in cols
+    ]
+    widths = [max(8, len(n) + 2) for n in names]
+    width = max([20, *(len(plain[m]) + 2 for m in models)])
     head = f"{'model':<{width}}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True))
     lines = [head]
     for model in models:
@@ -338,9 +418,11 @@ def headline(rows: list[dict[str, object]], ks: tuple[int, ...], lead: str = "sh
         for (rk, m, k), w in zip(cols, widths, strict=True):
             v = value.get((model, rk, m, k))
             cells.append(f"{v:>{w}.4f}" if isinstance(v, float) else f"{'-':>{w}}")
-        lines.append(f"{model:<{width}}" + "".join(cells))
+        lines.append(f"{plain[model]:<{width}}" + "".join(cells))
+    legend = "R recall, N NDCG, MRR over the full catalog; cov catalog coverage"
     if sampled_label:
-        lines.append(f"(s) = {sampled_label} ranking")
+        legend += f"; (s) {sampled_label} ranking, HR hit rate"
+    lines.append(legend)
     return "\n".join(lines)
 
 

@@ -58,15 +58,15 @@ def served_measure(spark: SparkSession, cfg: ShoprecConfig) -> Callable[[Path], 
     scenario = dataclasses.replace(scored_scenario(vcfg), k=max(k, 1))
 
     def measure(model_dir: Path) -> float:
-        pool, staged = scored_view(spark, vcfg, data, model_dir)
-        lists = served.rerank(staged, scenario, pool.item_vectors).select(
+        sv = scored_view(spark, vcfg, data, model_dir)
+        lists = served.rerank(sv.staged, scenario, sv.pool.item_vectors).select(
             S.USER_KEY, S.RANK, S.ITEM_ID, S.SCORE
         )
         rows = M.ranking_metrics(lists, truth, [k], [S.SLICE]).where(F.col(S.METRIC) == metric).collect()
         value = float(rows[0][S.VALUE]) if rows else 0.0
         log.info("promotion: %s serves %s = %.4f to %d held-out validation users",
                  model_dir.name, cfg.training.promote_metric, value, users)  # fmt: skip
-        staged.unpersist()
+        sv.staged.unpersist()
         return value
 
     return measure

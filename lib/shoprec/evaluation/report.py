@@ -24,6 +24,7 @@ from shoprec import delta
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
 from shoprec.errors import ShoprecError
+from shoprec.evaluation.names import display_names, is_served, served_model
 
 log = logging.getLogger(__name__)
 STYLE = (
@@ -31,6 +32,7 @@ STYLE = (
     "table{border-collapse:collapse;font-size:12px}"
     "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
     "td.best{font-weight:bold;background:#e8f4e8}img{max-width:100%}.note{color:#555}"
+    ".verdict{font-size:20px;line-height:1.4;margin:0.5em 0}"
 )
 SCORE_SAMPLE = 20_000  # recommendation scores per model drawn for the histograms
 
@@ -64,58 +66,134 @@ def _value(
     return None
 
 
-def _curves(rows: Sequence[dict[str, Any]], models: list[str], ks: list[int]) -> str:
+def _order(rows: Sequence[dict[str, Any]], models: list[str], metric: str, k: int) -> list[str]:
+    """Models best first by ``metric@k`` over all users: every chart reads top to bottom."""
+    return sorted(models, key=lambda m: -(_value(rows, m, "full", "all", metric, k) or 0.0))
+
+
+def _colour(model: str, served: set[str]) -> str:
+    return "tab:green" if model in served else "tab:gray"
+
+
+def _verdict(
+    rows: Sequence[dict[str, Any]], models: list[str], names: dict[str, str], lead: str, k: int
+) -> tuple[str, str | None]:
+    """The first screen: which lists to serve and by how much they win, in one sentence and one
+    chart (the served lists against every baseline at ``k``)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, metric, title in zip(
-        axes, ("recall", "ndcg", "hit_rate"), ("Recall@K", "NDCG@K", "HitRate@K"), strict=True
-    ):
-        for i, model in enumerate(models):
-            ys = [_value(rows, model, "full", "all", metric, k) for k in ks]
-            ax.plot(
-                ks,
-                [y if y is not None else float("nan") for y in ys],
-                marker="o",
-                label=model,
-                color=plt.get_cmap("tab20")(i % 20),  # 20 distinct colours: every model its own
-                linestyle="--" if " " in model else "-",  # the scoring job's steps dashed
+    served = served_model(models, lead)
+    baselines = [m for m in models if not is_served(m, lead)]
+
+    def v(model: str, metric: str) -> float:
+        return _value(rows, model, "full", "all", metric, k) or 0.0
+
+    def gain(a: float, b: float) -> str:
+        return f"{(a / b - 1) * 100:+.0f}%" if b > 0 else "n/a"
+
+    best = max(baselines, key=lambda m: v(m, "ndcg"), default=None)
+    if served is None and best is None:
+        return "<p>No model in this run.</p>", None
+    if served is None:
+        assert best is not None
+        sentence = (
+            f"No trained model in this run: the best baseline is <b>{html.escape(names[best])}</b> "
+            f"(NDCG@{k} {v(best, 'ndcg'):.4f}, Recall@{k} {v(best, 'recall'):.4f})."
+        )
+    elif best is None:
+        sentence = (
+            f"Serve <b>{html.escape(names[served])}</b>: NDCG@{k} {v(served, 'ndcg'):.4f}, "
+            f"Recall@{k} {v(served, 'recall'):.4f} (no baseline in this run)."
+        )
+    else:
+        sn, bn = v(served, "ndcg"), v(best, "ndcg")
+        sr, br = v(served, "recall"), v(best, "recall")
+        wins = sn > bn and sr > br
+        head = (
+            f"Serve <b>{html.escape(names[served])}</b>" if wins else
+            f"<b>{html.escape(names[best])}</b>, a baseline, beats the served lists on at least one measure"
+        )  # fmt: skip
+        sentence = (
+            f"{head}: NDCG@{k} {sn:.4f} against {bn:.4f} for {html.escape(names[best])}, the best baseline "
+            f"({gain(sn, bn)}); Recall@{k} {sr:.4f} against {br:.4f} ({gain(sr, br)})."
+        )
+    shown = ([served] if served else []) + baselines
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(shown) + 1.4), sharey=False)
+    for ax, metric, title in zip(axes, ("ndcg", "recall"), (f"NDCG@{k}", f"Recall@{k}"), strict=True):
+        order = _order(rows, shown, metric, k)
+        ys = [v(m, metric) for m in order]
+        bars = ax.barh([names[m] for m in order], ys, color=[_colour(m, {served or ""}) for m in order])
+        ax.bar_label(bars, fmt="%.4f", fontsize=8, padding=2)
+        ax.set_xlim(0, (max(ys, default=0.0) or 1.0) * 1.22)  # room for the labels
+        ax.invert_yaxis()
+        ax.set_title(f"{title}, full ranking (green: what shoprec serves)", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return f"<p class=verdict>{sentence}</p>", _png(fig)
+
+
+def _dots(rows: Sequence[dict[str, Any]], models: list[str], names: dict[str, str], ks: list[int]) -> str:
+    """Every model at every cut-off: one panel per metric, models sorted best first, one marker
+    per K (a dot plot stays readable with any number of models)."""
+    import matplotlib.pyplot as plt
+
+    metrics = (("recall", "Recall@K"), ("ndcg", "NDCG@K"), ("hit_rate", "HitRate@K"))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 0.42 * len(models) + 1.6))
+    markers = "os^Dv"
+    for ax, (metric, title) in zip(axes, metrics, strict=True):
+        order = _order(rows, models, metric, ks[0])
+        y = list(range(len(order)))
+        for j, k in enumerate(ks):
+            xs = [_value(rows, m, "full", "all", metric, k) for m in order]
+            ax.scatter(
+                [x if x is not None else float("nan") for x in xs],
+                y,
+                marker=markers[j % 5],
+                s=28,
+                label=f"K={k}",
             )
-        ax.set_title(f"{title}, full ranking over the catalog")
-        ax.set_xlabel("K (list length)")
-        ax.set_xticks(ks)
+        ax.set_yticks(y, [names[m] for m in order], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{title}, full ranking", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("mean over test users (higher is better)")
-    axes[-1].legend(fontsize=8)
+    axes[-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
     return _png(fig)
 
 
-def _grouped_bars(
+def _panels(
     rows: Sequence[dict[str, Any]],
     models: list[str],
+    names: dict[str, str],
     groups: list[tuple[str, str]],
     metric: str,
     k: int,
-    title: str,
 ) -> str:
+    """Small multiples: one panel of horizontal bars per slice, models in one order throughout
+    (best first over all users), each value at its bar's end."""
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(max(9.0, 0.9 * len(models)), 4.5))
-    width = 0.8 / max(1, len(groups))
-    x = np.arange(len(models))
-    for i, (slice_, label) in enumerate(groups):
-        ys = [_value(rows, m, "full", slice_, metric, k) or 0.0 for m in models]
-        bars = ax.bar(x + i * width, ys, width, label=label)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks(x + width * (len(groups) - 1) / 2, models, rotation=30, ha="right")
-    ax.set_ylabel(f"{metric}@{k}")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    cols = min(4, len(groups))
+    nrows = -(-len(groups) // cols)
+    order = _order(rows, models, metric, k)
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(4.2 * cols, (0.32 * len(models) + 1.2) * nrows), squeeze=False
+    )
+    for ax, (slice_, label) in zip(axes.flat, groups, strict=False):
+        ys = [_value(rows, m, "full", slice_, metric, k) or 0.0 for m in order]
+        bars = ax.barh(range(len(order)), ys, color="tab:blue")
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+        ax.set_xlim(0, (max(ys, default=0.0) or 1.0) * 1.3)
+        ax.set_yticks(range(len(order)), [names[m] for m in order] if ax in axes[:, 0] else [], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{label}: {metric}@{k}", fontsize=9)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
     return _png(fig)
 
 
-def _beyond(rows: Sequence[dict[str, Any]], models: list[str], k: int) -> str:
+def _beyond(rows: Sequence[dict[str, Any]], models: list[str], names: dict[str, str], k: int) -> str:
     import matplotlib.pyplot as plt
 
     panels = (
@@ -124,23 +202,32 @@ def _beyond(rows: Sequence[dict[str, Any]], models: list[str], k: int) -> str:
         ("novelty", "Novelty (bits: higher = less popular items)"),
         ("exposure_gini", "Exposure Gini (0 even, 1 concentrated)"),
     )
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    order = _order(rows, models, "ndcg", k)
+    fig, axes = plt.subplots(1, 4, figsize=(17, 0.32 * len(models) + 1.4))
     for ax, (metric, title) in zip(axes, panels, strict=True):
-        ys = [_value(rows, m, "full", "all", metric, k) or 0.0 for m in models]
-        bars = ax.barh(models, ys, color="tab:gray")
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ys = [_value(rows, m, "full", "all", metric, k) or 0.0 for m in order]
+        bars = ax.barh(range(len(order)), ys, color="tab:gray")
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+        ax.set_xlim(0, (max(ys, default=0.0) or 1.0) * 1.3)
+        ax.set_yticks(range(len(order)), [names[m] for m in order] if ax is axes[0] else [], fontsize=8)
         ax.set_title(f"{title}\n@{k}", fontsize=9)
         ax.invert_yaxis()
+    fig.tight_layout()
     return _png(fig)
 
 
-def _scores(spark: SparkSession, cfg: ShoprecConfig, models: list[str], scenario: str) -> str | None:
+def _scores(
+    spark: SparkSession, cfg: ShoprecConfig, models: list[str], names: dict[str, str], scenario: str
+) -> str | None:
+    """Each model's score histogram, small multiples four to a row."""
     import matplotlib.pyplot as plt
 
     recs = delta.read(spark, cfg.table("recommendations")).where(F.col(S.SCENARIO) == scenario)
-    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3), squeeze=False)
+    cols = min(4, len(models))
+    nrows = -(-len(models) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.0 * cols, 2.8 * nrows), squeeze=False)
     drawn = False
-    for ax, model in zip(axes[0], models, strict=True):
+    for ax, model in zip(axes.flat, models, strict=False):
         sample = recs.where(F.col(S.MODEL) == model).select(S.RANK, S.SCORE).limit(SCORE_SAMPLE).toPandas()
         if sample.empty:
             ax.set_visible(False)
@@ -149,10 +236,12 @@ def _scores(spark: SparkSession, cfg: ShoprecConfig, models: list[str], scenario
         top = sample[sample[S.RANK] == 1][S.SCORE]
         ax.hist(sample[S.SCORE], bins=40, alpha=0.6, label="all ranks")
         ax.hist(top, bins=40, alpha=0.8, label="rank 1")
-        ax.set_title(model, fontsize=9)
-        ax.set_xlabel("score (model's own scale)")
-    axes[0][0].set_ylabel("recommendations")
-    axes[0][-1].legend(fontsize=7)
+        ax.set_title(names[model], fontsize=8)
+        ax.set_xlabel("score (model's own scale)", fontsize=8)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(models) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
     return _png(fig) if drawn else None
 
 
@@ -172,13 +261,13 @@ def _losses(curves: Sequence[LossCurve]) -> str | None:
     return _png(fig)
 
 
-def _table(rows: Sequence[dict[str, Any]], models: list[str], ks: list[int]) -> str:
+def _table(rows: Sequence[dict[str, Any]], models: list[str], names: dict[str, str], ks: list[int]) -> str:
     sampled = sorted({str(r[S.RANKING]) for r in rows if str(r[S.RANKING]).startswith("sampled")})
     cols: list[tuple[str, str, int]] = [
         ("full", m, k) for m in ("recall", "ndcg", "hit_rate", "precision", "map") for k in ks
     ]
     cols += [("full", "mrr", 0)]
-    cols += [(rk, m, 10) for rk in sampled for m in ("hit_rate", "ndcg")]
+    cols += [(rk, m, k) for rk in sampled for m in ("hit_rate", "ndcg") for k in ks]
     cols += [("full", "coverage", max(ks))]
     head = "".join(
         f"<th>{html.escape(m)}{'@' + str(k) if k else ''}<br><small>{html.escape(rk)}</small></th>"
@@ -195,7 +284,7 @@ def _table(rows: Sequence[dict[str, Any]], models: list[str], ks: list[int]) -> 
             f"<td class={'best' if b else ''}>{v:.4f}</td>" if v is not None else "<td>-</td>"
             for v, b in zip(vals, best, strict=True)
         )
-        body.append(f"<tr><th>{html.escape(model)}</th>{cells}</tr>")
+        body.append(f"<tr><th title='{html.escape(model)}'>{html.escape(names[model])}</th>{cells}</tr>")
     return f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table>"
 
 
@@ -259,23 +348,31 @@ def write_report(
         raise ShoprecError(f"{cfg.table('eval_metrics')}: no rows for run {run_id}")
     reach = [r for r in rows if r[S.MODEL] == S.CANDIDATES_MODEL]
     rows = [r for r in rows if r[S.MODEL] != S.CANDIDATES_MODEL]
-    models = sorted({r[S.MODEL] for r in rows})
     ks = sorted({int(r[S.K]) for r in rows if r[S.METRIC] == "recall"})
+    if not ks:
+        raise ShoprecError(f"{cfg.table('eval_metrics')}: run {run_id} has no full-ranking recall rows")
     split = rows[0][S.SPLIT]
     k_main = 10 if 10 in ks else ks[0]
+    lead = cfg.scoring.model_name
+    names = display_names({str(r[S.MODEL]) for r in rows}, lead)
+    # the table: the served lists first, in rule order, then the baselines best first
+    served = sorted(m for m in names if is_served(m, lead))
+    models = served + _order(rows, [m for m in names if not is_served(m, lead)], "ndcg", k_main)
     cats = sorted({r[S.SLICE] for r in rows if str(r[S.SLICE]).startswith("category=")})
     users = {r[S.MODEL]: r[S.USERS] for r in rows if r[S.SLICE] == "all" and r[S.METRIC] == "recall"}
+    sentence, verdict_png = _verdict(rows, models, names, lead, k_main)
     sections: list[tuple[str, str | None, str]] = [
         (
-            "Ranking quality at every cut-off",
-            _curves(rows, models, ks),
-            "Higher is better. Every catalog item is a candidate.",
+            "Every model at every cut-off",
+            _dots(rows, models, names, ks),
+            "Full ranking: every catalog item is a candidate. Higher is better; best first in each panel.",
         ),
         (
             "Cold and warm items, light and heavy users",
-            _grouped_bars(
+            _panels(
                 rows,
                 models,
+                names,
                 [
                     ("warm_items", "warm items"),
                     ("cold_items", "cold items (no training events)"),
@@ -284,28 +381,27 @@ def write_report(
                 ],
                 "recall",
                 k_main,
-                f"Recall@{k_main} by slice of the held-out events",
             ),
             "Cold items had no interactions before the cut: collaborative models cannot recommend them.",
         ),
-        ("Coverage, diversity, novelty, concentration", _beyond(rows, models, k_main), ""),
+        ("Coverage, diversity, novelty, concentration", _beyond(rows, models, names, k_main), ""),
     ]
     if cats:
         sections.append(
             (
                 "By top-level category of the held-out item",
-                _grouped_bars(
+                _panels(
                     rows,
                     models,
+                    names,
                     [(c, c.removeprefix("category=")) for c in cats[:8]],
                     "recall",
                     k_main,
-                    f"Recall@{k_main} per category",
                 ),
                 "",
             )
         )
-    scores = _scores(spark, cfg, models, f"eval:{split}")
+    scores = _scores(spark, cfg, models, names, f"eval:{split}")
     if scores:
         sections.append(
             (
@@ -329,14 +425,19 @@ def write_report(
             parts.append(f'<img src="{img}" alt="{html.escape(title)}">')
     title = f"shoprec evaluation {html.escape(run_id)}"
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    verdict_img = f'<img src="{verdict_png}" alt="served lists against the baselines">' if verdict_png else ""
+    counted = ", ".join(f"{html.escape(names[m])} {n:,}" for m, n in users.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>{STYLE}</style></head><body>
 <h1>shoprec evaluation</h1>
-<p>Run <code>{html.escape(run_id)}</code> on split <b>{html.escape(str(split))}</b>; generated {when}.
-Users evaluated: {", ".join(f"{html.escape(m)} {n:,}" for m, n in users.items())}.
-Full ranking scores every catalog item; sampled ranking ranks each held-out item against its own negatives
-(labelled with where they came from). Bold: best per column.</p>
-{_table(rows, models, ks)}
+{sentence}
+{verdict_img}
+<p class=note>Run <code>{html.escape(run_id)}</code> on the <b>{html.escape(str(split))}</b> split;
+generated {when}. Full ranking scores every catalog item; sampled ranking ranks each held-out item
+against its own negatives (labelled with where they came from). Bold: best per column.
+Users evaluated: {counted}.</p>
+<h2>All models</h2>
+{_table(rows, models, names, ks)}
 {_reach(reach)}
 {_ranker(ranker)}
 {"".join(parts)}
@@ -346,3 +447,32 @@ Full ranking scores every catalog item; sampled ranking ranks each held-out item
     target.write_text(page, encoding="utf-8")
     log.info("report written: %s", target)
     return target
+
+
+def screenshot(page: Path, png: Path, width: int = 1300, height: int = 1400) -> Path:
+    """The page's first ``height`` pixels as a PNG, rendered by a headless Chromium (Debian's
+    ``chromium``): what a reader sees first, for the README and for checking charts by eye."""
+    import shutil
+    import subprocess
+
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        raise ShoprecError(
+            "no headless Chromium on PATH: install Debian's package `chromium` to take screenshots"
+        )
+    png.parent.mkdir(parents=True, exist_ok=True)
+    png.unlink(missing_ok=True)
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",  # root in a container has no user namespace for Chromium's sandbox
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--window-size={width},{height}",
+        f"--screenshot={png.resolve()}",
+        page.resolve().as_uri(),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    if not png.is_file():
+        raise ShoprecError(f"{browser} wrote no screenshot of {page}: {done.stderr.strip()[-300:]}")
+    return png

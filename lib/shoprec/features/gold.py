@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
-from shoprec.config import FeaturesConfig
+from shoprec.config import ConfigError, FeaturesConfig
 
 PERIOD = "period"
 #: Which periods each split's features may see.
@@ -103,7 +103,10 @@ def time_cuts(cfg: FeaturesConfig, last_event_date: datetime) -> Cuts:
         or (datetime(test.year, test.month, test.day) - timedelta(days=split.valid_days)).date()
     )
     if valid > test:
-        raise ValueError(f"features.split: valid_start {valid} is after test_start {test}")
+        raise ConfigError(
+            f"features.split: valid_start {valid} is after test_start {test}; set valid_start on or before "
+            "test_start, or leave both unset to hold out the last valid_days and test_days"
+        )
     return Cuts(datetime(valid.year, valid.month, valid.day), datetime(test.year, test.month, test.day))
 
 

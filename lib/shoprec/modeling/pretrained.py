@@ -35,6 +35,9 @@ def load_encoder(path: str | Path) -> tuple[Any, Any]:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
 
+    from shoprec.console import quiet_transformers
+
+    quiet_transformers()  # loaded in Spark tasks and ranks too: no progress bar from each
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(f"{path}: no config.json; expected a saved transformers model directory")

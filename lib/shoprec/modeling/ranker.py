@@ -45,6 +45,7 @@ from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.config import ObjectiveWeights
+from shoprec.errors import ShoprecError
 from shoprec.modeling.retrieval import tensor
 
 log = logging.getLogger(__name__)
@@ -484,22 +485,45 @@ def save(model: Ranker, out: Path, meta: dict[str, Any], file: str = RANKER_FILE
 
 def load(path: str | Path, student: bool = False) -> Saved:
     """The ranker (or its distilled student) saved under ``path``, in eval mode on the CPU."""
-    from shoprec.errors import ShoprecError
-
     path = Path(path)
     file = STUDENT_FILE if student else RANKER_FILE
     if not (path / META_FILE).is_file() or not (path / file).is_file():
         raise ShoprecError(
             f"{path}: no {'student ' if student else ''}ranker saved here ({file}, {META_FILE})"
         )
-    meta = json.loads((path / META_FILE).read_text())
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise damaged(path / META_FILE, e) from e
+    if not isinstance(meta, dict):
+        raise damaged(path / META_FILE, f"holds a {type(meta).__name__}, not an object")
     if meta.get("feature_names") != list(FEATURE_NAMES):
         raise ShoprecError(f"{path}: the ranker was trained on other features; retrain it")
-    shape = meta[file]
-    model = Ranker(shape["dim"], shape["n_features"], shape["hidden"], product=shape.get("product", True))
-    model.load_state_dict(torch.load(path / file, map_location="cpu", weights_only=True))
-    model.correction = float(shape.get("correction", 1.0))
+    try:
+        shape = meta[file]
+        model = Ranker(shape["dim"], shape["n_features"], shape["hidden"], product=shape.get("product", True))
+        correction = float(shape.get("correction", 1.0))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # a meta file without this net's shape
+        raise damaged(path / META_FILE, e) from e
+    try:
+        state = torch.load(path / file, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or pickled objects weights_only refuses
+        raise damaged(path / file, e) from e
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:  # another shape, missing or extra weights
+        raise damaged(path / file, e) from e
+    model.correction = correction
     return Saved(model.eval(), meta)
+
+
+def damaged(path: Path, reason: object) -> ShoprecError:
+    """The one-line error for a saved ranker that cannot be loaded: retraining rewrites it whole."""
+    why = str(reason)
+    if isinstance(reason, Exception):
+        lines = why.strip().splitlines()  # load_state_dict lists every key: the first line says enough
+        why = type(reason).__name__ + (f": {lines[0][:200]}" if lines else "")
+    return ShoprecError(f"{path}: damaged ranker ({why}); retrain with `shoprec train`")
 
 
 def param_count(model: torch.nn.Module) -> int:

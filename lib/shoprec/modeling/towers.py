@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from shoprec.errors import ShoprecError
+
 log = logging.getLogger(__name__)
 META = "shoprec_model.json"
 TOWERS = "towers.pt"
@@ -122,7 +124,14 @@ def save(model: TwoTower, tokenizer: Any, path: Path, meta: dict[str, Any]) -> N
 def load_meta(path: str | Path) -> dict[str, Any]:
     """The settings a model directory was trained with (empty for a plain pretrained encoder)."""
     file = Path(path) / META
-    meta: dict[str, Any] = json.loads(file.read_text()) if file.is_file() else {}
+    if not file.is_file():
+        return {}
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise damaged(file, e) from e
+    if not isinstance(meta, dict):
+        raise damaged(file, f"holds a {type(meta).__name__}, not an object")
     return meta
 
 
@@ -135,7 +144,22 @@ def load(path: str | Path) -> tuple[Any, TwoTower, dict[str, Any]]:
     meta = load_meta(path)
     model = TwoTower(encoder, float(meta.get("temperature", 0.05)))
     if (path / TOWERS).is_file():
-        state = torch.load(path / TOWERS, map_location="cpu")
-        model.user_proj.load_state_dict(state["user_proj"])
-        model.item_proj.load_state_dict(state["item_proj"])
+        try:
+            state = torch.load(path / TOWERS, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, not a torch file, or pickled objects weights_only refuses
+            raise damaged(path / TOWERS, e) from e
+        try:
+            model.user_proj.load_state_dict(state["user_proj"])
+            model.item_proj.load_state_dict(state["item_proj"])
+        except (RuntimeError, KeyError, TypeError, AttributeError) as e:  # another shape or a missing tower
+            raise damaged(path / TOWERS, e) from e
     return tokenizer, model.eval(), meta
+
+
+def damaged(path: Path, reason: object) -> ShoprecError:
+    """The one-line error for a saved retriever that cannot be loaded: retraining rewrites it whole."""
+    why = str(reason)
+    if isinstance(reason, Exception):
+        lines = why.strip().splitlines()  # load_state_dict lists every key: the first line says enough
+        why = type(reason).__name__ + (f": {lines[0][:200]}" if lines else "")
+    return ShoprecError(f"{path}: damaged retriever ({why}); retrain with `shoprec train`")

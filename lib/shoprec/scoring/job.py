@@ -51,7 +51,7 @@ class ScoreResult:
     model_dir: Path
     users: int = 0
     candidates: int = 0
-    lists: dict[str, int] = field(default_factory=dict)
+    lists: dict[str, int] = field(default_factory=dict)  # scenario → users given a list by this run
     embedded_items: int = 0
     seconds: float = 0.0
     scoring_seconds: float = 0.0
@@ -106,9 +106,11 @@ def merge_lists(
     scenario: ScenarioConfig,
     version: str,
     run_id: str,
-) -> None:
-    """Replace each listed user's ``scenario`` list atomically (one MERGE), unchanged rows kept."""
+) -> int:
+    """Replace each listed user's ``scenario`` list atomically (one MERGE), unchanged rows kept.
+    Returns how many users got a list: a scenario's rules can leave a user without one."""
     location = ensure_recommendations(spark, cfg)
+    lists = lists.localCheckpoint()  # re-ranked once: counted here, then merged
     model = cfg.scoring.model_name
     stored = (
         delta.read(spark, location)
@@ -119,6 +121,7 @@ def merge_lists(
     longest = max(scenario.k, int(stored[0]) if stored and stored[0] is not None else 0)
     ranks = spark.range(1, longest + 1).select(F.col("id").cast("int").alias(S.RANK))
     users = lists.select(S.USER_KEY).distinct()
+    listed = users.count()
     source = (
         users.crossJoin(F.broadcast(ranks))
         .join(lists, [S.USER_KEY, S.RANK], "left")
@@ -152,6 +155,7 @@ def merge_lists(
         .whenNotMatchedInsertAll(f"s.{S.ITEM_ID} IS NOT NULL")
         .execute()
     )
+    return listed
 
 
 def stage(spark: SparkSession, cfg: ShoprecConfig, scored: DataFrame, run_id: str) -> DataFrame:
@@ -200,8 +204,7 @@ def score(
     result.scoring_seconds = time.perf_counter() - t0
     for sc in cfg.scoring.scenarios:
         lists = rerank(staged, sc, pool.item_vectors)
-        merge_lists(spark, cfg, lists, sc, version, run_id)
-        result.lists[sc.name] = result.users
+        result.lists[sc.name] = merge_lists(spark, cfg, lists, sc, version, run_id)
     # keep only this run's staged candidates (the table is a work area, not a history)
     delta.for_location(spark, cfg.table("score_candidates")).delete(F.col(S.RUN_ID) != run_id)
     if loads is not None:

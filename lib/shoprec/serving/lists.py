@@ -242,15 +242,17 @@ def score_view(
     view: AsOf,
     pool: Pool,
     loads: Any = None,
+    head: str = "chosen",
 ) -> DataFrame:
     """The ranker's scores and the rules' inputs for every candidate of ``view``: the
-    learning-to-rank model's where training kept it, else the torch head's."""
+    learning-to-rank model's where training kept it, else the torch head's (``head="torch"``:
+    the torch head's always, which evaluation measures beside the model that serves)."""
     purchases = (
         view.interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
     )
     ranker_dir = model_dir / rk.RANKER_DIR
     meta = ltr.model_meta(model_dir) or {}
-    if meta.get("chosen") == "lightgbm":
+    if meta.get("chosen") == "lightgbm" and head != "torch":
         return ltr_candidates(pool, view, purchases, ranker_dir, meta)
     return score_candidates(
         spark,

@@ -66,6 +66,9 @@ def make_reader(
     """
     from petastorm import make_batch_reader
 
+    from shoprec.console import quiet_petastorm
+
+    quiet_petastorm()  # in each rank: its warnings are about pyarrow's API, not the user's data
     return make_batch_reader(
         list(files),
         schema_fields=list(fields) if fields else None,

@@ -2,7 +2,7 @@
 
 Tokenising once in Spark (a pandas UDF with the model's fast tokenizer) rather than in every
 training process: the trainers then only copy fixed-length integer arrays into tensors, and the
-same tokens serve every epoch and every restart. ``bench/loader.py`` measures both ways.
+same tokens serve every epoch and every restart. ``bench/training.py`` measures both ways.
 
 Each row: the user text ("recently: <titles of the last N items, newest first>"), the positive
 item's text, the item's dense index (to mask in-batch duplicates), and log q(item), the item's

@@ -43,6 +43,8 @@ from shoprec.training.prepare import (
 )
 
 log = logging.getLogger(__name__)
+#: What a checkpoint holds (``_checkpoint`` writes them all).
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "batches_done", "global_step")
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,30 @@ def _device(cfg: TrainingConfig) -> torch.device:
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
+def _unreadable(path: Path, reason: object) -> ShoprecError:
+    """The one-line error for a checkpoint a run cannot resume from: the user's fix is a fresh start."""
+    why = str(reason)
+    if isinstance(reason, Exception):
+        lines = why.strip().splitlines()  # load_state_dict lists every key: the first line says enough
+        why = type(reason).__name__ + (f": {lines[0][:200]}" if lines else "")
+    return ShoprecError(f"{path}: unreadable checkpoint ({why}); delete {path.parent} to start afresh")
+
+
+def _checkpoints(directory: Path) -> list[Path]:
+    """The checkpoints in ``directory``, oldest step first; a ``ckpt-*.pt`` that is not ours is an error
+    (guessing its step could resume from the wrong one)."""
+
+    def step(path: Path) -> int:
+        number = path.stem.removeprefix("ckpt-")
+        if not (number.isascii() and number.isdigit()):
+            raise _unreadable(path, "its name is not ckpt-<step>.pt")
+        return int(number)
+
+    return sorted(directory.glob("ckpt-*.pt"), key=step)
+
+
 def _latest_checkpoint(directory: Path) -> Path | None:
-    found = sorted(directory.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    found = _checkpoints(directory)
     return found[-1] if found else None
 
 
@@ -88,8 +112,44 @@ def _save_checkpoint(directory: Path, state: dict[str, Any], step: int, keep: in
     tmp = directory / f".ckpt-{step}.tmp"
     torch.save(state, tmp)
     tmp.rename(directory / f"ckpt-{step}.pt")  # atomic: a kill never leaves a half-written checkpoint
-    for old in sorted(directory.glob("ckpt-*.pt"), key=lambda p: int(p.stem.split("-")[1]))[:-keep]:
+    for old in _checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a restarted run picks up, from the checkpoint it loaded."""
+
+    path: Path
+    epoch: int
+    batches_done: int
+    global_step: int
+
+
+def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> Resume | None:
+    """Load the newest checkpoint in ``directory`` into the model, optimizer and scheduler (``None``:
+    there is none). A damaged or foreign one is a :class:`ShoprecError` naming it: resuming from
+    part of a state would train on silently wrong weights or schedule."""
+    latest = _latest_checkpoint(directory)
+    if latest is None:
+        return None
+    try:
+        state = torch.load(latest, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated zip, a bad pickle, an unreadable file: all mean the same here
+        raise _unreadable(latest, e) from e
+    if not isinstance(state, dict):
+        raise _unreadable(latest, f"holds a {type(state).__name__}, not a checkpoint")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise _unreadable(latest, f"no {', '.join(missing)}")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        resume = Resume(latest, int(state["epoch"]), int(state["batches_done"]), int(state["global_step"]))
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:  # another model's state
+        raise _unreadable(latest, e) from e
+    return resume
 
 
 def _build(spec: TrainSpec, device: torch.device) -> tuple[Any, tt.TwoTower]:
@@ -130,17 +190,17 @@ def train_worker(spec: TrainSpec) -> TrainResult:
 
     ckpt_dir = Path(spec.checkpoints)
     start_epoch, skip, global_step, resumed = 0, 0, 0, None
-    latest = _latest_checkpoint(ckpt_dir)
-    if latest is not None:
-        state = torch.load(latest, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, skip, global_step = state["epoch"], state["batches_done"], state["global_step"]
+    loaded = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
+    if loaded is not None:
+        start_epoch, skip, global_step = loaded.epoch, loaded.batches_done, loaded.global_step
         resumed = global_step
         if rank == 0:
             log.info(
-                "resuming from %s: epoch %d, batch %d, step %d", latest.name, start_epoch, skip, global_step
+                "resuming from %s: epoch %d, batch %d, step %d",
+                loaded.path.name,
+                start_epoch,
+                skip,
+                global_step,
             )
     dist.broadcast_state(model, optimizer)
     optimizer = dist.distributed_optimizer(optimizer, model)
@@ -154,7 +214,7 @@ def train_worker(spec: TrainSpec) -> TrainResult:
     if rank == 0:
         from tqdm import tqdm
 
-        progress = tqdm(total=total, initial=global_step, desc="fine-tune", unit="step")
+        progress = tqdm(total=total, initial=global_step, desc="fine-tune", unit="step", disable=None)
     done = global_step >= total
     for epoch in range(start_epoch, cfg.epochs):
         if done:
