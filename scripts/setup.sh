@@ -84,4 +84,14 @@ if [ ! -f "$af_env/.complete" ]; then
   touch "$af_env/.complete"
 fi
 ln -sfn "$af_env" "$here/.airflow-venv"
+
+# 7. A headless Chromium (Debian's package) renders the report for its screenshot and its test.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian's chromium (the report's screenshot)"
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    log "no chromium on PATH: the report's screenshot (and its test) need Debian's package chromium"
+  fi
+fi
 log "ready: $here/.venv -> $env, $here/.airflow-venv -> $af_env"

@@ -103,6 +103,8 @@ def quiet_libraries(verbose: bool = False) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if not verbose:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # MLflow installs its own INFO handler on import ("Creating initial MLflow database tables")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # fsspec, urllib3 and matplotlib's font manager log their internals at INFO/DEBUG.
     for name in ("urllib3", "fsspec", "filelock", "matplotlib", "PIL"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -113,6 +115,9 @@ def quiet_petastorm() -> None:
     """Petastorm 0.13 uses pyarrow's legacy dataset API, and pyarrow says so with a FutureWarning
     from every rank at every read: the lane without Petastorm is the fix, not the user's job."""
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm")
+    # Petastorm's torch loader hands read-only numpy arrays to torch, which says so once per rank;
+    # the batches are never written to
+    warnings.filterwarnings("ignore", category=UserWarning, message=r"The given NumPy array is not writable")
     warnings.filterwarnings(
         "ignore", category=FutureWarning, message=r".*pyarrow\.(parquet\.)?ParquetDataset"
     )

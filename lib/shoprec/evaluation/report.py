@@ -71,6 +71,13 @@ def _order(rows: Sequence[dict[str, Any]], models: list[str], metric: str, k: in
     return sorted(models, key=lambda m: -(_value(rows, m, "full", "all", metric, k) or 0.0))
 
 
+def _wrap(name: str, width: int = 32) -> str:
+    """A long model name over two or three lines, so the chart keeps its width for the bars."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(name, width)) or name
+
+
 def _colour(model: str, served: set[str]) -> str:
     return "tab:green" if model in served else "tab:gray"
 
@@ -117,17 +124,18 @@ def _verdict(
             f"{head}: NDCG@{k} {sn:.4f} against {bn:.4f} for {html.escape(names[best])}, the best baseline "
             f"({gain(sn, bn)}); Recall@{k} {sr:.4f} against {br:.4f} ({gain(sr, br)})."
         )
-    shown = ([served] if served else []) + baselines
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(shown) + 1.4), sharey=False)
+    shown = _order(rows, ([served] if served else []) + baselines, "ndcg", k)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.5 * len(shown) + 1.4), sharey=True)
+    y = list(range(len(shown)))
     for ax, metric, title in zip(axes, ("ndcg", "recall"), (f"NDCG@{k}", f"Recall@{k}"), strict=True):
-        order = _order(rows, shown, metric, k)
-        ys = [v(m, metric) for m in order]
-        bars = ax.barh([names[m] for m in order], ys, color=[_colour(m, {served or ""}) for m in order])
+        ys = [v(m, metric) for m in shown]
+        bars = ax.barh(y, ys, color=[_colour(m, {served or ""}) for m in shown])
         ax.bar_label(bars, fmt="%.4f", fontsize=8, padding=2)
         ax.set_xlim(0, (max(ys, default=0.0) or 1.0) * 1.22)  # room for the labels
-        ax.invert_yaxis()
         ax.set_title(f"{title}, full ranking (green: what shoprec serves)", fontsize=10)
         ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, [_wrap(names[m]) for m in shown], fontsize=9)
+    axes[0].invert_yaxis()
     fig.tight_layout()
     return f"<p class=verdict>{sentence}</p>", _png(fig)
 
@@ -152,7 +160,7 @@ def _dots(rows: Sequence[dict[str, Any]], models: list[str], names: dict[str, st
                 s=28,
                 label=f"K={k}",
             )
-        ax.set_yticks(y, [names[m] for m in order], fontsize=8)
+        ax.set_yticks(y, [_wrap(names[m], 28) for m in order], fontsize=7)
         ax.invert_yaxis()
         ax.set_title(f"{title}, full ranking", fontsize=10)
         ax.grid(alpha=0.3)
@@ -184,7 +192,9 @@ def _panels(
         bars = ax.barh(range(len(order)), ys, color="tab:blue")
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
         ax.set_xlim(0, (max(ys, default=0.0) or 1.0) * 1.3)
-        ax.set_yticks(range(len(order)), [names[m] for m in order] if ax in axes[:, 0] else [], fontsize=8)
+        ax.set_yticks(
+            range(len(order)), [_wrap(names[m], 28) for m in order] if ax in axes[:, 0] else [], fontsize=8
+        )
         ax.invert_yaxis()
         ax.set_title(f"{label}: {metric}@{k}", fontsize=9)
     for ax in list(axes.flat)[len(groups) :]:
@@ -209,7 +219,9 @@ def _beyond(rows: Sequence[dict[str, Any]], models: list[str], names: dict[str, 
         bars = ax.barh(range(len(order)), ys, color="tab:gray")
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
         ax.set_xlim(0, (max(ys, default=0.0) or 1.0) * 1.3)
-        ax.set_yticks(range(len(order)), [names[m] for m in order] if ax is axes[0] else [], fontsize=8)
+        ax.set_yticks(
+            range(len(order)), [_wrap(names[m], 28) for m in order] if ax is axes[0] else [], fontsize=8
+        )
         ax.set_title(f"{title}\n@{k}", fontsize=9)
         ax.invert_yaxis()
     fig.tight_layout()
@@ -426,7 +438,12 @@ def write_report(
     title = f"shoprec evaluation {html.escape(run_id)}"
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     verdict_img = f'<img src="{verdict_png}" alt="served lists against the baselines">' if verdict_png else ""
-    counted = ", ".join(f"{html.escape(names[m])} {n:,}" for m, n in users.items())
+    counts = set(users.values())
+    counted = (
+        f"{counts.pop():,} for every model"
+        if len(counts) == 1
+        else ", ".join(f"{html.escape(names[m])} {n:,}" for m, n in users.items())
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>{STYLE}</style></head><body>
 <h1>shoprec evaluation</h1>

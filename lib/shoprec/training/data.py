@@ -69,7 +69,7 @@ def make_reader(
     from shoprec.console import quiet_petastorm
 
     quiet_petastorm()  # in each rank: its warnings are about pyarrow's API, not the user's data
-    return make_batch_reader(
+    reader = make_batch_reader(
         list(files),
         schema_fields=list(fields) if fields else None,
         cur_shard=shard,
@@ -79,6 +79,13 @@ def make_reader(
         seed=seed,
         reader_pool_type="dummy",
     )
+    from petastorm.local_disk_cache import LocalDiskCache
+
+    if not isinstance(reader.cache, LocalDiskCache):
+        # Petastorm prints "Cache cleanup complete." to stdout when a reader closes, from every
+        # rank at every epoch, even with no cache to clean: nothing to clean, nothing to say
+        reader.cleanup_cache = lambda: None
+    return reader
 
 
 def make_loader(reader: Any, batch_size: int) -> Any:
