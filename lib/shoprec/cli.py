@@ -417,7 +417,11 @@ _WRITER = {
     "recommendations": "evaluate",
     "eval": "evaluate",
 }
-_MISSING = re.compile(r"`?([^`\s]+)`? is not a Delta table|Path does not exist: (\S+)")
+#: Spark's and Delta's "no table here": by path (``is not a Delta table``, ``Path does not exist``)
+#: and Delta's error class for a location that holds no table (``DELTA_TABLE_NOT_FOUND``).
+_MISSING = re.compile(
+    r"`?([^`\s]+)`? is not a Delta table|Path does not exist: (\S+)|Delta table `([^`]+)` doesn't exist"
+)
 
 
 def missing_table(cfg: ShoprecConfig, exc: BaseException) -> str | None:

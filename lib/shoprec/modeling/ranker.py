@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from shoprec import errors
 from shoprec import schemas as S
 from shoprec.config import ObjectiveWeights
 from shoprec.errors import ShoprecError
@@ -519,10 +520,7 @@ def load(path: str | Path, student: bool = False) -> Saved:
 
 def damaged(path: Path, reason: object) -> ShoprecError:
     """The one-line error for a saved ranker that cannot be loaded: retraining rewrites it whole."""
-    why = str(reason)
-    if isinstance(reason, Exception):
-        lines = why.strip().splitlines()  # load_state_dict lists every key: the first line says enough
-        why = type(reason).__name__ + (f": {lines[0][:200]}" if lines else "")
+    why = errors.reason(reason)
     return ShoprecError(f"{path}: damaged ranker ({why}); retrain with `shoprec train`")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from shoprec import errors
 from shoprec.errors import ShoprecError
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,5 @@ def load(path: str | Path) -> tuple[Any, TwoTower, dict[str, Any]]:
 
 def damaged(path: Path, reason: object) -> ShoprecError:
     """The one-line error for a saved retriever that cannot be loaded: retraining rewrites it whole."""
-    why = str(reason)
-    if isinstance(reason, Exception):
-        lines = why.strip().splitlines()  # load_state_dict lists every key: the first line says enough
-        why = type(reason).__name__ + (f": {lines[0][:200]}" if lines else "")
+    why = errors.reason(reason)
     return ShoprecError(f"{path}: damaged retriever ({why}); retrain with `shoprec train`")

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from shoprec import errors
 from shoprec.config import TrainingConfig
 from shoprec.errors import ShoprecError
 from shoprec.modeling import towers as tt
@@ -82,10 +83,7 @@ def _device(cfg: TrainingConfig) -> torch.device:
 
 def _unreadable(path: Path, reason: object) -> ShoprecError:
     """The one-line error for a checkpoint a run cannot resume from: the user's fix is a fresh start."""
-    why = str(reason)
-    if isinstance(reason, Exception):
-        lines = why.strip().splitlines()  # load_state_dict lists every key: the first line says enough
-        why = type(reason).__name__ + (f": {lines[0][:200]}" if lines else "")
+    why = errors.reason(reason)
     return ShoprecError(f"{path}: unreadable checkpoint ({why}); delete {path.parent} to start afresh")
 
 
