@@ -46,3 +46,21 @@ def test_a_report_of_an_evaluation_that_never_ran(
 ) -> None:
     assert main(["report", "--set", f"paths.root={tmp_path}"]) == 2
     _one_line(capsys, "report", "eval_metrics")
+
+
+def test_an_evaluation_of_a_split_that_is_empty(
+    spark: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Gold tables that exist but hold no rows of the split (features never ran on any data)."""
+    from pyspark.sql import SparkSession
+
+    from shoprec import delta
+    from shoprec.config import load_config
+    from shoprec.features.job import GOLD_TABLES
+
+    assert isinstance(spark, SparkSession)
+    cfg = load_config("local", [f"paths.root={tmp_path}"])
+    for name, (schema, parts) in GOLD_TABLES.items():
+        delta.ensure_table(spark, cfg.table(name), schema, parts)
+    assert main(["evaluate", "--set", f"paths.root={tmp_path}"]) == 2
+    _one_line(capsys, "evaluate", "gold/item_features", "no 'test' split", "shoprec features")

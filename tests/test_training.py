@@ -275,6 +275,15 @@ def test_a_killed_training_resumes_from_its_checkpoint(
     assert checkpoints, "no checkpoint before the kill"
     assert not list((tmp_path / "models").glob("*/towers.pt")), "killed before the end: no final model yet"
 
+    # a checkpoint that cannot be read stops the resume with one line naming it, exit code 2
+    bad = checkpoints[0].parent / "ckpt-999999.pt"
+    bad.write_bytes(b"not a checkpoint")
+    refused = subprocess.run(cmd, cwd=root, env=env, capture_output=True, timeout=600)
+    err = refused.stderr.decode()
+    assert refused.returncode == 2 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("shoprec train: ") and "unreadable checkpoint" in last and bad.name in last, last
+    bad.unlink()
     # -v: the INFO records (the resume among them) on the console, not only in the run's log file
     done = subprocess.run([*cmd, "-v"], cwd=root, env=env, capture_output=True, timeout=600)
     log = done.stderr.decode()
