@@ -62,7 +62,6 @@ def configure(verbose: bool = False) -> None:
 
 
 def _console_mode(handler: logging.Handler, verbose: bool) -> None:
-    handler.filters.clear()
     if verbose:
         handler.setFormatter(logging.Formatter(FILE_FORMAT))
     else:

@@ -14,6 +14,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from shoprec import console, delta
+from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
 from shoprec.datagen.job import generate
 from shoprec.errors import ShoprecError
@@ -129,7 +130,7 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
     if cfg.evaluation.models or extra:
         with console.stage("evaluate") as st:
             result = evaluate(spark, cfg, extra=extra, scored=scored)
-            models = {str(r["model"]) for r in result.metrics}
+            models = {str(r[S.MODEL]) for r in result.metrics if r[S.MODEL] != S.CANDIDATES_MODEL}
             st.summary = f"{len(models)} models on the {cfg.evaluation.split} split, run {result.run_id}"
         headline = job_headline(result.metrics, cfg.evaluation.ks, cfg.scoring.model_name)
         ranker = ltr.model_meta(scored[0]) if scored is not None else None

@@ -78,8 +78,8 @@ def _wrap(name: str, width: int = 32) -> str:
     return "\n".join(textwrap.wrap(name, width)) or name
 
 
-def _colour(model: str, served: set[str]) -> str:
-    return "tab:green" if model in served else "tab:gray"
+def _colour(model: str, served: str | None) -> str:
+    return "tab:green" if model == served else "tab:gray"
 
 
 def _verdict(
@@ -129,7 +129,7 @@ def _verdict(
     y = list(range(len(shown)))
     for ax, metric, title in zip(axes, ("ndcg", "recall"), (f"NDCG@{k}", f"Recall@{k}"), strict=True):
         ys = [v(m, metric) for m in shown]
-        bars = ax.barh(y, ys, color=[_colour(m, {served or ""}) for m in shown])
+        bars = ax.barh(y, ys, color=[_colour(m, served) for m in shown])
         ax.bar_label(bars, fmt="%.4f", fontsize=8, padding=2)
         ax.set_xlim(0, (max(ys, default=0.0) or 1.0) * 1.22)  # room for the labels
         ax.set_title(f"{title}, full ranking (green: what shoprec serves)", fontsize=10)
