@@ -62,6 +62,39 @@ def test_cooc_scores_decay_with_recency_and_name_the_last_item(spark: SparkSessi
     assert got["w"][ltr.COOC_SUM] == 0.25 and got["w"][ltr.COOC_LAST] == 0.25
 
 
+@pytest.mark.spark
+def test_catalog_links_score_forward_per_kind_backward_and_decay_with_recency(spark: SparkSession) -> None:
+    """The catalog's complements and substitutes of the user's recent items: forward links per
+    kind (decayed by how recent the linking item is, the newest flagged), backward links apart,
+    and links to items the catalog lacks dropped."""
+    items = spark.createDataFrame(
+        [
+            ("x", ["z", "gone"], []),  # x's page names z, and an item the catalog lacks
+            ("y", ["z"], ["w"]),  # y (the newest) names z as a complement, w as a substitute
+            ("z", [], []),
+            ("w", [], []),
+            ("v", ["y"], None),  # v names y: a backward link for the user of y
+        ],
+        f"{S.ITEM_ID} string, {S.COMPLEMENTS} array<string>, {S.SUBSTITUTES} array<string>",
+    )
+    linked = ltr.links(items)
+    assert sorted(tuple(r) for r in linked.select(S.ITEM_ID, "other", "relation").collect()) == [
+        ("v", "y", S.COMPLEMENTS),
+        ("x", "z", S.COMPLEMENTS),
+        ("y", "w", S.SUBSTITUTES),
+        ("y", "z", S.COMPLEMENTS),
+    ]
+    recent = ltr.recent_items(_interactions(spark, [("u", "x", 0), ("u", "y", 1)]), 5)
+    got = {r[S.ITEM_ID]: r for r in ltr.related_scores(recent, linked, decay=0.5).collect()}
+    assert set(got) == {"z", "w", "v"}
+    z, w, v = got["z"], got["w"], got["v"]
+    assert z[ltr.COMPLEMENT_SUM] == pytest.approx(1.0 + 0.5) and z[ltr.COMPLEMENT_LAST] == 1.0
+    assert z[ltr.SUBSTITUTE_SUM] == 0.0 and z[ltr.RELATED_BACK] == 0.0
+    assert z[ltr.RELATED_SCORE] == pytest.approx(1.5)
+    assert w[ltr.SUBSTITUTE_SUM] == 1.0 and w[ltr.SUBSTITUTE_LAST] == 1.0 and w[ltr.COMPLEMENT_SUM] == 0.0
+    assert v[ltr.RELATED_BACK] == 1.0 and v[ltr.RELATED_SCORE] == 0.0
+
+
 def _lists(n_users: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[type-arg]
     """Lists whose one positive has the highest feature 0 (plus noise in feature 1)."""
     rng = np.random.default_rng(seed)
@@ -133,7 +166,7 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     """The whole path: lists at the validation cut, LambdaRank, the choice recorded beside the head,
     and `score` ordering every candidate source's items with it; a re-run changes nothing."""
     from shoprec import delta
-    from shoprec.modeling.candidates import COOCCURRENCE, SOURCES
+    from shoprec.modeling.candidates import COOCCURRENCE, SEQUENCE, SOURCES
     from shoprec.scoring.job import score
     from shoprec.training.job import train
 
@@ -174,11 +207,23 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     x = np.stack(list(pdf[rk.FEATURES]))
     had = x[:, ltr.feature_names(SOURCES).index(ltr.USER_ITEM_POSITIVE)] == 1.0
     assert had.any() and (pdf[LABEL].to_numpy()[had] == 0).all() and pdf[LABEL].sum() > 0
+    # pairs no source proposed join the fitted lists only (the held-out ones stay what serving
+    # orders), the drawn items labelled 0 and the positives the candidates missed labelled 1
+    outside = pdf[S.SOURCE] == ""
+    assert outside.any() and not (outside & pdf[ltr.HELD]).any()
+    assert (x[outside.to_numpy(), ltr.feature_names(SOURCES).index(ltr.N_SOURCES)] == 0).all()
+    assert pdf.loc[outside, LABEL].sum() > 0 and (pdf.loc[outside, LABEL] == 0).sum() > 0
+    assert meta["outside_rows"] > 0
     loads = spark.sparkContext.accumulator(0)
     score(spark, cfg, loads=loads)
     assert loads.value == 0, "the torch head's UDF did not run: LightGBM ordered the candidates"
     staged = delta.read(spark, cfg.table("score_candidates"))
     assert staged.where(F.col(S.SOURCE).contains(COOCCURRENCE)).count() > 0
+    # the sequence retriever trained with the model proposes candidates and scores every pair
+    assert (trained.model_dir / "sequence" / "sequence.pt").is_file()
+    assert staged.where(F.col(S.SOURCE).contains(SEQUENCE)).count() > 0
+    seq_dot = x[:, ltr.feature_names(SOURCES).index(ltr.SEQUENCE_DOT)]
+    assert np.isfinite(seq_dot).mean() > 0.9
     serving = delta.read(spark, cfg.table("gold_sequences")).where(F.col(S.SPLIT) == S.SERVING).count()
     recs = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
     for sc in cfg.scoring.scenarios:

@@ -54,3 +54,26 @@ def test_sequence_retriever_places_items_it_never_trained_on_by_their_text() -> 
     top = set((np.argsort(-scores[0])[:per] + 1).tolist())
     assert 3 * per + 1 in top, (top, record)  # the unseen item of group 3, placed by its text
     assert top <= set(range(3 * per + 1, 4 * per + 1)), top
+
+
+def test_left_padded_users_get_their_own_vectors_at_inference() -> None:
+    """At inference torch takes a faster attention path; with a padding row that could attend to
+    nothing it returned NaN, spread over the real positions, and every user shorter than
+    ``max_len`` got one and the same vector (SASRec on Office 2014 ranked like popularity). The
+    inference output must equal the training path's (dropout off) and differ per user."""
+    import torch
+
+    torch.manual_seed(0)
+    model = sr.SASRec(50, sr.SasrecSpec(dropout=0.0, layers=2))
+    seq = torch.tensor([[0, 0, 5, 6, 7], [0, 1, 2, 3, 4], [1, 2, 3, 4, 8]])
+    model.eval()
+    with torch.inference_mode():
+        served = model(seq)
+    model.train()
+    with torch.no_grad():
+        trained = model(seq)
+    assert not torch.isnan(served).any()
+    assert torch.allclose(served, trained, atol=1e-4)
+    assert (served[0, -1] - served[1, -1]).abs().max() > 1e-3
+    vectors = sr.encode(model, [np.array([5, 6, 7]), np.array([1, 2, 3, 4])])
+    assert np.abs(vectors[0] - vectors[1]).max() > 1e-3

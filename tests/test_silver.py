@@ -95,6 +95,7 @@ CASES: dict[str, dict[str, object]] = {
         "e-bytes", **{S.EVENT_TYPE: S.REVIEW, S.RATING: 4, S.REVIEW_TEXT: "gr\ufffdat"}
     ),
     R.UNKNOWN_ITEM: _event("e-ghost", **{S.ITEM_ID: "itm-404"}),
+    R.OVERSIZED_ID: _event("e-longid", **{S.USER_ID: "c" * 200_000}),
 }
 KEPT = [
     _event("e-ok"),
@@ -149,6 +150,51 @@ def test_duplicates_exact_are_dropped_and_conflicting_are_quarantined(
     assert cleaned.input_rows == 4 and cleaned.reconciled
 
 
+def test_the_four_rule_gaps_found_through_byod_are_closed(spark: SparkSession, tmp_path: Path) -> None:
+    """A purchase without a (parseable) price, a conflicting duplicate whose first row is invalid,
+    a user id holding U+FFFD, and a 200,000-character id quoted in a reason."""
+    rows = [
+        # one event_id, two contents: the invalid row comes first by file, the valid one is kept
+        _event("e-dup", **{S.ITEM_ID: "itm-404", S.SOURCE_FILE: "file:/raw/events/a.json"}),
+        _event("e-dup", **{S.SOURCE_FILE: "file:/raw/events/b.json"}),
+        _event("e-noprice", **{S.EVENT_TYPE: S.PURCHASE, S.QUANTITY: 1}),
+        _event("e-cart", **{S.EVENT_TYPE: S.ADD_TO_CART, S.QUANTITY: 1}),
+        _event("e-paid", **{S.EVENT_TYPE: S.PURCHASE, S.PRICE: 4.5, S.QUANTITY: 1}),
+        _event("e-fffd-1", **{S.USER_ID: "m\ufffdller"}),
+        _event("x" * 200_000, **{S.ITEM_ID: "itm-404"}),
+    ]
+    cfg = _cfg(tmp_path)
+    cleaned = clean_events(_bronze(spark, rows), cfg, _catalog(spark, ["itm-1"]), KEY, NOW)
+    quarantine = {r[S.ROW_KEY][:12]: r for r in cleaned.quarantine.collect()}
+    assert {k: r[S.RULE] for k, r in quarantine.items()} == {
+        "e-dup": R.UNKNOWN_ITEM,
+        "e-noprice": R.BAD_PRICE,
+        "e-cart": R.BAD_PRICE,
+        "e-fffd-1": R.UNDECODABLE_TEXT,
+        "x" * 12: R.OVERSIZED_ID,
+    }
+    assert "user_id holds U+FFFD" in quarantine["e-fffd-1"][S.REASON]
+    assert len(quarantine["x" * 12][S.REASON]) < 200
+    clean = {r[S.EVENT_ID]: r for r in cleaned.clean.collect()}
+    assert set(clean) == {"e-dup", "e-paid"} and clean["e-dup"][S.ITEM_ID] == "itm-1"
+    assert cleaned.reconciled
+    # the same rows in the other order keep the same row
+    again = clean_events(_bronze(spark, rows[::-1]), cfg, _catalog(spark, ["itm-1"]), KEY, NOW)
+    assert {r[S.EVENT_ID]: r[S.ITEM_ID] for r in again.clean.collect()} == {
+        "e-dup": "itm-1",
+        "e-paid": "itm-1",
+    }
+    # a shop whose export has no prices keeps its purchases
+    no_prices = from_dict({"paths": {"root": str(tmp_path)}, "cleaning": {"require_price": False}})
+    lenient = clean_events(_bronze(spark, rows[2:5]), no_prices, _catalog(spark, ["itm-1"]), KEY, NOW)
+    assert lenient.by_rule == {}
+    # a reason quotes at most the start of a long value
+    long_item = _event("e-longitem", **{S.ITEM_ID: "i" * 200})
+    reason = clean_events(_bronze(spark, [long_item]), cfg, _catalog(spark, ["itm-1"]), KEY, NOW)
+    row = reason.quarantine.first()
+    assert row is not None and row[S.RULE] == R.UNKNOWN_ITEM and "(200 characters)" in row[S.REASON]
+
+
 def test_bot_rule_takes_all_of_a_heavy_users_day(spark: SparkSession, tmp_path: Path) -> None:
     cfg = from_dict({"cleaning": {"bot_events_per_day": 5}})
     bot = [_event(f"b{i}", **{S.USER_ID: "cust-bot"}) for i in range(6)]
@@ -170,6 +216,8 @@ def _item(item_id: str | None, updated: datetime, **kw: object) -> dict[str, obj
         S.DISCOUNT_PCT: 0.0,
         S.LAUNCH_DATE: date(2025, 1, 1),
         S.UPDATED_AT: updated,
+        S.COMPLEMENTS: None,
+        S.SUBSTITUTES: None,
         S.CORRUPT_RECORD: None,
         S.SOURCE_FILE: "file:/raw/catalog/c.json",
         S.INGEST_BATCH: "c1",
@@ -190,7 +238,15 @@ def test_each_catalog_rule_and_latest_version_wins(spark: SparkSession, tmp_path
         _item("i5", t1, **{S.PRICE: 0.0}),
         _item("i6", t1, **{S.DESCRIPTION: "y" * 30_000}),
         _item("i7", t1, **{S.TITLE: "P\ufffdn"}),
-        _item("i8", t1, **{S.TITLE: "<b>Füller</b> 万年筆 ✒️"}),
+        _item(
+            "i8",
+            t1,
+            **{
+                S.TITLE: "<b>Füller</b> 万年筆 ✒️",
+                S.COMPLEMENTS: [" i1 ", "i8", "", "i1", None],
+                S.SUBSTITUTES: [],
+            },
+        ),
     ]
     bronze = spark.createDataFrame(pd.DataFrame(rows), S.BRONZE_CATALOG_SCHEMA)
     current = spark.createDataFrame([], S.SILVER_CATALOG_SCHEMA)
@@ -206,6 +262,9 @@ def test_each_catalog_rule_and_latest_version_wins(spark: SparkSession, tmp_path
     }
     clean = {r[S.ITEM_ID]: r for r in cleaned.clean.collect()}
     assert set(clean) == {"i1", "i8"} and clean["i1"][S.PRICE] == 7.0
+    # the catalog's links: trimmed, once each, without blanks or the item itself; none stays none
+    assert clean["i8"][S.COMPLEMENTS] == ["i1"] and clean["i8"][S.SUBSTITUTES] == []
+    assert clean["i1"][S.COMPLEMENTS] is None
     assert cleaned.reconciled
 
     # a version older than what silver already holds is a conflicting duplicate too

@@ -153,10 +153,14 @@ class CleaningConfig:
     max_future_hours: float = Field(default=24.0, ge=0)
     #: Prices at or above this are absurd (``bad_price``); zero and negative always are.
     max_price: float = Field(default=1_000_000.0, gt=0)
-    #: Reject catalog rows without a price (off for shops whose export has none).
+    #: Reject catalog rows without a price, and add-to-cart and purchase events without one
+    #: (``bad_price``; off for shops whose export has none).
     require_price: bool = True
     #: Text longer than this is rejected (``oversized_text``).
     max_text_chars: int = Field(default=20_000, ge=1)
+    #: Ids (event, user, session, item) longer than this are rejected (``oversized_id``): no shop
+    #: issues them, and a reason quotes at most :data:`shoprec.etl.rules.SHOWN_CHARS` of one.
+    max_id_chars: int = Field(default=256, ge=1)
     #: A user with more events than this in one UTC day is a bot (``bot_user``).
     bot_events_per_day: int = Field(default=300, ge=1)
 
@@ -321,6 +325,14 @@ class SequenceConfig(SasrecConfig):
 
 
 @dataclass(frozen=True, config=_STRICT)
+class TrainedSequenceConfig(SequenceConfig):
+    """The sequence retriever ``shoprec train`` fits and saves with the model: a candidate source
+    (``scoring.sequence_k``) and a ranking signal for every pair."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, config=_STRICT)
 class EvaluationConfig:
     """Offline evaluation: which split, which cut-offs, which models, which slices."""
 
@@ -405,6 +417,13 @@ class LightGbmConfig:
     early_stopping: int = Field(default=80, ge=1)
     #: Users in the fitting lists are capped at this many (by hash; None: all).
     max_users: int | None = Field(default=None, ge=1)
+    #: Items no source proposed, added to each fitted list: about this many catalog items drawn
+    #: by hash (label 0) and the user's held-out positives that no source reached (label 1).
+    #: Lists of candidates alone never show the trees a pair without a source's score, and such
+    #: pairs are what a given candidate set (sampled evaluation, a shop's own candidates) holds
+    #: mostly. The held-out lists that early stopping reads stay candidates only: what serving
+    #: orders. 0: candidates only.
+    outside_items: int = Field(default=20, ge=0)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -523,6 +542,7 @@ class TrainingConfig:
         default="valid_served_ndcg_at_10", pattern=r"^valid_served_(ndcg|recall|mrr)_at_\d+$"
     )
     ranker: RankerConfig = field(default_factory=RankerConfig)
+    sequence: TrainedSequenceConfig = field(default_factory=TrainedSequenceConfig)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -597,6 +617,13 @@ class ScoringConfig:
     #: Items of the user's own categories (the full category path, each weighted by the user's
     #: share of it) ranked by their share of their category's interactions (0: none).
     category_k: int = Field(default=50, ge=0)
+    #: Items the catalog links to the user's recent items (its complements and substitutes,
+    #: weighted like co-occurrence by how recent the linking item is); nothing when the catalog
+    #: holds no links (0: no such source; the ranker still reads every candidate's links).
+    related_k: int = Field(default=50, ge=0)
+    #: The trained sequence retriever's top items (0: no such source; the ranker still reads its
+    #: score for every candidate). Nothing when the model was trained without one.
+    sequence_k: int = Field(default=50, ge=0)
     #: Rows per ranker forward pass inside the scoring UDF.
     batch_size: int = Field(default=4096, ge=1)
     #: Torch threads per Spark task (one task per core: 1 avoids oversubscription).

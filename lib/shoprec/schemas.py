@@ -75,6 +75,11 @@ STOCK = "stock"
 DISCOUNT_PCT = "discount_pct"
 LAUNCH_DATE = "launch_date"
 UPDATED_AT = "updated_at"
+#: The catalog's own links between items, as shops keep them for their product pages: items sold
+#: with this one (accessories, refills, "bought together") and items that can replace it
+#: (alternatives, "similar items"). Optional: a shop without them leaves both empty.
+COMPLEMENTS, SUBSTITUTES = "complements", "substitutes"
+RELATIONS: tuple[str, ...] = (COMPLEMENTS, SUBSTITUTES)
 #: Separator between levels of ``category_path`` ("Home > Kitchen > Knives").
 CATEGORY_SEPARATOR = " > "
 
@@ -91,6 +96,8 @@ RAW_CATALOG_SCHEMA = StructType(
         StructField(DISCOUNT_PCT, DoubleType(), True),
         StructField(LAUNCH_DATE, DateType(), True),
         StructField(UPDATED_AT, TimestampType(), True),
+        StructField(COMPLEMENTS, ArrayType(StringType(), True), True),
+        StructField(SUBSTITUTES, ArrayType(StringType(), True), True),
     ]
 )
 
@@ -187,6 +194,8 @@ SILVER_CATALOG_SCHEMA = StructType(
         StructField(LAUNCH_DATE, DateType(), True),
         StructField(UPDATED_AT, TimestampType(), False),
         StructField(INGEST_BATCH, StringType(), False),
+        StructField(COMPLEMENTS, ArrayType(StringType(), True), True),
+        StructField(SUBSTITUTES, ArrayType(StringType(), True), True),
     ]
 )
 SILVER_CATALOG_CHECKS: dict[str, str] = {
@@ -297,6 +306,8 @@ GOLD_ITEM_FEATURES_SCHEMA = StructType(
         StructField(RATING_COUNT, LongType(), False),
         StructField(REVIEW_SENTIMENT, DoubleType(), True),
         StructField(ITEM_TEXT, StringType(), False),
+        StructField(COMPLEMENTS, ArrayType(StringType(), True), True),
+        StructField(SUBSTITUTES, ArrayType(StringType(), True), True),
     ]
 )
 

@@ -190,6 +190,9 @@ def catalog_block(cfg: GeneratorConfig, block: int) -> pd.DataFrame:
                 S.DISCOUNT_PCT: float(core.discount_pct[i]),
                 S.LAUNCH_DATE: launch.date(),
                 S.UPDATED_AT: updated,
+                # the synthetic shop keeps no links between items: the relations stay empty
+                S.COMPLEMENTS: None,
+                S.SUBSTITUTES: None,
             }
         )
     return pd.DataFrame(rows, columns=[f.name for f in S.RAW_CATALOG_SCHEMA.fields])

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructType
+from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
 
 from shoprec import delta
 from shoprec import schemas as S
@@ -75,6 +75,14 @@ def read_raw(
 ) -> DataFrame:
     """Read raw files with ``schema``; unparseable records land in ``_corrupt_record``, not nowhere."""
     paths = [path] if isinstance(path, str) else path
+    # CSV holds no lists: its nested columns (the catalog's relations) are read as the text they
+    # are, by position like every column, and left empty
+    nested = [f.name for f in schema.fields if isinstance(f.dataType, (ArrayType, MapType, StructType))]
+    contract = schema
+    if fmt == "csv" and nested:
+        schema = StructType(
+            [StructField(f.name, StringType(), True) if f.name in nested else f for f in schema.fields]
+        )
     if fmt == "parquet":
         reader = spark.read.schema(schema)
     else:
@@ -91,7 +99,10 @@ def read_raw(
         df = reader.json(paths)
     else:
         df = reader.option("header", True).option("escape", '"').csv(paths)
-    cols = [F.col(f.name) for f in schema.fields] + [F.col(S.CORRUPT_RECORD)]
+    cols = [
+        F.lit(None).cast(f.dataType).alias(f.name) if fmt == "csv" and f.name in nested else F.col(f.name)
+        for f in contract.fields
+    ] + [F.col(S.CORRUPT_RECORD)]
     if S.EVENT_DATE in df.columns:  # the export folder's partition value (event_date=YYYY-MM-DD)
         cols.append(F.col(S.EVENT_DATE).cast("date").alias(S.EVENT_DATE))
     return df.select(*cols, F.col("_metadata.file_path").alias(S.SOURCE_FILE))

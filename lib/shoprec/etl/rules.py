@@ -30,6 +30,7 @@ BAD_PRICE = "bad_price"
 BAD_RATING = "bad_rating"
 OVERSIZED_TEXT = "oversized_text"
 UNDECODABLE_TEXT = "undecodable_text"
+OVERSIZED_ID = "oversized_id"
 UNKNOWN_ITEM = "unknown_item"
 BOT_USER = "bot_user"
 DUPLICATE_EVENT_ID = "duplicate_event_id"
@@ -39,6 +40,8 @@ CONFLICTING_CATALOG_DUPLICATE = "conflicting_catalog_duplicate"
 
 #: What a decoder leaves in place of bytes it could not decode.
 REPLACEMENT_CHAR = "\ufffd"
+#: The most characters of a value a reason quotes (an id of 200,000 characters is not copied).
+SHOWN_CHARS = 64
 #: Helper columns the rules read, added by :func:`with_rule_inputs` and the silver stage.
 KNOWN_ITEM = "_known_item"
 USER_DAY_EVENTS = "_user_day_events"
@@ -53,6 +56,37 @@ class Rule:
 
 def _blank(c: str) -> Column:
     return F.col(c).isNull() | (F.trim(F.col(c)) == "")
+
+
+def shown(value: Column) -> Column:
+    """``value`` as a reason quotes it: whole up to :data:`SHOWN_CHARS` characters, else its start
+    and its length."""
+    return F.when(
+        F.length(value) > SHOWN_CHARS,
+        F.format_string("%s... (%d characters)", F.substring(value, 1, SHOWN_CHARS), F.length(value)),
+    ).otherwise(value)
+
+
+def _id_rules(columns: list[str], cfg: CleaningConfig) -> list[Rule]:
+    """Ids too long to be one, and ids holding U+FFFD: bytes a decoder could not read, so two
+    different raw ids could become one (and one pseudonym)."""
+    longest = F.greatest(*[F.coalesce(F.length(c), F.lit(0)) for c in columns], F.lit(0))
+    bad = [F.coalesce(F.col(c).contains(REPLACEMENT_CHAR), F.lit(False)) for c in columns]
+    which = F.coalesce(*[F.when(b, F.lit(c)) for b, c in zip(bad, columns, strict=True)])
+    return [
+        Rule(
+            OVERSIZED_ID,
+            longest > cfg.max_id_chars,
+            F.format_string(
+                f"an id of %d characters exceeds cleaning.max_id_chars={cfg.max_id_chars}", longest
+            ),
+        ),
+        Rule(
+            UNDECODABLE_TEXT,
+            which.isNotNull(),
+            F.format_string("%s holds U+FFFD: bytes that could not be decoded", which),
+        ),
+    ]
 
 
 def _text_rules(columns: list[str], cfg: CleaningConfig) -> list[Rule]:
@@ -100,6 +134,7 @@ def event_rules(cfg: CleaningConfig, now: datetime) -> list[Rule]:
         ),
         Rule(MISSING_EVENT_ID, _blank(S.EVENT_ID), F.lit("event_id is missing")),
         Rule(MISSING_USER_ID, _blank(S.USER_ID), F.lit("user_id is missing")),
+        *_id_rules([S.EVENT_ID, S.USER_ID, S.SESSION_ID, S.ITEM_ID], cfg),
         Rule(
             UNKNOWN_EVENT_TYPE,
             etype.isNull() | ~etype.isin(*S.EVENT_TYPES),
@@ -129,6 +164,11 @@ def event_rules(cfg: CleaningConfig, now: datetime) -> list[Rule]:
         ),
         _price_rule(cfg),
         Rule(
+            BAD_PRICE,
+            F.lit(cfg.require_price) & etype.isin(S.ADD_TO_CART, S.PURCHASE) & F.col(S.PRICE).isNull(),
+            F.format_string("a %s event has no price (or one that did not parse)", etype),
+        ),
+        Rule(
             BAD_RATING,
             rating.isNotNull() & ~rating.between(1, 5),  # a review without stars is text-only, not bad
             F.format_string(
@@ -139,7 +179,7 @@ def event_rules(cfg: CleaningConfig, now: datetime) -> list[Rule]:
         Rule(
             UNKNOWN_ITEM,
             F.col(S.ITEM_ID).isNotNull() & ~F.col(KNOWN_ITEM),
-            F.format_string("item_id %s is not in the clean catalog", F.col(S.ITEM_ID)),
+            F.format_string("item_id %s is not in the clean catalog", shown(F.col(S.ITEM_ID))),
         ),
         Rule(
             BOT_USER,
@@ -161,6 +201,7 @@ def catalog_rules(cfg: CleaningConfig) -> list[Rule]:
             F.lit("record does not parse against the raw catalog schema"),
         ),
         Rule(MISSING_ITEM_ID, _blank(S.ITEM_ID), F.lit("item_id is missing")),
+        *_id_rules([S.ITEM_ID], cfg),
         Rule(MISSING_TITLE, _blank(S.TITLE), F.lit("title is missing")),
         Rule(MISSING_CATEGORY, _blank(S.CATEGORY_PATH), F.lit("category_path is missing")),
         Rule(

@@ -94,25 +94,43 @@ def clean_events(
     contract = [f.name for f in S.RAW_EVENT_SCHEMA.fields]
     input_rows = bronze.count()
     distinct = bronze.dropDuplicates([*contract, S.CORRUPT_RECORD])  # resent identical rows
-    by_id = Window.partitionBy(S.EVENT_ID).orderBy(S.SOURCE_FILE, S.EVENT_TIME, S.EVENT_TYPE, S.USER_ID)
     user_day = Window.partitionBy(S.USER_ID, F.to_date(S.EVENT_TIME))
     known = catalog_items.select(F.col(S.ITEM_ID).alias("_catalog_item")).distinct()
     enriched = (
-        distinct.withColumn(
-            _DUP_RANK, F.when(F.col(S.EVENT_ID).isNull(), 1).otherwise(F.row_number().over(by_id))
-        )
-        .withColumn(R.USER_DAY_EVENTS, F.count(F.lit(1)).over(user_day))
+        distinct.withColumn(R.USER_DAY_EVENTS, F.count(F.lit(1)).over(user_day))
         .join(F.broadcast(known), F.col(S.ITEM_ID) == F.col("_catalog_item"), "left")
         .withColumn(R.KNOWN_ITEM, F.col("_catalog_item").isNotNull())
         .drop("_catalog_item")
     )
-    rules = R.event_rules(cfg.cleaning, now)
-    duplicate = R.Rule(
-        R.DUPLICATE_EVENT_ID,
-        F.col(_DUP_RANK) > 1,
-        F.format_string("event_id %s already seen in this batch with other content", F.col(S.EVENT_ID)),
+    pre = R.apply_rules(enriched, R.event_rules(cfg.cleaning, now))
+    # of the rows sharing one event_id with different content, a valid one is kept (a row that
+    # breaks a rule goes under that rule, never kept over a valid one), the same one on every run:
+    # by file, then content
+    by_id = Window.partitionBy(S.EVENT_ID).orderBy(
+        F.col(R.RULE_COL).isNotNull(),
+        S.SOURCE_FILE,
+        S.EVENT_TIME,
+        S.EVENT_TYPE,
+        S.USER_ID,
+        F.xxhash64(*contract, S.CORRUPT_RECORD),
     )
-    ruled = R.apply_rules(enriched, [rules[0], rules[1], duplicate, *rules[2:]])
+    duplicate = F.col(R.RULE_COL).isNull() & F.col(S.EVENT_ID).isNotNull() & (F.row_number().over(by_id) > 1)
+    ruled = (
+        pre.withColumn(_DUP_RANK, duplicate)
+        .withColumn(
+            R.RULE_COL, F.when(F.col(_DUP_RANK), F.lit(R.DUPLICATE_EVENT_ID)).otherwise(F.col(R.RULE_COL))
+        )
+        .withColumn(
+            R.REASON_COL,
+            F.when(
+                F.col(_DUP_RANK),
+                F.format_string(
+                    "event_id %s already seen in this batch with other content", R.shown(F.col(S.EVENT_ID))
+                ),
+            ).otherwise(F.col(R.REASON_COL)),
+        )
+        .drop(_DUP_RANK)
+    )
     clean = ruled.where(F.col(R.RULE_COL).isNull()).select(
         S.EVENT_ID,
         S.EVENT_TYPE,
@@ -160,15 +178,26 @@ def clean_catalog(bronze: DataFrame, cfg: ShoprecConfig, current: DataFrame) -> 
         (F.col(_CATALOG_RANK) > 1) | (F.col(S.UPDATED_AT) < F.col(_NEWEST)),
         F.format_string(
             "item %s has a newer version than this one (updated_at %s)",
-            F.col(S.ITEM_ID),
+            R.shown(F.col(S.ITEM_ID)),
             F.col(S.UPDATED_AT).cast("string"),
         ),
     )
     ruled = ranked.withColumn(
         R.RULE_COL, F.coalesce(F.col(R.RULE_COL), F.when(superseded.rejects, F.lit(superseded.name)))
     ).withColumn(R.REASON_COL, F.coalesce(F.col(R.REASON_COL), F.when(superseded.rejects, superseded.reason)))
-    clean = ruled.where(F.col(R.RULE_COL).isNull()).select([f.name for f in S.SILVER_CATALOG_SCHEMA.fields])
+    clean = ruled.where(F.col(R.RULE_COL).isNull()).select(
+        *[_links(f.name) if f.name in S.RELATIONS else F.col(f.name) for f in S.SILVER_CATALOG_SCHEMA.fields]
+    )
     return _split(ruled, clean, _quarantine(ruled, contract, S.ITEM_ID), input_rows)
+
+
+def _links(name: str) -> Column:
+    """A relation list as serving reads it: trimmed ids, once each, without blanks or the item
+    itself (exports write "[]" and "a, b" alike; a link to itself says nothing). Links to items
+    the catalog lacks stay: the item may arrive in a later batch, and readers join on the catalog."""
+    ids = F.transform(F.col(name), lambda x: F.trim(x))
+    kept = F.filter(ids, lambda x: x.isNotNull() & (x != "") & (x != F.col(S.ITEM_ID)))
+    return F.array_distinct(kept).alias(name)
 
 
 @dataclass(frozen=True)

@@ -140,29 +140,15 @@ def encoder_zero_shot(spark: SparkSession, cfg: ShoprecConfig, data: EvalData) -
 
 def _sequences(data: EvalData) -> tuple[list[str], list[str], list[Any], list[Any]]:
     """The catalog's item ids (index i + 1 is ``ids[i]``) and, per user with visible events, their
-    items in time order (repeats in a row folded into one: a view, a cart and a purchase of one
-    item are one step) with each step's time-gap bucket."""
-    import numpy as np
-
-    from shoprec.modeling import sasrec as sr
+    items in time order with each step's time-gap bucket (:func:`shoprec.modeling.sequence.fold`,
+    the same steps the trained sequence retriever reads)."""
+    from shoprec.modeling import sequence as seq
 
     ids = sorted(r[0] for r in data.items.select(S.ITEM_ID).collect())
     index = {item: i + 1 for i, item in enumerate(ids)}
     rows = data.visible.select(S.USER_KEY, S.ITEM_ID, S.EVENT_TIME).toPandas()
-    rows = rows[rows[S.ITEM_ID].isin(index)].sort_values([S.USER_KEY, S.EVENT_TIME, S.ITEM_ID], kind="stable")
-    rows["_i"] = rows[S.ITEM_ID].map(index).astype(np.int64)
-    rows["_t"] = rows[S.EVENT_TIME].astype("int64") // 10**9
-    users: list[str] = []
-    sequences: list[Any] = []
-    gaps: list[Any] = []
-    for user, group in rows.groupby(S.USER_KEY, sort=True):
-        seq, t = group["_i"].to_numpy(), group["_t"].to_numpy()
-        keep = np.concatenate([[True], seq[1:] != seq[:-1]])
-        seq, t = seq[keep], t[keep]
-        users.append(str(user))
-        sequences.append(seq)
-        gaps.append(sr.gap_buckets(np.concatenate([[0], np.diff(t)])))
-    return ids, users, sequences, gaps
+    users, sequences, gaps = seq.fold(rows, index)
+    return ids, users, list(sequences), list(gaps)
 
 
 def _sequence_vectors(

@@ -258,6 +258,7 @@ def item_features(
             F.when(F.col(S.PRICE).isNotNull(), F.concat(S.PRICE_BAND, F.lit(" price"))),
             short,
         ).alias(S.ITEM_TEXT),
+        *S.RELATIONS,
     )
 
 

@@ -13,7 +13,11 @@
   rules drop what was bought already);
 - ``category``: the ``category_k`` best items of the user's own categories (full category path):
   the user's share of the category × the item's share of the category's interactions
-  (:class:`shoprec.modeling.ltr.Tastes`).
+  (:class:`shoprec.modeling.ltr.Tastes`);
+- ``related``: the ``related_k`` items the catalog links to the user's recent items (its
+  complements and substitutes, :func:`shoprec.modeling.ltr.related_scores`);
+- ``sequence``: the trained sequence retriever's top ``sequence_k`` (:mod:`shoprec.modeling.sequence`:
+  a causal transformer over the user's items in order), when the model has one.
 
 The union is de-duplicated per (user, item); ``source`` names every source that proposed the item,
 joined with ``+`` in a fixed order; each source's score and rank are kept too, for the
@@ -33,23 +37,25 @@ from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
 from shoprec.errors import ShoprecError
 from shoprec.modeling import ltr
+from shoprec.modeling import sequence as seq
 from shoprec.modeling.als import fit_als
 from shoprec.modeling.retrieval import ItemMatrix, top_k
 
 log = logging.getLogger(__name__)
 
 EMBEDDING, ALS, POPULAR, NEW_ITEM = "embedding", "collaborative_filtering", "popular", "new_item"
-COOCCURRENCE, RECENT, CATEGORY = "cooccurrence", "recent", "category"
-SOURCES = (EMBEDDING, ALS, POPULAR, NEW_ITEM, COOCCURRENCE, RECENT, CATEGORY)
+COOCCURRENCE, RECENT, CATEGORY, RELATED = "cooccurrence", "recent", "category", "related"
+SEQUENCE = "sequence"
+SOURCES = (EMBEDDING, ALS, POPULAR, NEW_ITEM, COOCCURRENCE, RECENT, CATEGORY, RELATED, SEQUENCE)
 
 
 def source_code(source: Column) -> Column:
-    """``source`` (names joined with ``+``) as a bit mask over :data:`SOURCES` (a byte): what a
+    """``source`` (names joined with ``+``) as a bit mask over :data:`SOURCES` (a short): what a
     pair carries through the ranker instead of its string, decoded by :func:`source_name`."""
     names = F.split(source, r"\+")
     bits = [F.when(F.array_contains(names, s), 1 << i).otherwise(0) for i, s in enumerate(SOURCES)]
     code = sum(bits[1:], bits[0])
-    return code.cast("byte")
+    return code.cast("short")
 
 
 def source_name(code: Column) -> Column:
@@ -81,6 +87,9 @@ class Signals:
     popularity: DataFrame  # (item_id, seen_popularity, recent_popularity)
     recent: DataFrame  # (user_key, item_id, recency): the users' most recent items
     taste: ltr.Tastes  # the users' shares of each category path and brand
+    related: DataFrame | None  # ltr.related_scores; None when the catalog links no items
+    seq_users: DataFrame | None  # (user_key, vector): the sequence retriever's; None without one
+    seq_items: DataFrame | None
 
     def features(
         self,
@@ -93,7 +102,8 @@ class Signals:
         """``scored`` (from :func:`generate`) with the ranker's ``features``."""
         return ltr.assemble(
             scored, SOURCES, self.cooc, self.als_users, self.als_items, users, item_vectors, items, profiles,
-            self.history, self.past, self.popularity, self.recent, self.taste,
+            self.history, self.past, self.popularity, self.recent, self.taste, self.related,
+            self.seq_users, self.seq_items,
         )  # fmt: skip
 
 
@@ -129,11 +139,13 @@ def generate(
     items: DataFrame,
     profiles: DataFrame,
     interactions: DataFrame,
+    sequence_dir: str | None = None,
 ) -> tuple[DataFrame, Signals]:
     """``(user_key, item_id, source)`` for every user in ``users`` (``user_key, vector``) with each
     source's ``<source>_score`` and ``<source>_rank`` (null where the source did not propose the
     item), and the signals the ranker reuses. ``matrix`` holds the items' vectors (collected once
-    by the caller, which scores with it too)."""
+    by the caller, which scores with it too); ``sequence_dir`` is a trained model's directory,
+    whose sequence retriever (when it has one) is a source and a signal too."""
     sc = cfg.scoring
     threads = cfg.evaluation.encoder.threads
     e = cfg.evaluation
@@ -209,6 +221,31 @@ def generate(
                 S.RANK,
             )
         )
+    linked = ltr.links(items).localCheckpoint()
+    related = ltr.related_scores(recent, linked, sc.cooc_decay).localCheckpoint() if linked.take(1) else None
+    if sc.related_k and related is not None:
+        best = Window.partitionBy(S.USER_KEY).orderBy(F.desc(ltr.RELATED_SCORE), S.ITEM_ID)
+        top = related.where(F.col(ltr.RELATED_SCORE) > 0).withColumn(S.RANK, F.row_number().over(best))
+        parts.append(
+            top.where(F.col(S.RANK) <= sc.related_k).select(
+                S.USER_KEY,
+                S.ITEM_ID,
+                F.lit(RELATED).alias(S.SOURCE),
+                F.col(ltr.RELATED_SCORE).alias(S.SCORE),
+                S.RANK,
+            )
+        )
+    seq_users: DataFrame | None = None
+    seq_items: DataFrame | None = None
+    if sequence_dir is not None and seq.exists(sequence_dir):
+        model = seq.load(sequence_dir)
+        seq_items = model.item_vectors(spark).join(items.select(S.ITEM_ID), S.ITEM_ID, "left_semi")
+        seq_items = seq_items.localCheckpoint()
+        seq_users = model.user_vectors(mine, str(sequence_dir)).localCheckpoint()
+        if sc.sequence_k:
+            seq_matrix = ItemMatrix.from_frame(seq_items)
+            found = top_k(spark, seq_users, seq_matrix, sc.sequence_k, None, e.user_block, e.item_block)
+            parts.append(_tag(found, SEQUENCE))
     union = parts[0]
     for p in parts[1:]:
         union = union.unionByName(p)
@@ -233,5 +270,8 @@ def generate(
     history = mine.groupBy(S.USER_KEY).agg(F.count(F.lit(1)).cast("double").alias(ltr.HISTORY_LENGTH))
     popularity = ltr.item_popularity(interactions, cfg.evaluation.recent_days).localCheckpoint()
     past = ltr.user_items(mine, cfg.features.positive_events)
-    signals = Signals(als_users, als_items, cooc, history, past, popularity, recent.localCheckpoint(), taste)
+    signals = Signals(
+        als_users, als_items, cooc, history, past, popularity, recent.localCheckpoint(), taste, related,
+        seq_users, seq_items,
+    )  # fmt: skip
     return scored, signals

@@ -46,11 +46,21 @@ LTR_FILE, LTR_META = "ltr.txt", "ltr.json"
 LTR_SCORE = "ltr_score"
 COOC_SUM, COOC_MAX, COOC_LAST = "cooc_sum", "cooc_max", "cooc_last"
 ALS_DOT, EMBEDDING_DOT, HISTORY_LENGTH, N_SOURCES = "als_dot", "embedding_dot", "history_length", "n_sources"
+SEQUENCE_DOT = "sequence_dot"
 USER_ITEM_WEIGHT, USER_ITEM_RECENCY = "user_item_weight", "user_item_recency"
 USER_ITEM_POSITIVE = "user_item_positive"
 SEEN_POPULARITY, RECENT_POPULARITY = "seen_popularity", "recent_popularity"
 LEAF_AFFINITY, LEAF_RECENCY, LEAF_ITEM_SHARE = "leaf_affinity", "leaf_recency_days", "leaf_item_share"
 BRAND_SHARE, TASTE = "brand_share", "taste"
+COMPLEMENT_SUM, COMPLEMENT_LAST = "complement_sum", "complement_last"
+SUBSTITUTE_SUM, SUBSTITUTE_LAST = "substitute_sum", "substitute_last"
+RELATED_BACK, RELATED_SCORE = "related_back", "related_score"
+#: Per relation kind of the catalog (:data:`shoprec.schemas.RELATIONS`): its decayed sum over
+#: the user's recent items, and whether the newest one links to the item.
+_RELATION_COLUMNS = {
+    S.COMPLEMENTS: (COMPLEMENT_SUM, COMPLEMENT_LAST),
+    S.SUBSTITUTES: (SUBSTITUTE_SUM, SUBSTITUTE_LAST),
+}
 #: Marks the users held out of every ranker's fit (by a hash of the pseudonymous key, the same
 #: users in every run): early stopping reads them, and promotion compares versions on them.
 HELD = "held_out"
@@ -82,6 +92,7 @@ def feature_names(sources: Sequence[str]) -> list[str]:
         COOC_LAST,
         ALS_DOT,
         EMBEDDING_DOT,
+        SEQUENCE_DOT,
         HISTORY_LENGTH,
         USER_ITEM_WEIGHT,
         USER_ITEM_POSITIVE,
@@ -93,6 +104,11 @@ def feature_names(sources: Sequence[str]) -> list[str]:
         LEAF_ITEM_SHARE,
         BRAND_SHARE,
         TASTE,
+        COMPLEMENT_SUM,
+        COMPLEMENT_LAST,
+        SUBSTITUTE_SUM,
+        SUBSTITUTE_LAST,
+        RELATED_BACK,
         *rk.FEATURE_NAMES,
     ]
 
@@ -274,6 +290,52 @@ def cooc_scores(recent: DataFrame, cooc: DataFrame, decay: float) -> DataFrame:
     )
 
 
+def links(items: DataFrame) -> DataFrame:
+    """``(item_id, other, relation)``: the catalog's links between two of ``items``' items (a link
+    to an item the catalog lacks cannot be served, so it is dropped here)."""
+    known = items.select(F.col(S.ITEM_ID).alias("other"))
+    # a gold table written before the catalog carried links has no such columns: no links
+    kinds = [
+        items.select(S.ITEM_ID, F.explode(F.col(kind)).alias("other"), F.lit(kind).alias("relation"))
+        if kind in items.columns
+        else items.select(S.ITEM_ID, F.lit(None).cast("string").alias("other"), F.lit(kind).alias("relation"))
+        for kind in S.RELATIONS
+    ]
+    union = kinds[0]
+    for k in kinds[1:]:
+        union = union.unionByName(k)
+    return union.join(known, "other", "left_semi").distinct()
+
+
+def related_scores(recent: DataFrame, linked: DataFrame, decay: float) -> DataFrame:
+    """``(user_key, item_id, complement_sum, complement_last, substitute_sum, substitute_last,
+    related_back, related_score)`` for every item linked with one of the user's recent items.
+
+    Forward links (the recent item's page names the item) count per kind, each recent item
+    weighted ``decay ** recency`` like co-occurrence; ``related_back`` counts the backward ones
+    (the item's page names a recent item: a refill names its printer); ``related_score`` is the
+    forward sum over every kind, the candidate source's order."""
+    forward = recent.join(linked, S.ITEM_ID).select(
+        S.USER_KEY, F.col("other").alias(S.ITEM_ID), "relation", "recency", F.lit(True).alias("_fwd")
+    )
+    backward = recent.join(
+        linked.withColumnRenamed(S.ITEM_ID, "_i"), F.col(S.ITEM_ID) == F.col("other")
+    ).select(S.USER_KEY, F.col("_i").alias(S.ITEM_ID), "relation", "recency", F.lit(False).alias("_fwd"))
+    weight = F.pow(F.lit(decay), F.col("recency"))
+    aggs = []
+    for kind, (total, last) in _RELATION_COLUMNS.items():
+        mine = F.col("_fwd") & (F.col("relation") == kind)
+        aggs += [
+            F.sum(F.when(mine, weight).otherwise(0.0)).alias(total),
+            F.max(F.when(mine & (F.col("recency") == 0), 1.0).otherwise(0.0)).alias(last),
+        ]
+    aggs += [
+        F.sum(F.when(~F.col("_fwd"), weight).otherwise(0.0)).alias(RELATED_BACK),
+        F.sum(F.when(F.col("_fwd"), weight).otherwise(0.0)).alias(RELATED_SCORE),
+    ]
+    return forward.unionByName(backward).groupBy(S.USER_KEY, S.ITEM_ID).agg(*aggs)
+
+
 def assemble(
     cands: DataFrame,
     sources: Sequence[str],
@@ -289,6 +351,9 @@ def assemble(
     popularity: DataFrame,
     recent: DataFrame,
     taste: Tastes,
+    related: DataFrame | None,
+    seq_users: DataFrame | None = None,
+    seq_items: DataFrame | None = None,
 ) -> DataFrame:
     """``cands`` (user_key, item_id, source, per-source score and rank) with ``features``
     (array<float>, :func:`feature_names` order; NaN where unknown).
@@ -296,9 +361,21 @@ def assemble(
     ``cooc`` is :func:`cooc_scores`' output, ``users``/``item_vectors`` the retriever's vectors
     (``vector``), ``als_*`` the ALS factors (``vector``; None without ALS), ``history`` the
     ``(user_key, history_length)`` of each user, ``past`` :func:`user_items`, ``popularity``
-    :func:`item_popularity`, ``recent`` :func:`recent_items` and ``taste`` :func:`tastes`."""
+    :func:`item_popularity`, ``recent`` :func:`recent_items`, ``taste`` :func:`tastes` and
+    ``related`` :func:`related_scores` (None when the catalog holds no links: the features are
+    unknown then, while a pair absent from it has none) and ``seq_*`` the sequence retriever's
+    vectors (None without one)."""
+    relation_features = [*[c for pair in _RELATION_COLUMNS.values() for c in pair], RELATED_BACK]
+    if related is None:
+        linked = cands.select(
+            *cands.columns, *[F.lit(None).cast("double").alias(n) for n in relation_features]
+        )
+    else:
+        linked = cands.join(related.drop(RELATED_SCORE), [S.USER_KEY, S.ITEM_ID], "left").select(
+            *cands.columns, *[F.coalesce(F.col(n), F.lit(0.0)).alias(n) for n in relation_features]
+        )
     df = (
-        cands.join(cooc, [S.USER_KEY, S.ITEM_ID], "left")
+        linked.join(cooc, [S.USER_KEY, S.ITEM_ID], "left")
         .join(taste.items, S.ITEM_ID, "left")
         .join(taste.leaves, [S.USER_KEY, S.CATEGORY_PATH], "left")
         .join(taste.brands, [S.USER_KEY, S.BRAND], "left")
@@ -317,6 +394,14 @@ def assemble(
         )
     else:
         df = df.withColumn(ALS_DOT, F.lit(None).cast("double"))
+    if seq_users is not None and seq_items is not None:
+        df = (
+            df.join(seq_users.select(S.USER_KEY, F.col("vector").alias("_su")), S.USER_KEY, "left")
+            .join(seq_items.select(S.ITEM_ID, F.col("vector").alias("_si")), S.ITEM_ID, "left")
+            .withColumn(SEQUENCE_DOT, dot(F.col("_su"), F.col("_si")))
+        )
+    else:
+        df = df.withColumn(SEQUENCE_DOT, F.lit(None).cast("double"))
     df = (
         df.join(users.select(S.USER_KEY, F.col("vector").alias("_eu")), S.USER_KEY, "left")
         .join(item_vectors.select(S.ITEM_ID, F.col("vector").alias("_ei")), S.ITEM_ID, "left")

@@ -209,7 +209,7 @@ def pair_features(pairs: DataFrame, items: DataFrame, profiles: DataFrame) -> Da
 # categories (0: absent) and of its brand among the top brands, 8 bits each. The low CODE_SHIFT
 # bits are the caller's (scoring keeps a candidate's sources and whether it was bought there).
 PAIR_CODE, CATEGORY_SHARES, BRAND_SHARES = "_pair_code", "_category_shares", "_brand_shares"
-CODE_SHIFT, _POSITION_BITS = 8, 8
+CODE_SHIFT, _POSITION_BITS = 10, 8
 _KNOWN_BIT, _CATEGORY_SHIFT = 2, 3
 _BRAND_SHIFT = _CATEGORY_SHIFT + _POSITION_BITS
 #: The longest top-categories or top-brands list a pair code can point into.

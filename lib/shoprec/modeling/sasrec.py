@@ -114,13 +114,25 @@ class SASRec(nn.Module):
         if self.gaps is not None and gaps is not None:
             x = x + self.gaps(gaps)
         x = self.drop(x) * (seq > 0).unsqueeze(-1)
-        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), 1)
-        h = self.encoder(x, mask=causal, src_key_padding_mask=seq == 0)
-        out: torch.Tensor = self.norm(torch.nan_to_num(h))
+        h = self.encoder(x, mask=attention_mask(seq, self.spec.heads))
+        out: torch.Tensor = self.norm(h)
         return out
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return hidden @ self.item_table().T  # index 0 (padding) is masked by the caller
+
+
+def attention_mask(seq: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(batch * heads, len, len)``, True where a position may not look: ahead of itself (causal)
+    or at padding, except that every position sees itself. Left padding with a padding mask alone
+    leaves a padding row nothing to attend to; torch's fast inference path then returns NaN there,
+    and a second layer spread it over the real positions (every padded user got one vector)."""
+    length = seq.shape[1]
+    ahead = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seq.device), 1)
+    padding = (seq == 0).unsqueeze(1).expand(-1, length, -1)
+    itself = torch.eye(length, dtype=torch.bool, device=seq.device)
+    blocked = (ahead | padding) & ~itself
+    return blocked.repeat_interleave(heads, dim=0)
 
 
 def _pad(seqs: list[NDArray[Any]], length: int) -> NDArray[np.int64]:
@@ -168,7 +180,7 @@ def fit(
             batch = torch.from_numpy(rows[:, used:])
             batch_gaps = torch.from_numpy(train_gaps[order[start : start + spec.batch_size]][:, used:])
             inputs, targets = batch[:, :-1], batch[:, 1:]
-            mask = targets > 0
+            mask = (inputs > 0) & (targets > 0)  # a padding step does not predict the first item
             logits = model.logits(model(inputs, batch_gaps[:, :-1])[mask])  # only where a next item is
             logits[:, 0] = -1e9
             loss = nn.functional.cross_entropy(logits, targets[mask])

@@ -228,7 +228,7 @@ def user_candidates(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, vi
     item_vectors = view.item_vectors.localCheckpoint()
     matrix = ItemMatrix.from_frame(item_vectors)
     scored, signals = candidates.generate(
-        spark, cfg, users, matrix, view.items, view.profiles, view.interactions
+        spark, cfg, users, matrix, view.items, view.profiles, view.interactions, str(model_dir)
     )
     scored = scored.localCheckpoint()
     cands = scored.select(S.USER_KEY, S.ITEM_ID, S.SOURCE)

@@ -120,6 +120,13 @@ def train(spark: SparkSession, cfg: ShoprecConfig) -> TrainRun:
     examples = sum(r.examples for r in results)
     client.log_metric(run_id, "samples_per_second", examples / seconds if seconds else 0.0)
     client.log_metric(run_id, "train_seconds", seconds)
+    if t.sequence.enabled:
+        from shoprec.training.sequence_job import train_sequence
+
+        fitted = train_sequence(spark, cfg, output)
+        if fitted is not None:
+            client.log_metric(run_id, "sequence_valid_ndcg_at_10", fitted["valid_ndcg_at_10"])
+            client.log_metric(run_id, "sequence_seconds", fitted["seconds_total"])
     ranker_dir: Path | None = None
     ranker_results: list[Any] = []
     if t.ranker.enabled:

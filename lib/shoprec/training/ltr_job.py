@@ -83,20 +83,50 @@ def validation_lists(
         items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, enc, "item", str(model_dir)
     ).localCheckpoint()
     matrix = ItemMatrix.from_frame(item_vectors)
-    wide, sig = candidates.generate(spark, cfg, user_vectors, matrix, items, profiles, seen)
-    feats = sig.features(wide, user_vectors, item_vectors, items, profiles)
+    wide, sig = candidates.generate(spark, cfg, user_vectors, matrix, items, profiles, seen, str(model_dir))
+    outside = _outside(wide, truth, items, seen, cfg)
+    feats = sig.features(wide.unionByName(outside), user_vectors, item_vectors, items, profiles)
     # every candidate serving will order, the user's own past items too (labelled 0 where the
     # target excludes them): lists without them taught the model nothing about them, and served
     # lists then led with items the user had already clicked (demo: N@10 .146 against .173)
     labelled = feats.join(truth.withColumn(LABEL, F.lit(1.0)), [S.USER_KEY, S.ITEM_ID], "left").select(
         S.USER_KEY,
         S.ITEM_ID,
+        S.SOURCE,  # "" for a pair no source proposed (:func:`_outside`)
         rk.FEATURES,
         F.coalesce(F.col(LABEL), F.lit(0.0)).alias(LABEL),
         ltr.held_out(F.col(S.USER_KEY), cfg.training.ranker.holdout).alias(ltr.HELD),
     )
     pdf = labelled.toPandas().sort_values([S.USER_KEY, S.ITEM_ID], kind="stable").reset_index(drop=True)
     return pdf, user_vectors, item_vectors
+
+
+def _outside(
+    wide: DataFrame, truth: DataFrame, items: DataFrame, seen: DataFrame, cfg: ShoprecConfig
+) -> DataFrame:
+    """Pairs no source proposed, for the fitted (not held-out) users of ``truth``: their
+    positives the candidates missed and about ``outside_items`` catalog items each that they never
+    touched, drawn by a hash of the pair (the same draw on every run), in ``wide``'s columns."""
+    n = cfg.training.ranker.lightgbm.outside_items
+    fitted = truth.where(~ltr.held_out(F.col(S.USER_KEY), cfg.training.ranker.holdout))
+    users = fitted.select(S.USER_KEY).distinct()
+    catalog = items.select(S.ITEM_ID)
+    total = max(1, catalog.count())
+    drawn = users.crossJoin(catalog).where(
+        F.pmod(F.xxhash64(S.USER_KEY, S.ITEM_ID, F.lit(cfg.training.seed)), F.lit(total)) < F.lit(n)
+    )
+    touched = seen.select(S.USER_KEY, S.ITEM_ID).distinct()
+    pairs = (
+        fitted.select(S.USER_KEY, S.ITEM_ID)
+        .join(catalog, S.ITEM_ID, "left_semi")
+        .unionByName(drawn.join(touched, [S.USER_KEY, S.ITEM_ID], "left_anti"))
+        .distinct()
+        .join(wide.select(S.USER_KEY, S.ITEM_ID), [S.USER_KEY, S.ITEM_ID], "left_anti")
+    )
+    if n == 0:
+        pairs = pairs.where(F.lit(False))
+    nulls = [F.lit(None).cast(wide.schema[c].dataType).alias(c) for c in wide.columns[3:]]
+    return pairs.select(S.USER_KEY, S.ITEM_ID, F.lit("").alias(S.SOURCE), *nulls).select(*wide.columns)
 
 
 def _torch_scores(
@@ -126,7 +156,8 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
     started = time.perf_counter()
     r = cfg.training.ranker
     pdf, user_vectors, item_vectors = validation_lists(spark, cfg, model_dir)
-    if pdf.empty or pdf[LABEL].sum() == 0:
+    proposed = pdf[S.SOURCE].to_numpy(dtype=object) != "" if not pdf.empty else np.zeros(0, bool)
+    if pdf.empty or pdf.loc[proposed, LABEL].sum() == 0:
         log.warning(
             "learning to rank skipped: no validation positive reaches the candidate lists (%d rows); "
             "the torch head orders the candidates",
@@ -183,8 +214,10 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
     # every list measured +2% NDCG@10 on the demo's test lists, within its seed-to-seed spread)
     final = best
     fitted_rows = keep & ~held
+    # calibrated on what serving scores: candidates
+    served_rows = fitted_rows & proposed
     calibration = ltr.calibrate(
-        final.booster.predict(x[fitted_rows], num_iteration=final.meta["best_iteration"]), y[fitted_rows]
+        final.booster.predict(x[served_rows], num_iteration=final.meta["best_iteration"]), y[served_rows]
     )
     offset = len(names) - len(rk.FEATURE_NAMES)
     # no held-out list (a shop too small to hold any out): nothing to compare the head on
@@ -208,7 +241,8 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
         "lists": n_lists,
         "rows": int(fitted_rows.sum()),
         "holdout": r.holdout,
-        "candidate_recall": float(y.sum() / max(1, pdf.loc[:, S.USER_KEY].nunique())),
+        "candidate_recall": float(y[proposed].sum() / max(1, pdf.loc[pdf[LABEL] > 0, S.USER_KEY].nunique())),
+        "outside_rows": int((~proposed & fitted_rows).sum()),
     }
     ltr.save(final, ranker_dir, extra)
     seconds = time.perf_counter() - started
