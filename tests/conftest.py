@@ -91,7 +91,8 @@ def small_cfg(root: Path, model: Path, **sections: dict[str, Any]) -> ShoprecCon
         "paths": {"root": str(root)},
         **SMALL_SHOP,
         "evaluation": {"encoder": {"model_path": str(model)}},
-        "training": {"model_path": str(model)},
+        # a few epochs of a small sequence retriever: the path is tested, not its accuracy
+        "training": {"model_path": str(model), "sequence": {"max_epochs": 4, "patience": 2, "dim": 16}},
     }
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value}
