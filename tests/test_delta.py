@@ -64,3 +64,18 @@ def test_a_missing_not_null_column_names_the_table_and_the_fix(spark: SparkSessi
     wider = StructType([*SCHEMA.fields, StructField("shelf", StringType(), False)])
     with pytest.raises(ShoprecError, match=rf"^{loc}: .*NOT NULL column shelf.*delete the table and re-run"):
         delta.add_missing_columns(spark, loc, wider)
+
+
+def test_a_table_from_an_older_shoprec_gains_the_new_nullable_columns(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """Columns a release adds (the catalog's links) reach tables an older one made: without them a
+    MERGE drops the new values silently and an overwrite of a slice refuses the wider rows."""
+    loc = str(tmp_path / "older")
+    delta.ensure_table(spark, loc, StructType([SCHEMA.fields[0]]))
+    spark.createDataFrame([("x",)], StructType([SCHEMA.fields[0]])).write.format("delta").mode("append").save(
+        loc
+    )
+    delta.ensure_table(spark, loc, SCHEMA)
+    delta.replace_where(spark.createDataFrame([("x", 3)], SCHEMA), loc, "item_id = 'x'")
+    assertDataFrameEqual(delta.read(spark, loc), spark.createDataFrame([("x", 3)], SCHEMA))

@@ -106,6 +106,29 @@ def test_mapping_mistakes_name_the_key(spark: SparkSession, tmp_path: Path) -> N
         ingest_all(spark, from_dict(data))
 
 
+def test_a_csv_catalog_in_the_contracts_own_columns_reads_without_a_schema(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog's links are lists, which CSV cannot hold: such a feed reads them as empty
+    rather than refusing the whole file (found on review after the links joined the contract)."""
+    monkeypatch.setenv("SHOPREC_TEST_KEY", "k")
+    cfg = _shop(tmp_path)
+    names = S.RAW_CATALOG_SCHEMA.fieldNames()
+    row = {S.ITEM_ID: "A-3", S.TITLE: "Green pen", S.UPDATED_AT: "2026-01-01 00:00:00"}
+    (tmp_path / "exports" / "items.csv").write_text(
+        ",".join(names) + "\n" + ",".join(row.get(n, "") for n in names) + "\n"
+    )
+    data = cfg.to_dict()
+    data["sources"]["catalog"] = [
+        {"path": "${root}/exports/items.csv", "format": "csv", "options": {"header": "true"}}
+    ]
+    catalog, _ = ingest_all(spark, from_dict(data))
+    assert catalog.rows == 1
+    got = delta.read(spark, from_dict(data).table("bronze_catalog")).first()
+    assert got is not None and (got[S.ITEM_ID], got[S.TITLE]) == ("A-3", "Green pen")
+    assert got[S.COMPLEMENTS] is None and got[S.SUBSTITUTES] is None
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not OFFICE.is_dir(), reason="the shared Amazon Office data is not beside this checkout")
 def test_amazon_office_imports_through_its_config(

@@ -77,3 +77,19 @@ def test_left_padded_users_get_their_own_vectors_at_inference() -> None:
     assert (served[0, -1] - served[1, -1]).abs().max() > 1e-3
     vectors = sr.encode(model, [np.array([5, 6, 7]), np.array([1, 2, 3, 4])])
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-3
+
+
+def test_the_newest_step_sits_at_one_position_in_training_and_at_inference() -> None:
+    """Training trims a batch's all-padding columns, inference pads to ``max_len``: the same
+    sequence must get the same state either way (positions counted from the right), or the
+    position a user's newest item is served at is one training rarely saw."""
+    import torch
+
+    torch.manual_seed(0)
+    spec = sr.SasrecSpec(dropout=0.0, layers=2, max_len=12)
+    model = sr.SASRec(50, spec).eval()
+    trimmed = torch.tensor([[0, 5, 6, 7], [1, 2, 3, 4]])
+    with torch.no_grad():
+        short = model(trimmed)[:, -1]
+    served = torch.from_numpy(sr.encode(model, [np.array([5, 6, 7]), np.array([1, 2, 3, 4])]))
+    assert torch.allclose(short, served, atol=1e-4)

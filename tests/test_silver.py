@@ -190,9 +190,12 @@ def test_the_four_rule_gaps_found_through_byod_are_closed(spark: SparkSession, t
     assert lenient.by_rule == {}
     # a reason quotes at most the start of a long value
     long_item = _event("e-longitem", **{S.ITEM_ID: "i" * 200})
-    reason = clean_events(_bronze(spark, [long_item]), cfg, _catalog(spark, ["itm-1"]), KEY, NOW)
-    row = reason.quarantine.first()
-    assert row is not None and row[S.RULE] == R.UNKNOWN_ITEM and "(200 characters)" in row[S.REASON]
+    long_type = _event("e-longtype", **{S.EVENT_TYPE: "t" * 5000})
+    reason = clean_events(_bronze(spark, [long_item, long_type]), cfg, _catalog(spark, ["itm-1"]), KEY, NOW)
+    got = {r[S.RULE]: r[S.REASON] for r in reason.quarantine.collect()}
+    assert set(got) == {R.UNKNOWN_ITEM, R.UNKNOWN_EVENT_TYPE}
+    assert "(200 characters)" in got[R.UNKNOWN_ITEM] and "(5000 characters)" in got[R.UNKNOWN_EVENT_TYPE]
+    assert max(len(v) for v in got.values()) < 256
 
 
 def test_bot_rule_takes_all_of_a_heavy_users_day(spark: SparkSession, tmp_path: Path) -> None:

@@ -46,7 +46,9 @@ def ensure_table(
     properties: Mapping[str, str] | None = None,
 ) -> DeltaTable:
     """Create the table from ``schema`` if it does not exist yet (NOT NULL from the schema), add
-    any missing CHECK constraints and table properties, and return it."""
+    the nullable columns a table made by an older shoprec lacks (a MERGE would drop them silently,
+    an overwrite would refuse them), any missing CHECK constraints and table properties, and
+    return it."""
     builder = DeltaTable.createIfNotExists(spark)
     builder = builder.location(location) if is_table_path(location) else builder.tableName(location)
     builder = builder.addColumns(schema)
@@ -55,6 +57,7 @@ def ensure_table(
     for key, value in (properties or {}).items():
         builder = builder.property(key, value)
     table = builder.execute()
+    add_missing_columns(spark, location, schema)
     if checks:
         detail = table.detail().select("properties").first()
         existing = set((detail[0] if detail else None) or {})

@@ -22,7 +22,6 @@ def ensure_tables(spark: SparkSession, cfg: ShoprecConfig) -> None:
         [S.MODEL],
         checks=S.RECOMMENDATION_CHECKS,
     )
-    delta.add_missing_columns(spark, cfg.table("recommendations"), S.RECOMMENDATION_SCHEMA)
     delta.ensure_table(spark, cfg.table("eval_metrics"), S.EVAL_METRICS_SCHEMA, [S.MODEL])
 
 

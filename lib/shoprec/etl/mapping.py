@@ -11,7 +11,7 @@ from __future__ import annotations
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, MapType, StructType
+from pyspark.sql.types import ArrayType, MapType, StringType, StructField, StructType
 
 from shoprec import schemas as S
 from shoprec.config import JoinConfig, ShoprecConfig, SourceConfig
@@ -100,6 +100,14 @@ def read_mapped(
     # without the shop's own schema, the files follow the contract: read them with it, never inferred
     read_schema = _ddl(src.schema_ddl, f"{key}.schema_ddl") or contract
     nested = [f.name for f in read_schema.fields if isinstance(f.dataType, (ArrayType, MapType, StructType))]
+    # files in the contract's own columns: CSV holds no lists, so its optional ones (the catalog's
+    # links) are read by position as text and left empty, as the plain raw exports are
+    empty = [n for n in nested if n in S.RELATIONS] if src.format == "csv" and src.schema_ddl is None else []
+    if empty:
+        read_schema = StructType(
+            [StructField(f.name, StringType(), True) if f.name in empty else f for f in read_schema.fields]
+        )
+        nested = [n for n in nested if n not in empty]
     if src.format == "csv" and nested:
         raise ShoprecError(
             f"{key}: CSV cannot hold the column(s) {', '.join(nested)} of "
@@ -111,7 +119,10 @@ def read_mapped(
     for i, join in enumerate(src.joins):
         df = _join(spark, cfg, df, join, f"{key}.joins[{i}]")
     if src.schema_ddl is None and not src.columns:
-        cols = [F.col(f.name).cast(f.dataType).alias(f.name) for f in contract.fields]
+        cols = [
+            (F.lit(None) if f.name in empty else F.col(f.name)).cast(f.dataType).alias(f.name)
+            for f in contract.fields
+        ]
     else:
         cols = [
             (

@@ -139,7 +139,8 @@ def event_rules(cfg: CleaningConfig, now: datetime) -> list[Rule]:
             UNKNOWN_EVENT_TYPE,
             etype.isNull() | ~etype.isin(*S.EVENT_TYPES),
             F.format_string(
-                f"event_type %s is not one of {', '.join(S.EVENT_TYPES)}", F.coalesce(etype, F.lit("null"))
+                f"event_type %s is not one of {', '.join(S.EVENT_TYPES)}",
+                shown(F.coalesce(etype, F.lit("null"))),
             ),
         ),
         Rule(

@@ -105,14 +105,15 @@ def clean_events(
     pre = R.apply_rules(enriched, R.event_rules(cfg.cleaning, now))
     # of the rows sharing one event_id with different content, a valid one is kept (a row that
     # breaks a rule goes under that rule, never kept over a valid one), the same one on every run:
-    # by file, then content
+    # by content (not by file: which file's copy of a resent row survived the de-duplication above
+    # is arbitrary)
     by_id = Window.partitionBy(S.EVENT_ID).orderBy(
         F.col(R.RULE_COL).isNotNull(),
-        S.SOURCE_FILE,
         S.EVENT_TIME,
         S.EVENT_TYPE,
         S.USER_ID,
         F.xxhash64(*contract, S.CORRUPT_RECORD),
+        S.SOURCE_FILE,
     )
     duplicate = F.col(R.RULE_COL).isNull() & F.col(S.EVENT_ID).isNotNull() & (F.row_number().over(by_id) > 1)
     ruled = (

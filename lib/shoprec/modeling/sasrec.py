@@ -108,8 +108,11 @@ class SASRec(nn.Module):
     def forward(self, seq: torch.Tensor, gaps: torch.Tensor | None = None) -> torch.Tensor:
         """``(batch, len)`` item indices (0 = padding, left-padded), with each step's time-gap
         bucket when the model embeds them → ``(batch, len, dim)``."""
+        # positions count from the right (the newest step is always the last position): training
+        # trims a batch's all-padding columns and inference pads to max_len, so positions counted
+        # from the left put the newest step at a different position in each
         length = seq.shape[1]
-        pos = torch.arange(length, device=seq.device).unsqueeze(0)
+        pos = torch.arange(length, device=seq.device).unsqueeze(0) + max(0, self.spec.max_len - length)
         x = self.item_table()[seq] * math.sqrt(self.spec.dim) + self.positions(pos)
         if self.gaps is not None and gaps is not None:
             x = x + self.gaps(gaps)
@@ -170,7 +173,7 @@ def fit(
     valid_gaps = torch.from_numpy(_pad([g[:-1] for g in steps], spec.max_len))
     valid_out = np.array([s[-1] for s in usable])
     best, best_state, bad, epochs = -1.0, None, 0, 0
-    for epoch in range(1, spec.max_epochs + 1):
+    for epoch in range(1, spec.max_epochs + 1 if usable else 1):
         epochs = epoch
         model.train()
         order = rng.permutation(len(train))

@@ -107,8 +107,11 @@ class SequenceModel:
                 vectors = sr.encode(loaded.model, sequences, gaps if loaded.spec.get("time_gaps") else None)
                 yield pd.DataFrame({S.USER_KEY: users, VECTOR: [v.tolist() for v in vectors]})
 
-        # one row per user, the history in time order (ties by item id, as :func:`fold`)
-        steps = F.sort_array(F.collect_list(F.struct(F.unix_timestamp(S.EVENT_TIME).alias("t"), S.ITEM_ID)))
+        # one row per user, the history in time order (ties by item id, as :func:`fold`: by the whole
+        # timestamp, not its seconds, or two steps within one second could swap)
+        steps = F.sort_array(
+            F.collect_list(F.struct(S.EVENT_TIME, S.ITEM_ID, F.unix_timestamp(S.EVENT_TIME).alias("t")))
+        )
         histories = interactions.groupBy(S.USER_KEY).agg(steps.alias("_h"))
         return histories.select(
             S.USER_KEY,

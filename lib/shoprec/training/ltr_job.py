@@ -84,7 +84,7 @@ def validation_lists(
     ).localCheckpoint()
     matrix = ItemMatrix.from_frame(item_vectors)
     wide, sig = candidates.generate(spark, cfg, user_vectors, matrix, items, profiles, seen, str(model_dir))
-    outside = _outside(wide, truth, items, seen, cfg)
+    outside = _outside(wide, truth.join(users, S.USER_KEY, "left_semi"), items, seen, cfg)
     feats = sig.features(wide.unionByName(outside), user_vectors, item_vectors, items, profiles)
     # every candidate serving will order, the user's own past items too (labelled 0 where the
     # target excludes them): lists without them taught the model nothing about them, and served
@@ -104,16 +104,34 @@ def validation_lists(
 def _outside(
     wide: DataFrame, truth: DataFrame, items: DataFrame, seen: DataFrame, cfg: ShoprecConfig
 ) -> DataFrame:
-    """Pairs no source proposed, for the fitted (not held-out) users of ``truth``: their
-    positives the candidates missed and about ``outside_items`` catalog items each that they never
-    touched, drawn by a hash of the pair (the same draw on every run), in ``wide``'s columns."""
+    """Pairs no source proposed, for the fitted (not held-out) users of ``truth`` that have
+    candidates (a user without a vector has no features to learn from): their
+    positives the candidates missed and up to ``outside_items`` catalog items each that they never
+    touched, drawn by a hash of the user (the same draw on every run), in ``wide``'s columns."""
     n = cfg.training.ranker.lightgbm.outside_items
-    fitted = truth.where(~ltr.held_out(F.col(S.USER_KEY), cfg.training.ranker.holdout))
+    fitted = truth.where(~ltr.held_out(F.col(S.USER_KEY), cfg.training.ranker.holdout)).join(
+        wide.select(S.USER_KEY).distinct(), S.USER_KEY, "left_semi"
+    )
     users = fitted.select(S.USER_KEY).distinct()
-    catalog = items.select(S.ITEM_ID)
+    catalog = items.select(S.ITEM_ID).distinct()
+    # n draws per user by index into the numbered catalog (users x n rows, never users x catalog);
+    # numbered in item order so that the same draw comes on every run
+    spark = items.sparkSession
+    numbered = spark.createDataFrame(
+        catalog.orderBy(S.ITEM_ID).rdd.zipWithIndex().map(lambda r: (r[0][0], r[1])),
+        f"{S.ITEM_ID} string, _index long",
+    )
     total = max(1, catalog.count())
-    drawn = users.crossJoin(catalog).where(
-        F.pmod(F.xxhash64(S.USER_KEY, S.ITEM_ID, F.lit(cfg.training.seed)), F.lit(total)) < F.lit(n)
+    drawn = (
+        users.select(S.USER_KEY, F.explode(F.sequence(F.lit(1), F.lit(max(1, n)))).alias("_draw"))
+        .select(
+            S.USER_KEY,
+            F.pmod(F.xxhash64(S.USER_KEY, F.col("_draw"), F.lit(cfg.training.seed)), F.lit(total)).alias(
+                "_index"
+            ),
+        )
+        .join(numbered, "_index")
+        .select(S.USER_KEY, S.ITEM_ID)
     )
     touched = seen.select(S.USER_KEY, S.ITEM_ID).distinct()
     pairs = (
@@ -241,7 +259,8 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
         "lists": n_lists,
         "rows": int(fitted_rows.sum()),
         "holdout": r.holdout,
-        "candidate_recall": float(y[proposed].sum() / max(1, pdf.loc[pdf[LABEL] > 0, S.USER_KEY].nunique())),
+        # fitted lists hold every positive (proposed or not), so their share proposed is the recall
+        "candidate_recall": float(y[fitted_rows & proposed].sum() / max(1.0, y[fitted_rows].sum())),
         "outside_rows": int((~proposed & fitted_rows).sum()),
     }
     ltr.save(final, ranker_dir, extra)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def train_sequence(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path) -> dict[str, Any] | None:
     """Fit and save the sequence retriever under ``model_dir``; its fit record, or None when
-    ``training.sequence.enabled`` is off."""
+    ``training.sequence.enabled`` is off or no sequence was long enough to train on."""
     from shoprec.modeling import sasrec as sr
 
     q = cfg.training.sequence
@@ -65,6 +65,12 @@ def train_sequence(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path) -> 
         patience=q.patience, seed=q.seed, ids=q.ids, time_gaps=q.time_gaps,
     )  # fmt: skip
     model, record = sequence.fit(rows, ids, table, spec)
+    if not record["valid_ndcg_at_10"] >= 0:  # never validated (no sequence of 3 items): untrained
+        log.warning(
+            "sequence retriever not saved: no user has the three visible items it trains on; "
+            "scoring goes without the sequence source"
+        )
+        return None
     out = sequence.save(model, model_dir, record)
     record = {**record, "items": len(ids), "seconds_total": time.perf_counter() - started}
     log.info(
