@@ -336,6 +336,21 @@ def related_scores(recent: DataFrame, linked: DataFrame, decay: float) -> DataFr
     return forward.unionByName(backward).groupBy(S.USER_KEY, S.ITEM_ID).agg(*aggs)
 
 
+def _dot_feature(
+    df: DataFrame, users: DataFrame | None, items: DataFrame | None, name: str, prefix: str
+) -> DataFrame:
+    """``df`` with column ``name``: the dot product of a model's user and item vectors (null
+    where either is missing, or for every pair when the model is absent)."""
+    if users is None or items is None:
+        return df.withColumn(name, F.lit(None).cast("double"))
+    u, i = f"{prefix}u", f"{prefix}i"
+    return (
+        df.join(users.select(S.USER_KEY, F.col("vector").alias(u)), S.USER_KEY, "left")
+        .join(items.select(S.ITEM_ID, F.col("vector").alias(i)), S.ITEM_ID, "left")
+        .withColumn(name, dot(F.col(u), F.col(i)))
+    )
+
+
 def assemble(
     cands: DataFrame,
     sources: Sequence[str],
@@ -386,22 +401,8 @@ def assemble(
         .join(recent.withColumnRenamed("recency", USER_ITEM_RECENCY), [S.USER_KEY, S.ITEM_ID], "left")
         .join(F.broadcast(popularity), S.ITEM_ID, "left")
     )
-    if als_users is not None and als_items is not None:
-        df = (
-            df.join(als_users.select(S.USER_KEY, F.col("vector").alias("_au")), S.USER_KEY, "left")
-            .join(als_items.select(S.ITEM_ID, F.col("vector").alias("_ai")), S.ITEM_ID, "left")
-            .withColumn(ALS_DOT, dot(F.col("_au"), F.col("_ai")))
-        )
-    else:
-        df = df.withColumn(ALS_DOT, F.lit(None).cast("double"))
-    if seq_users is not None and seq_items is not None:
-        df = (
-            df.join(seq_users.select(S.USER_KEY, F.col("vector").alias("_su")), S.USER_KEY, "left")
-            .join(seq_items.select(S.ITEM_ID, F.col("vector").alias("_si")), S.ITEM_ID, "left")
-            .withColumn(SEQUENCE_DOT, dot(F.col("_su"), F.col("_si")))
-        )
-    else:
-        df = df.withColumn(SEQUENCE_DOT, F.lit(None).cast("double"))
+    df = _dot_feature(df, als_users, als_items, ALS_DOT, "_a")
+    df = _dot_feature(df, seq_users, seq_items, SEQUENCE_DOT, "_s")
     df = (
         df.join(users.select(S.USER_KEY, F.col("vector").alias("_eu")), S.USER_KEY, "left")
         .join(item_vectors.select(S.ITEM_ID, F.col("vector").alias("_ei")), S.ITEM_ID, "left")
