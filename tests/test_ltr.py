@@ -159,6 +159,37 @@ def test_dot_of_arrays(spark: SparkSession) -> None:
 
 
 @pytest.mark.spark
+def test_outside_pairs_are_a_uniform_draw_not_every_missed_positive(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A positive no source reached enters the lists only when the draw hits it, as any item: a
+    list holding all of them taught the trees that an unproposed item is a likely positive."""
+    from shoprec.training.ltr_job import _outside
+
+    cfg = small_cfg(tmp_path, tmp_path, training={"ranker": {"lightgbm": {"outside_items": 2}}})
+    users = [f"u{n}" for n in range(40)]
+    catalog = [f"i{n:04d}" for n in range(1000)]
+    items = spark.createDataFrame([(i,) for i in catalog], f"{S.ITEM_ID} string")
+    wide = spark.createDataFrame(
+        [(u, "i0000", "als", 1.0) for u in users],
+        f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.SOURCE} string, x double",
+    )
+    # ten missed positives per user, none of them a candidate
+    truth = spark.createDataFrame(
+        [(u, f"i{n:04d}") for u in users for n in range(1, 11)], f"{S.USER_KEY} string, {S.ITEM_ID} string"
+    )
+    seen = spark.createDataFrame([(u, "i0999") for u in users], f"{S.USER_KEY} string, {S.ITEM_ID} string")
+    out = _outside(wide, truth, items, seen, cfg).toPandas()
+    assert not out.empty and list(out.columns) == wide.columns
+    assert (out[S.SOURCE] == "").all() and out["x"].isna().all()
+    assert out.groupby(S.USER_KEY).size().max() <= 2, "more than outside_items pairs for a user"
+    assert not ((out[S.ITEM_ID] == "i0000") | (out[S.ITEM_ID] == "i0999")).any()  # candidates, touched
+    missed = out.merge(truth.toPandas(), on=[S.USER_KEY, S.ITEM_ID])
+    # a uniform draw hits about 40 x 2 x 10/1000 of them; adding every one gives hundreds
+    assert len(missed) < 10, f"{len(missed)} missed positives added beside the draw"
+
+
+@pytest.mark.spark
 @pytest.mark.slow
 def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_order(
     spark: SparkSession, small_shop: ShoprecConfig, tiny_model_dir: Path, tmp_path: Path
@@ -203,17 +234,21 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     # target is new items): a model that never saw them put them first when serving
     from shoprec.training.ltr_job import LABEL, validation_lists
 
-    pdf, _, _ = validation_lists(spark, cfg, trained.model_dir)
+    lists = validation_lists(spark, cfg, trained.model_dir)
+    pdf = lists.pdf
     x = np.stack(list(pdf[rk.FEATURES]))
     had = x[:, ltr.feature_names(SOURCES).index(ltr.USER_ITEM_POSITIVE)] == 1.0
     assert had.any() and (pdf[LABEL].to_numpy()[had] == 0).all() and pdf[LABEL].sum() > 0
     # pairs no source proposed join the fitted lists only (the held-out ones stay what serving
-    # orders), the drawn items labelled 0 and the positives the candidates missed labelled 1
+    # orders), at most outside_items draws per user, labelled by the positives like any pair
     outside = pdf[S.SOURCE] == ""
     assert outside.any() and not (outside & pdf[ltr.HELD]).any()
     assert (x[outside.to_numpy(), ltr.feature_names(SOURCES).index(ltr.N_SOURCES)] == 0).all()
-    assert pdf.loc[outside, LABEL].sum() > 0 and (pdf.loc[outside, LABEL] == 0).sum() > 0
+    assert pdf[outside].groupby(S.USER_KEY).size().max() <= cfg.training.ranker.lightgbm.outside_items
+    assert (pdf.loc[outside, LABEL] == 0).sum() > 0
     assert meta["outside_rows"] > 0
+    assert 0.0 < meta["candidate_recall"] <= 1.0
+    assert len(lists.positives) >= pdf.loc[pdf[S.SOURCE] != "", LABEL].sum()
     loads = spark.sparkContext.accumulator(0)
     score(spark, cfg, loads=loads)
     assert loads.value == 0, "the torch head's UDF did not run: LightGBM ordered the candidates"
