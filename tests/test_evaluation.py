@@ -112,6 +112,12 @@ def test_rerun_replaces_its_run_and_the_report_draws(
     ranker = page[page.index("<h2>The ranker</h2>") :]
     assert "lightgbm 0.2900, torch 0.1160" in ranker and "428" in ranker
     assert ranker.index("recent_popularity</td><td>0.750") < ranker.index("leaf_affinity</td><td>0.250")
+    assert "given-set model" not in ranker
+    given = {"kept": True, "lists": 300, "negatives": 100, "held_out_ndcg_at_10": 0.41}
+    given["served_model_held_out_ndcg_at_10"] = 0.25
+    page = write_report(spark, gold_cfg, first.run_id, tmp_path / "r3.html", ranker={**meta, "given": given})
+    ranker = page.read_text()[page.read_text().index("<h2>The ranker</h2>") :]
+    assert "given-set model" in ranker and "0.4100, against 0.2500" in ranker
 
 
 def test_sasrec_and_the_sequence_retriever_run_through_the_same_evaluation(

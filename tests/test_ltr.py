@@ -190,6 +190,40 @@ def test_outside_pairs_are_a_uniform_draw_not_every_missed_positive(
 
 
 @pytest.mark.spark
+def test_given_set_lists_hold_every_positive_and_drawn_untouched_items(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """What ranking a set someone else chose looks like: each user's positives, proposed or not,
+    among drawn items they never touched, every pair with its sources' scores where it had any;
+    held-out users too (the choice of model is made on them)."""
+    from shoprec.training.ltr_job import _given
+
+    cfg = small_cfg(tmp_path, tmp_path, training={"ranker": {"lightgbm": {"given_negatives": 5}}})
+    users = [f"u{n}" for n in range(40)]
+    catalog = [f"i{n:04d}" for n in range(300)]
+    items = spark.createDataFrame([(i,) for i in catalog], f"{S.ITEM_ID} string")
+    # i0001 proposed (a positive), i0002 a positive no source proposed, i0003 touched
+    wide = spark.createDataFrame(
+        [(u, "i0001", "als", 1.0) for u in users],
+        f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.SOURCE} string, x double",
+    )
+    truth = spark.createDataFrame(
+        [(u, i) for u in users for i in ("i0001", "i0002")], f"{S.USER_KEY} string, {S.ITEM_ID} string"
+    )
+    seen = spark.createDataFrame([(u, "i0003") for u in users], f"{S.USER_KEY} string, {S.ITEM_ID} string")
+    out = _given(wide, truth, items, seen, cfg).toPandas()
+    assert list(out.columns) == wide.columns and set(out[S.USER_KEY]) == set(users)
+    held = {r[0] for r in spark.createDataFrame([(u,) for u in users], f"{S.USER_KEY} string")
+            .where(ltr.held_out(F.col(S.USER_KEY), cfg.training.ranker.holdout)).collect()}  # fmt: skip
+    assert held, "no held-out user among 40: the test shows nothing about them"
+    for _user, rows in out.groupby(S.USER_KEY):
+        by_item = rows.set_index(S.ITEM_ID)
+        assert by_item.loc["i0001", S.SOURCE] == "als" and by_item.loc["i0001", "x"] == 1.0
+        assert by_item.loc["i0002", S.SOURCE] == "" and np.isnan(by_item.loc["i0002", "x"])
+        assert "i0003" not in by_item.index and len(rows) <= 2 + 5
+
+
+@pytest.mark.spark
 @pytest.mark.slow
 def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_order(
     spark: SparkSession, small_shop: ShoprecConfig, tiny_model_dir: Path, tmp_path: Path
@@ -249,6 +283,15 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     assert meta["outside_rows"] > 0
     assert 0.0 < meta["candidate_recall"] <= 1.0
     assert len(lists.positives) >= pdf.loc[pdf[S.SOURCE] != "", LABEL].sum()
+    # the given-set lists hold every positive of their users, and the model for them is kept
+    # beside the served one only when it orders their held-out lists better
+    assert lists.given is not None and lists.given[LABEL].sum() == len(
+        lists.positives[lists.positives[S.USER_KEY].isin(set(lists.given[S.USER_KEY]))]
+    )
+    given = meta["given"]
+    assert given is not None and given["lists"] > 0
+    assert given["kept"] == (given["held_out_ndcg_at_10"] > given["served_model_held_out_ndcg_at_10"])
+    assert ltr.exists(trained.ranker_dir / ltr.GIVEN_DIR) == given["kept"]
     loads = spark.sparkContext.accumulator(0)
     score(spark, cfg, loads=loads)
     assert loads.value == 0, "the torch head's UDF did not run: LightGBM ordered the candidates"

@@ -424,6 +424,12 @@ class LightGbmConfig:
     #: mostly. The held-out lists that early stopping reads stay candidates only: what serving
     #: orders. 0: candidates only.
     outside_items: int = Field(default=20, ge=0)
+    #: A second model for ranking a set someone else chose (sampled evaluation's target and
+    #: negatives, a shop's own shortlist), fitted on lists of each user's validation positives
+    #: and this many drawn items they never touched, every pair with the sources that proposed it
+    #: or none. It is kept only when it orders the held-out users' such lists better than the
+    #: model that serves; the served lists of candidates always come from that model. 0: none.
+    given_negatives: int = Field(default=100, ge=0)
 
 
 @dataclass(frozen=True, config=_STRICT)

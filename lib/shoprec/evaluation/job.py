@@ -309,7 +309,7 @@ def evaluate_scored(
             ).localCheckpoint()
         if n_sampled:
             given_staged[head] = served.score_view(
-                spark, cfg, model_dir, sv.view, given, head=head
+                spark, cfg, model_dir, sv.view, given, head=head, given=True
             ).localCheckpoint()
     steps = rules.ablation(sc, max(ev.ks))
     name = cfg.scoring.model_name

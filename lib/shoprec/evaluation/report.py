@@ -331,11 +331,21 @@ def _ranker(meta: Mapping[str, Any] | None, top: int = 15) -> str:
     valid = meta.get("valid_ndcg_at_10") or {}
     figures = ", ".join(f"{html.escape(str(k))} {float(v):.4f}" for k, v in valid.items() if v is not None)
     chosen, objective = html.escape(str(meta.get("chosen", "?"))), html.escape(str(meta.get("objective", "")))
+    given = meta.get("given") or {}
+    given_note = (
+        f" Sampled ranking orders its given sets with the <b>given-set model</b>, fitted on "
+        f"{int(given.get('lists', 0)):,} lists of each user's positives and {int(given.get('negatives', 0))} "
+        f"drawn items (held-out NDCG@10 on such lists {float(given['held_out_ndcg_at_10']):.4f}, against "
+        f"{float(given['served_model_held_out_ndcg_at_10']):.4f} for the model that serves); full ranking "
+        "measures the served lists, ordered by the model above."
+        if given.get("kept")
+        else ""
+    )
     return (
         f"<h2>The ranker</h2><p class=note>Ordered by <b>{chosen}</b> ({objective}), "
         f"fitted on {int(meta.get('lists', 0)):,} candidate lists of the validation cut; held-out "
-        f"NDCG@10: {figures or '-'}. Share of the booster's gain, top {top} of {len(gains)} features:</p>"
-        f"<table><tr><th>feature</th><th>gain share</th></tr>{rows}</table>"
+        f"NDCG@10: {figures or '-'}.{given_note} Share of the booster's gain, top {top} of {len(gains)} "
+        f"features:</p><table><tr><th>feature</th><th>gain share</th></tr>{rows}</table>"
     )
 
 

@@ -43,6 +43,8 @@ from shoprec.modeling import ranker as rk
 log = logging.getLogger(__name__)
 
 LTR_FILE, LTR_META = "ltr.txt", "ltr.json"
+#: Under the ranker directory: the model for ranking a given set (``lightgbm.given_negatives``).
+GIVEN_DIR = "given"
 LTR_SCORE = "ltr_score"
 COOC_SUM, COOC_MAX, COOC_LAST = "cooc_sum", "cooc_max", "cooc_last"
 ALS_DOT, EMBEDDING_DOT, HISTORY_LENGTH, N_SOURCES = "als_dot", "embedding_dot", "history_length", "n_sources"

@@ -243,16 +243,23 @@ def score_view(
     pool: Pool,
     loads: Any = None,
     head: str = "chosen",
+    given: bool = False,
 ) -> DataFrame:
     """The ranker's scores and the rules' inputs for every candidate of ``view``: the
     learning-to-rank model's where training kept it, else the torch head's (``head="torch"``:
-    the torch head's always, which evaluation measures beside the model that serves)."""
+    the torch head's always, which evaluation measures beside the model that serves).
+    ``given``: ``pool`` is a set someone else chose (sampled evaluation's), ordered by the
+    given-set model where training kept one (``training.ranker.lightgbm.given_negatives``)."""
     purchases = (
         view.interactions.where(F.col(S.EVENT_TYPE) == "purchase").select(S.USER_KEY, S.ITEM_ID).distinct()
     )
     ranker_dir = model_dir / rk.RANKER_DIR
     meta = ltr.model_meta(model_dir) or {}
     if meta.get("chosen") == "lightgbm" and head != "torch":
+        if given and ltr.exists(ranker_dir / ltr.GIVEN_DIR):
+            return ltr_candidates(
+                pool, view, purchases, ranker_dir / ltr.GIVEN_DIR, ltr.load_meta(ranker_dir / ltr.GIVEN_DIR)
+            )
         return ltr_candidates(pool, view, purchases, ranker_dir, meta)
     return score_candidates(
         spark,

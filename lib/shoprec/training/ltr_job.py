@@ -58,6 +58,8 @@ class Lists:
     #: Every validation positive of the capped users in the catalog (user, item): the candidate
     #: recall's denominator, since the lists hold only the positives a source reached or a draw hit.
     positives: pd.DataFrame
+    #: Given-set lists (:func:`_given`), in ``pdf``'s columns; None with ``given_negatives: 0``.
+    given: pd.DataFrame | None = None
 
 
 def _split(spark: SparkSession, cfg: ShoprecConfig, name: str, split: str) -> DataFrame:
@@ -95,11 +97,24 @@ def validation_lists(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path) -
     ).localCheckpoint()
     matrix = ItemMatrix.from_frame(item_vectors)
     wide, sig = candidates.generate(spark, cfg, user_vectors, matrix, items, profiles, seen, str(model_dir))
-    outside = _outside(wide, truth.join(users, S.USER_KEY, "left_semi"), items, seen, cfg)
+    wide = wide.localCheckpoint()  # read by the outside draw, the given sets and the features
+    capped = truth.join(users, S.USER_KEY, "left_semi")
+    outside = _outside(wide, capped, items, seen, cfg)
     feats = sig.features(wide.unionByName(outside), user_vectors, item_vectors, items, profiles)
     # every candidate serving will order, the user's own past items too (labelled 0 where the
     # target excludes them): lists without them taught the model nothing about them, and served
     # lists then led with items the user had already clicked (demo: N@10 .146 against .173)
+    pdf = _labelled(feats, truth, cfg)
+    given = None
+    if cfg.training.ranker.lightgbm.given_negatives:
+        pairs = _given(wide, capped, items, seen, cfg)
+        given = _labelled(sig.features(pairs, user_vectors, item_vectors, items, profiles), truth, cfg)
+    positives = capped.join(items.select(S.ITEM_ID), S.ITEM_ID, "left_semi").toPandas()
+    return Lists(pdf, user_vectors, item_vectors, positives, given)
+
+
+def _labelled(feats: DataFrame, truth: DataFrame, cfg: ShoprecConfig) -> pd.DataFrame:
+    """``feats`` labelled by ``truth`` and marked held out or not, as pandas sorted by user."""
     labelled = feats.join(truth.withColumn(LABEL, F.lit(1.0)), [S.USER_KEY, S.ITEM_ID], "left").select(
         S.USER_KEY,
         S.ITEM_ID,
@@ -108,13 +123,60 @@ def validation_lists(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path) -
         F.coalesce(F.col(LABEL), F.lit(0.0)).alias(LABEL),
         ltr.held_out(F.col(S.USER_KEY), cfg.training.ranker.holdout).alias(ltr.HELD),
     )
-    pdf = labelled.toPandas().sort_values([S.USER_KEY, S.ITEM_ID], kind="stable").reset_index(drop=True)
-    positives = (
+    return labelled.toPandas().sort_values([S.USER_KEY, S.ITEM_ID], kind="stable").reset_index(drop=True)
+
+
+def _draw(users: DataFrame, items: DataFrame, n: int, seed: int) -> DataFrame:
+    """(user_key, item_id): ``n`` catalog items per user drawn by a hash of the user and ``seed``
+    (the same draw on every run), by index into the catalog numbered in item order: users × n
+    rows, never users × catalog. Repeats collapse, so a user may get fewer."""
+    catalog = items.select(S.ITEM_ID).distinct()
+    spark = items.sparkSession
+    numbered = spark.createDataFrame(
+        catalog.orderBy(S.ITEM_ID).rdd.zipWithIndex().map(lambda r: (r[0][0], r[1])),
+        f"{S.ITEM_ID} string, _index long",
+    )
+    total = max(1, catalog.count())
+    return (
+        users.select(S.USER_KEY, F.explode(F.sequence(F.lit(1), F.lit(max(1, n)))).alias("_draw"))
+        .select(
+            S.USER_KEY,
+            F.pmod(F.xxhash64(S.USER_KEY, F.col("_draw"), F.lit(seed)), F.lit(total)).alias("_index"),
+        )
+        .join(numbered, "_index")
+        .select(S.USER_KEY, S.ITEM_ID)
+        .distinct()
+    )
+
+
+def _given(
+    wide: DataFrame, truth: DataFrame, items: DataFrame, seen: DataFrame, cfg: ShoprecConfig
+) -> DataFrame:
+    """Given-set lists: for every user of ``truth`` with candidates (held-out users too, for early
+    stopping), all their positives in the catalog and ``given_negatives`` drawn items they never
+    touched, each pair with the sources that proposed it (none for the others), in ``wide``'s
+    columns. This is what ranking a set someone else chose looks like (sampled evaluation's target
+    and 99 negatives, a shop's own shortlist): a positive there is often one no source proposed,
+    which lists of candidates never show."""
+    n = cfg.training.ranker.lightgbm.given_negatives
+    users = (
+        truth.join(wide.select(S.USER_KEY).distinct(), S.USER_KEY, "left_semi").select(S.USER_KEY).distinct()
+    )
+    touched = seen.select(S.USER_KEY, S.ITEM_ID).distinct()
+    drawn = _draw(users, items, n, cfg.training.seed + 1).join(touched, [S.USER_KEY, S.ITEM_ID], "left_anti")
+    pairs = (
         truth.join(users, S.USER_KEY, "left_semi")
         .join(items.select(S.ITEM_ID), S.ITEM_ID, "left_semi")
-        .toPandas()
+        .select(S.USER_KEY, S.ITEM_ID)
+        .unionByName(drawn)
+        .distinct()
     )
-    return Lists(pdf, user_vectors, item_vectors, positives)
+    proposed = wide.join(pairs, [S.USER_KEY, S.ITEM_ID], "left_semi")
+    nulls = [F.lit(None).cast(wide.schema[c].dataType).alias(c) for c in wide.columns[3:]]
+    rest = pairs.join(wide.select(S.USER_KEY, S.ITEM_ID), [S.USER_KEY, S.ITEM_ID], "left_anti").select(
+        S.USER_KEY, S.ITEM_ID, F.lit("").alias(S.SOURCE), *nulls
+    )
+    return proposed.unionByName(rest.select(*wide.columns))
 
 
 def _outside(
@@ -132,27 +194,7 @@ def _outside(
     fitted = truth.where(~ltr.held_out(F.col(S.USER_KEY), cfg.training.ranker.holdout)).join(
         wide.select(S.USER_KEY).distinct(), S.USER_KEY, "left_semi"
     )
-    users = fitted.select(S.USER_KEY).distinct()
-    catalog = items.select(S.ITEM_ID).distinct()
-    # n draws per user by index into the numbered catalog (users x n rows, never users x catalog);
-    # numbered in item order so that the same draw comes on every run
-    spark = items.sparkSession
-    numbered = spark.createDataFrame(
-        catalog.orderBy(S.ITEM_ID).rdd.zipWithIndex().map(lambda r: (r[0][0], r[1])),
-        f"{S.ITEM_ID} string, _index long",
-    )
-    total = max(1, catalog.count())
-    drawn = (
-        users.select(S.USER_KEY, F.explode(F.sequence(F.lit(1), F.lit(max(1, n)))).alias("_draw"))
-        .select(
-            S.USER_KEY,
-            F.pmod(F.xxhash64(S.USER_KEY, F.col("_draw"), F.lit(cfg.training.seed)), F.lit(total)).alias(
-                "_index"
-            ),
-        )
-        .join(numbered, "_index")
-        .select(S.USER_KEY, S.ITEM_ID)
-    )
+    drawn = _draw(fitted.select(S.USER_KEY).distinct(), items, n, cfg.training.seed)
     touched = seen.select(S.USER_KEY, S.ITEM_ID).distinct()
     pairs = (
         drawn.join(touched, [S.USER_KEY, S.ITEM_ID], "left_anti")
@@ -268,8 +310,10 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
         chosen = "torch" if torch_ndcg is not None and torch_ndcg > lgb_ndcg else "lightgbm"
     else:
         chosen = r.kind
+    given = _fit_given(lists, names, base, kept, final, ranker_dir, cfg)
     n_lists = len(np.unique(users[fitted_rows]))
     extra = {
+        "given": given,
         "chosen": chosen,
         "objective": kept,
         "calibration": calibration,
@@ -301,3 +345,69 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
     return LtrResult(
         chosen, lgb_ndcg, torch_ndcg, n_lists, int(fitted_rows.sum()), seconds, final.meta["importance_gain"]
     )
+
+
+def _fit_given(
+    lists: Lists,
+    names: list[str],
+    base: dict[str, Any],
+    objective: str,
+    served: ltr.Fitted,
+    ranker_dir: Path,
+    cfg: ShoprecConfig,
+) -> dict[str, Any] | None:
+    """Fit the given-set model (:func:`_given`'s lists, ``objective``) and keep it in
+    ``ranker_dir/given`` only when its held-out NDCG@10 on those lists beats the served model's on
+    the same lists; a model from an earlier run that is not beaten now is removed. None when
+    there were no given-set lists or none held out to choose on."""
+    import shutil
+
+    out = ranker_dir / ltr.GIVEN_DIR
+    shutil.rmtree(out, ignore_errors=True)
+    pdf = lists.given
+    if pdf is None or pdf.empty:
+        return None
+    g = cfg.training.ranker.lightgbm
+    x = np.stack(list(pdf[rk.FEATURES])).astype(np.float32)
+    y = pdf[LABEL].to_numpy(np.float32)
+    users = pdf[S.USER_KEY].to_numpy(dtype=object)
+    keep = pdf.groupby(S.USER_KEY)[LABEL].transform("max").to_numpy() > 0
+    held = pdf[ltr.HELD].to_numpy(dtype=bool)
+    hold, fit_rows = keep & held, keep & ~held
+    if not hold.any() or not fit_rows.any():
+        log.warning("learning to rank: too few given-set lists to hold any out; no given-set model")
+        return None
+    fitted = ltr.fit(
+        x[keep], y[keep], users[keep], held[keep], names, {**base, "objective": objective},
+        g.rounds, g.early_stopping, cfg.training.seed,
+    )  # fmt: skip
+    mine = ltr.ndcg_at(
+        fitted.booster.predict(x[hold], num_iteration=fitted.meta["best_iteration"]), y[hold], users[hold], 10
+    )
+    theirs = ltr.ndcg_at(
+        served.booster.predict(x[hold], num_iteration=served.meta["best_iteration"]), y[hold], users[hold], 10
+    )
+    kept = mine > theirs
+    info = {
+        "kept": kept,
+        "held_out_ndcg_at_10": mine,
+        "served_model_held_out_ndcg_at_10": theirs,
+        "lists": len(np.unique(users[fit_rows])),
+        "rows": int(fit_rows.sum()),
+        "negatives": g.given_negatives,
+    }
+    if kept:
+        calibration = ltr.calibrate(
+            fitted.booster.predict(x[fit_rows], num_iteration=fitted.meta["best_iteration"]), y[fit_rows]
+        )
+        ltr.save(fitted, out, {"calibration": calibration, **info})
+    log.info(
+        "learning to rank: given-set lists (%d, %d rows), held-out NDCG@10 %.4f against %.4f for the "
+        "served model: %s",
+        info["lists"],
+        info["rows"],
+        mine,
+        theirs,
+        "kept for given sets" if kept else "not kept",
+    )
+    return info
