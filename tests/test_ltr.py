@@ -158,6 +158,22 @@ def test_dot_of_arrays(spark: SparkSession) -> None:
     assert df.select(ltr.dot(F.col("a"), F.col("b"))).first()[0] == pytest.approx(11.0)  # type: ignore[index]
 
 
+USERS = [f"u{n}" for n in range(40)]
+PAIRS = f"{S.USER_KEY} string, {S.ITEM_ID} string"
+
+
+def _shop(spark: SparkSession, size: int, candidate: str, positives: list[str], touched: str):  # type: ignore[no-untyped-def]
+    """(items, wide, truth, seen) for the 40 users of a ``size``-item catalog: one candidate
+    each (source als, one feature ``x``), the same positives and one touched item."""
+    items = spark.createDataFrame([(f"i{n:04d}",) for n in range(size)], f"{S.ITEM_ID} string")
+    wide = spark.createDataFrame(
+        [(u, candidate, "als", 1.0) for u in USERS], f"{PAIRS}, {S.SOURCE} string, x double"
+    )
+    truth = spark.createDataFrame([(u, i) for u in USERS for i in positives], PAIRS)
+    seen = spark.createDataFrame([(u, touched) for u in USERS], PAIRS)
+    return items, wide, truth, seen
+
+
 @pytest.mark.spark
 def test_outside_pairs_are_a_uniform_draw_not_every_missed_positive(
     spark: SparkSession, tmp_path: Path
@@ -167,18 +183,8 @@ def test_outside_pairs_are_a_uniform_draw_not_every_missed_positive(
     from shoprec.training.ltr_job import _outside
 
     cfg = small_cfg(tmp_path, tmp_path, training={"ranker": {"lightgbm": {"outside_items": 2}}})
-    users = [f"u{n}" for n in range(40)]
-    catalog = [f"i{n:04d}" for n in range(1000)]
-    items = spark.createDataFrame([(i,) for i in catalog], f"{S.ITEM_ID} string")
-    wide = spark.createDataFrame(
-        [(u, "i0000", "als", 1.0) for u in users],
-        f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.SOURCE} string, x double",
-    )
     # ten missed positives per user, none of them a candidate
-    truth = spark.createDataFrame(
-        [(u, f"i{n:04d}") for u in users for n in range(1, 11)], f"{S.USER_KEY} string, {S.ITEM_ID} string"
-    )
-    seen = spark.createDataFrame([(u, "i0999") for u in users], f"{S.USER_KEY} string, {S.ITEM_ID} string")
+    items, wide, truth, seen = _shop(spark, 1000, "i0000", [f"i{n:04d}" for n in range(1, 11)], "i0999")
     out = _outside(wide, truth, items, seen, cfg).toPandas()
     assert not out.empty and list(out.columns) == wide.columns
     assert (out[S.SOURCE] == "").all() and out["x"].isna().all()
@@ -199,21 +205,11 @@ def test_given_set_lists_hold_every_positive_and_drawn_untouched_items(
     from shoprec.training.ltr_job import _given
 
     cfg = small_cfg(tmp_path, tmp_path, training={"ranker": {"lightgbm": {"given_negatives": 5}}})
-    users = [f"u{n}" for n in range(40)]
-    catalog = [f"i{n:04d}" for n in range(300)]
-    items = spark.createDataFrame([(i,) for i in catalog], f"{S.ITEM_ID} string")
     # i0001 proposed (a positive), i0002 a positive no source proposed, i0003 touched
-    wide = spark.createDataFrame(
-        [(u, "i0001", "als", 1.0) for u in users],
-        f"{S.USER_KEY} string, {S.ITEM_ID} string, {S.SOURCE} string, x double",
-    )
-    truth = spark.createDataFrame(
-        [(u, i) for u in users for i in ("i0001", "i0002")], f"{S.USER_KEY} string, {S.ITEM_ID} string"
-    )
-    seen = spark.createDataFrame([(u, "i0003") for u in users], f"{S.USER_KEY} string, {S.ITEM_ID} string")
+    items, wide, truth, seen = _shop(spark, 300, "i0001", ["i0001", "i0002"], "i0003")
     out = _given(wide, truth, items, seen, cfg).toPandas()
-    assert list(out.columns) == wide.columns and set(out[S.USER_KEY]) == set(users)
-    held = {r[0] for r in spark.createDataFrame([(u,) for u in users], f"{S.USER_KEY} string")
+    assert list(out.columns) == wide.columns and set(out[S.USER_KEY]) == set(USERS)
+    held = {r[0] for r in spark.createDataFrame([(u,) for u in USERS], f"{S.USER_KEY} string")
             .where(ltr.held_out(F.col(S.USER_KEY), cfg.training.ranker.holdout)).collect()}  # fmt: skip
     assert held, "no held-out user among 40: the test shows nothing about them"
     for _user, rows in out.groupby(S.USER_KEY):
