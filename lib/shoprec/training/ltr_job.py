@@ -172,11 +172,15 @@ def _given(
         .distinct()
     )
     proposed = wide.join(pairs, [S.USER_KEY, S.ITEM_ID], "left_semi")
+    return proposed.unionByName(_unproposed(pairs, wide))
+
+
+def _unproposed(pairs: DataFrame, wide: DataFrame) -> DataFrame:
+    """The (user_key, item_id) ``pairs`` that are not in ``wide``, in its columns: source "" and
+    no source's score or rank."""
     nulls = [F.lit(None).cast(wide.schema[c].dataType).alias(c) for c in wide.columns[3:]]
-    rest = pairs.join(wide.select(S.USER_KEY, S.ITEM_ID), [S.USER_KEY, S.ITEM_ID], "left_anti").select(
-        S.USER_KEY, S.ITEM_ID, F.lit("").alias(S.SOURCE), *nulls
-    )
-    return proposed.unionByName(rest.select(*wide.columns))
+    rest = pairs.join(wide.select(S.USER_KEY, S.ITEM_ID), [S.USER_KEY, S.ITEM_ID], "left_anti")
+    return rest.select(S.USER_KEY, S.ITEM_ID, F.lit("").alias(S.SOURCE), *nulls).select(*wide.columns)
 
 
 def _outside(
@@ -196,15 +200,10 @@ def _outside(
     )
     drawn = _draw(fitted.select(S.USER_KEY).distinct(), items, n, cfg.training.seed)
     touched = seen.select(S.USER_KEY, S.ITEM_ID).distinct()
-    pairs = (
-        drawn.join(touched, [S.USER_KEY, S.ITEM_ID], "left_anti")
-        .distinct()
-        .join(wide.select(S.USER_KEY, S.ITEM_ID), [S.USER_KEY, S.ITEM_ID], "left_anti")
-    )
+    pairs = drawn.join(touched, [S.USER_KEY, S.ITEM_ID], "left_anti")
     if n == 0:
         pairs = pairs.where(F.lit(False))
-    nulls = [F.lit(None).cast(wide.schema[c].dataType).alias(c) for c in wide.columns[3:]]
-    return pairs.select(S.USER_KEY, S.ITEM_ID, F.lit("").alias(S.SOURCE), *nulls).select(*wide.columns)
+    return _unproposed(pairs, wide)
 
 
 def _torch_scores(
