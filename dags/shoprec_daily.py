@@ -17,6 +17,10 @@ the Airflow worker's environment, read when the DAG is parsed:
 ``SHOPREC_SCHEDULE``        cron or preset (default ``@daily``)
 ==========================  ===============================================================
 
+``train`` runs every day but trains only when its inputs or settings changed, or when
+``training.retrain`` (``daily``/``weekly``) says it is due; otherwise it re-uses the finished model
+and registers no version, and ``score`` serves the champion as every day.
+
 The pseudonymisation key and the MLflow tracking URI travel as the workers' environment
 (``SHOPREC_PSEUDONYM_KEY``, ``MLFLOW_TRACKING_URI``), never in the DAG. On Databricks, run the
 bundle's job instead (``databricks.yml``; see docs/running.md, section Airflow, for

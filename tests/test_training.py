@@ -178,6 +178,59 @@ def test_two_horovod_processes_learn_in_sync_and_record_everything(
     assert {"model/ranker/ranker.pt", "model/ranker/student.pt"} <= ranker_files
 
 
+def test_a_second_daily_cycle_over_unchanged_data_registers_no_new_version(
+    spark: SparkSession, shop: ShoprecConfig
+) -> None:
+    """A day with nothing new for training re-uses the finished model: the gold tables are rebuilt
+    (every table gets a new version, as the daily incremental run bumps some), training reads the
+    same rows, and no new MLflow run or registered version appears. ``--force`` still trains."""
+    from mlflow.tracking import MlflowClient
+
+    from shoprec.features.job import build_gold
+
+    def versions() -> list[str]:
+        found = MlflowClient(first.tracking_uri).search_model_versions(
+            f"name = '{shop.training.registered_model}'"
+        )
+        return sorted(v.version for v in found)
+
+    def table_versions() -> list[int]:
+        return [
+            delta.for_location(spark, shop.table(n)).history(1).select("version").first()[0]  # type: ignore[index]
+            for n in ("gold_training_examples", "gold_item_features", "gold_interactions")
+        ]
+
+    first = train(spark, shop)  # trains, or re-uses the earlier test's run of the same settings
+    before, tables = versions(), table_versions()
+    build_gold(spark, shop, full=True)  # the next day's features: same rows, new table versions
+    assert all(a < b for a, b in zip(tables, table_versions(), strict=True)), "no table was rewritten"
+    second = train(spark, shop)
+    assert second.reused == "unchanged" and second.results == []
+    assert second.registered_version == first.registered_version and second.model_dir == first.model_dir
+    assert versions() == before, "a second version was registered for unchanged data"
+
+    from dataclasses import replace
+
+    weekly = replace(shop, training=replace(shop.training, retrain="weekly", seed=shop.training.seed + 1))
+    assert train(spark, weekly).reused == "not due"  # changed settings wait for the weekly slot
+    assert versions() == before
+
+
+def test_the_content_fingerprint_ignores_row_order_and_sees_any_changed_value(spark: SparkSession) -> None:
+    from shoprec.training.reuse import content_hash
+
+    rows = [(f"u{i}", i, {"a": float(i), "b": 1.0}, [i, i + 1]) for i in range(50)]
+    ddl = "user string, n int, shares map<string,double>, items array<int>"
+    a = spark.createDataFrame(rows, ddl)
+    b = spark.createDataFrame(list(reversed(rows)), ddl).repartition(3)
+    assert content_hash(a) == content_hash(b)
+    changed = [*rows[:10], ("u10", 10, {"a": 10.0, "b": 2.0}, [10, 11]), *rows[11:]]
+    assert content_hash(spark.createDataFrame(changed, ddl)) != content_hash(a)
+    assert content_hash(spark.createDataFrame(rows[:-1], ddl)) != content_hash(a)
+    duplicated = [*rows, rows[0]]
+    assert content_hash(spark.createDataFrame(duplicated, ddl)) != content_hash(a)
+
+
 def test_the_spark_launcher_runs_horovod_in_spark_tasks(
     spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
 ) -> None:

@@ -156,7 +156,16 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _train(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
     from shoprec.training.job import train
 
-    run = train(spark, cfg)
+    run = train(spark, cfg, force=args.force)
+    if run.reused:
+        why = "data and settings unchanged"
+        if run.reused == "not due":
+            why = f"not due ({cfg.training.retrain})"
+        sys.stdout.write(
+            f"nothing trained: {why} since MLflow run {run.mlflow_run_id}; version {run.registered_version} "
+            f"({run.model_dir}) serves on (--force trains anyway)\n"
+        )
+        return 0
     sys.stdout.write(
         f"fine-tuned retriever: {run.model_dir}\n"
         f"  {run.examples:,} examples, {run.samples_per_second:.1f} samples/s, {len(run.results)} processes\n"
@@ -194,6 +203,11 @@ def _score_args(p: argparse.ArgumentParser) -> None:
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the fine-tuned model")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when the data and settings are those of a finished training (training.retrain)",
+    )
 
 
 def _promote(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:

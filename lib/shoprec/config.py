@@ -547,6 +547,12 @@ class TrainingConfig:
     promote_metric: str = Field(
         default="valid_served_ndcg_at_10", pattern=r"^valid_served_(ndcg|recall|mrr)_at_\d+$"
     )
+    #: When ``train`` trains. ``on_change``: whenever what it reads (the content of the gold train
+    #: and validation snapshots, the interactions the validation cut sees) or its settings changed
+    #: since a finished training, else that training's model is re-used (no new version);
+    #: ``daily`` / ``weekly``: the same, and at most once per day / seven days by the processing
+    #: date. ``shoprec train --force`` trains regardless.
+    retrain: Literal["on_change", "daily", "weekly"] = "on_change"
     ranker: RankerConfig = field(default_factory=RankerConfig)
     sequence: TrainedSequenceConfig = field(default_factory=TrainedSequenceConfig)
 

@@ -102,10 +102,13 @@ def run_pipeline(spark: SparkSession, cfg: ShoprecConfig) -> PipelineResult:
             st.summary = (
                 f"{trained.examples:,} examples, {trained.samples_per_second:.0f} examples/s; "
                 f"version {trained.registered_version} in {trained.model_dir}"
+                if not trained.reused
+                else f"nothing trained ({trained.reused}): version {trained.registered_version} serves on"
             )
         extra["retriever"] = two_tower(str(trained.model_dir), cfg.training.history_items)
-        first = trained.results[0]
-        curves.append(LossCurve("retriever", [s for s, _ in first.losses], [v for _, v in first.losses]))
+        if trained.results:
+            first = trained.results[0]
+            curves.append(LossCurve("retriever", [s for s, _ in first.losses], [v for _, v in first.losses]))
         tables += summarise(spark, cfg, ["training_tokens"])
         if cfg.training.ranker.enabled:
             from shoprec.scoring.job import score

@@ -25,7 +25,9 @@ from pyspark.sql import SparkSession
 from shoprec import delta, registry
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
+from shoprec.modeling import ranker as rk
 from shoprec.training import distributed as dist
+from shoprec.training import reuse
 from shoprec.training.data import snapshot_files
 from shoprec.training.prepare import model_path, prepare
 from shoprec.training.train import TrainResult, TrainSpec, train_worker
@@ -45,6 +47,9 @@ class TrainRun:
     ranker_results: list[Any] = dataclasses.field(default_factory=list)
     registered_version: str | None = None  # in the model registry (training.registered_model)
     train_seconds: float = 0.0  # fine-tuning alone: the training processes, start to finish
+    #: Set when nothing was trained: ``"unchanged"`` (same data and settings as this finished
+    #: run) or ``"not due"`` (``training.retrain``'s schedule); the run's model is served again.
+    reused: str | None = None
 
     @property
     def samples_per_second(self) -> float:
@@ -68,22 +73,46 @@ def _fingerprint(cfg: ShoprecConfig, tokens_version: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def train(spark: SparkSession, cfg: ShoprecConfig) -> TrainRun:
+def train(spark: SparkSession, cfg: ShoprecConfig, force: bool = False) -> TrainRun:
     """Prepare the tokens, fine-tune on ``training.processes`` processes, fit the rankers, record
-    and register (the caller evaluates: training sits below evaluation)."""
+    and register (the caller evaluates: training sits below evaluation). Unless ``force``, a
+    finished training of the same data and settings (or, by ``training.retrain``, the newest one
+    while training is not due) is re-used instead (:mod:`shoprec.training.reuse`)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     t = cfg.training
     started = time.perf_counter()
+    uri = registry.tracking_uri(cfg)
+    client = MlflowClient(uri)
+    experiment_id = _experiment(client, cfg)
+    data_fingerprint = reuse.data_fingerprint(spark, cfg)
+    found = None if force else reuse.find(client, experiment_id, cfg, data_fingerprint)
+    if found is not None:
+        log.info(
+            "training %s since MLflow run %s: version %s (%s) serves on, nothing trained",
+            "data and settings unchanged" if found.why == "unchanged" else f"not due ({t.retrain})",
+            found.run_id,
+            found.version,
+            found.model_dir,
+        )
+        kept_ranker = found.model_dir / rk.RANKER_DIR
+        return TrainRun(
+            found.model_dir,
+            found.run_id,
+            uri,
+            [],
+            time.perf_counter() - started,
+            0,
+            kept_ranker if kept_ranker.is_dir() else None,
+            registered_version=found.version,
+            reused=found.why,
+        )
     prepared = prepare(spark, cfg)
     version_row = delta.for_location(spark, prepared.location).history(1).select("version").first()
     version = int(version_row[0]) if version_row else 0
     fingerprint = _fingerprint(cfg, version)
     files = snapshot_files(spark, prepared.location, {S.SPLIT: S.TRAIN})
-    uri = registry.tracking_uri(cfg)
-    client = MlflowClient(uri)
-    experiment_id = _experiment(client, cfg)
     previous = client.search_runs(
         [experiment_id],
         f"tags.fingerprint = '{fingerprint}' and attributes.status != 'FINISHED'",
@@ -145,6 +174,10 @@ def train(spark: SparkSession, cfg: ShoprecConfig) -> TrainRun:
                 client.log_metric(run_id, "ltr_seconds", ranked.seconds)
     client.log_artifacts(run_id, str(output), "model")  # the retriever, its tokenizer and the ranker
     registered = registry.register(cfg, run_id, "model")
+    # what a later run compares itself with (reuse.find reads finished runs only)
+    client.set_tag(run_id, reuse.DATA_TAG, data_fingerprint)
+    client.set_tag(run_id, reuse.MODEL_DIR_TAG, str(output.resolve()))
+    client.set_tag(run_id, reuse.DATE_TAG, reuse.processing_day(cfg).isoformat())
     client.set_terminated(run_id, "FINISHED")
     mlflow.set_tracking_uri(uri)
     run = TrainRun(
