@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from conftest import small_cfg
@@ -302,6 +302,7 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     recs = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
     for sc in cfg.scoring.scenarios:
         assert recs.where(F.col(S.SCENARIO) == sc.name).select(S.USER_KEY).distinct().count() == serving
+    _every_served_row_says_why(spark, cfg, recs)
     before = sorted(tuple(r) for r in recs.drop(S.GENERATED_AT, S.RUN_ID).collect())
     score(spark, cfg)
     after = delta.read(spark, cfg.table("recommendations")).where(F.col(S.MODEL) == cfg.scoring.model_name)
@@ -338,6 +339,10 @@ def _evaluation_measures_both_heads_on_full_and_sampled_ranking(
     page = write_report(spark, cfg, result.run_id, model_dir.parent / "report.html").read_text()
     assert "Serve <b>served lists: ranker" in page, page[:2000]
     assert "served lists, torch head: ranker" in page
+    # and shows a few served lists with each row's reason (scoring wrote them)
+    assert "<h2>Why these items</h2>" in page
+    starts = ("Because you", "Often chosen", "Popular in", "You viewed", "Goes with", "Shoppers with")
+    assert any(f"<td>{w}" in page for w in starts)
 
 
 def _promotion_measures_what_both_versions_serve(
@@ -470,3 +475,23 @@ def test_user_items_flag_the_items_with_a_positive_event(spark: SparkSession) ->
     got = {r[S.ITEM_ID]: r for r in ltr.user_items(inter, ["click", "purchase"]).collect()}
     assert got["a"][ltr.USER_ITEM_WEIGHT] == got["b"][ltr.USER_ITEM_WEIGHT] == 2.0
     assert (got["a"][ltr.USER_ITEM_POSITIVE], got["b"][ltr.USER_ITEM_POSITIVE]) == (0.0, 1.0)
+
+
+def _every_served_row_says_why(spark: SparkSession, cfg: ShoprecConfig, recs: DataFrame) -> None:
+    """Every served row has a reason; a reason's history item is one of the user's own items (or
+    the item itself, for ``seen_before``)."""
+    from shoprec import delta
+    from shoprec.serving import reasons as R
+
+    kinds = {*R.KINDS, R.GOES_WITH, R.ALTERNATIVE} - {R.LINKED}
+    assert recs.where(F.col(S.REASON).isNull()).count() == 0
+    assert recs.where(~F.col(S.REASON)[S.REASON_KIND].isin(*kinds)).count() == 0
+    assert recs.where(F.length(F.col(S.REASON)[S.REASON_TEXT]) == 0).count() == 0
+    own = delta.read(spark, cfg.table("gold_interactions")).select(
+        S.USER_KEY, F.col(S.ITEM_ID).alias(S.REASON_ITEM)
+    )
+    named = recs.where(F.col(S.REASON)[S.REASON_ITEM].isNotNull()).select(
+        S.USER_KEY, S.ITEM_ID, F.col(S.REASON)[S.REASON_ITEM].alias(S.REASON_ITEM)
+    )
+    assert named.count() > 0, "no reason named a history item"
+    assert named.join(own, [S.USER_KEY, S.REASON_ITEM], "left_anti").count() == 0

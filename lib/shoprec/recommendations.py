@@ -48,6 +48,7 @@ def write_recommendations(
         F.lit(run_id).alias(S.RUN_ID),
         F.current_timestamp().alias(S.GENERATED_AT),
         (F.col(S.RULES) if S.RULES in recs.columns else F.lit(None).cast("array<string>")).alias(S.RULES),
+        (F.col(S.REASON) if S.REASON in recs.columns else F.lit(None).cast(S.REASON_SCHEMA)).alias(S.REASON),
     )
     delta.replace_where(
         rows, cfg.table("recommendations"), f"{S.MODEL} = '{model}' AND {S.SCENARIO} = '{scenario}'"

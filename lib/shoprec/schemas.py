@@ -391,6 +391,18 @@ GOLD_TRAINING_SCHEMA = StructType(
 SCENARIO, RANK, SCORE, SOURCE = "scenario", "rank", "score", "source"
 MODEL, MODEL_VERSION, RUN_ID, GENERATED_AT = "model", "model_version", "run_id", "generated_at"
 RULES = "rules"
+REASON, REASON_KIND, REASON_ITEM, REASON_TEXT = "reason", "kind", "history_item", "text"
+#: Why an item is on a list (:mod:`shoprec.serving.reasons`): what put it there or moved it most in
+#: the ranker, the user's history item it refers to (similarity, co-occurrence, catalog links),
+#: and a sentence a shop can show. Every field is nullable: Delta checks a nested NOT NULL even
+#: where the whole struct is null (the lists evaluation writes), so scoring guarantees them instead.
+REASON_SCHEMA = StructType(
+    [
+        StructField(REASON_KIND, StringType(), True),
+        StructField(REASON_ITEM, StringType(), True),
+        StructField(REASON_TEXT, StringType(), True),
+    ]
+)
 #: The eval_metrics model whose rows are the candidate sources' recall, not a list's metrics.
 CANDIDATES_MODEL = "candidates"
 #: The recommendations contract: every recommender in shoprec writes this shape (docs/recommendations.md).
@@ -408,6 +420,8 @@ RECOMMENDATION_SCHEMA = StructType(
         StructField(GENERATED_AT, TimestampType(), False),
         #: Business rules that moved the item (scoring); null for evaluation lists.
         StructField(RULES, ArrayType(StringType(), True), True),
+        #: Why the item is there (scoring); null for evaluation and baseline lists.
+        StructField(REASON, REASON_SCHEMA, True),
     ]
 )
 RECOMMENDATION_CHECKS: dict[str, str] = {"rank_from_one": f"{RANK} >= 1"}

@@ -349,6 +349,59 @@ def _ranker(meta: Mapping[str, Any] | None, top: int = 15) -> str:
     )
 
 
+def _reasons(spark: SparkSession, cfg: ShoprecConfig, users: int = 3, rows: int = 5) -> str:
+    """A few served lists with their reasons, and how often each kind of reason is given: what a
+    shop would show beside its recommendations (``shoprec score``'s lists, the first scenario)."""
+    location = cfg.table("recommendations")
+    if not delta.exists(spark, location) or S.REASON not in delta.read(spark, location).columns:
+        return ""
+    scenario = cfg.scoring.scenarios[0].name if cfg.scoring.scenarios else None
+    recs = delta.read(spark, location).where(
+        (F.col(S.MODEL) == cfg.scoring.model_name)
+        & (F.col(S.SCENARIO) == scenario)
+        & F.col(S.REASON).isNotNull()
+    )
+    kinds = recs.groupBy(F.col(S.REASON)[S.REASON_KIND].alias("kind")).count().collect()
+    if not kinds:
+        return ""
+    total = sum(int(r["count"]) for r in kinds)
+    shares = ", ".join(
+        f"{html.escape(str(r['kind']))} {int(r['count']) / total:.0%}"
+        for r in sorted(kinds, key=lambda r: -r["count"])
+    )
+    # the users whose top rows give the most different reasons: a sample that shows the kinds
+    top = recs.where(F.col(S.RANK) <= rows)
+    chosen = (
+        top.groupBy(S.USER_KEY)
+        .agg(F.countDistinct(F.col(S.REASON)[S.REASON_KIND]).alias("_k"))
+        .orderBy(F.desc("_k"), S.USER_KEY)
+        .limit(users)
+    )
+    titles = (
+        delta.read(spark, cfg.table("gold_item_features"))
+        .where(F.col(S.SPLIT) == S.SERVING)
+        .select(S.ITEM_ID, S.TITLE)
+    )
+    listed = (
+        top.join(chosen, S.USER_KEY, "left_semi")
+        .join(titles, S.ITEM_ID, "left")
+        .select(S.USER_KEY, S.RANK, S.ITEM_ID, S.TITLE, F.col(S.REASON)[S.REASON_TEXT].alias("_why"))
+        .orderBy(S.USER_KEY, S.RANK)
+        .collect()
+    )
+    body = "".join(
+        f"<tr><td>{html.escape(str(r[S.USER_KEY])[:12])}</td><td>{r[S.RANK]}</td>"
+        f"<td>{html.escape(str(r[S.TITLE] or r[S.ITEM_ID]))}</td><td>{html.escape(str(r['_why']))}</td></tr>"
+        for r in listed
+    )
+    return (
+        f"<h2>Why these items</h2><p class=note>Each served row carries its reason: what the ranker "
+        f"credits most for the item (its SHAP contributions), with the history item it refers to. "
+        f"Reasons over all {total:,} rows of scenario {html.escape(str(scenario))}: {shares}.</p>"
+        f"<table><tr><th>user</th><th>rank</th><th>item</th><th>reason</th></tr>{body}</table>"
+    )
+
+
 def write_report(
     spark: SparkSession,
     cfg: ShoprecConfig,
@@ -467,6 +520,7 @@ Users evaluated: {counted}.</p>
 {_table(rows, models, names, ks)}
 {_reach(reach)}
 {_ranker(ranker)}
+{_reasons(spark, cfg)}
 {"".join(parts)}
 </body></html>"""
     target = Path(out) if out else Path(cfg.path("reports")) / f"evaluation-{run_id}.html"

@@ -90,6 +90,8 @@ class Signals:
     related: DataFrame | None  # ltr.related_scores; None when the catalog links no items
     seq_users: DataFrame | None  # (user_key, vector): the sequence retriever's; None without one
     seq_items: DataFrame | None
+    pairs: DataFrame  # ltr.cooccurrence: (item_id, other, cooc), what explanations name
+    linked: DataFrame  # ltr.links: (item_id, other, relation)
 
     def features(
         self,
@@ -191,9 +193,8 @@ def generate(
                 parts.append(_tag(top_k(spark, users, new_matrix, sc.new_item_k, None), NEW_ITEM))
     mine = interactions.join(users.select(S.USER_KEY), S.USER_KEY, "left_semi")
     recent = ltr.recent_items(mine, max(sc.cooc_recent, sc.recent_k))
-    cooc = ltr.cooc_scores(
-        recent, ltr.cooccurrence(interactions, sc.cooc_window, sc.cooc_neighbours), sc.cooc_decay
-    )
+    pairs = ltr.cooccurrence(interactions, sc.cooc_window, sc.cooc_neighbours).localCheckpoint()
+    cooc = ltr.cooc_scores(recent, pairs, sc.cooc_decay)
     cooc = cooc.join(items.select(S.ITEM_ID), S.ITEM_ID, "left_semi").localCheckpoint()
     if sc.recent_k:
         own = recent.where(F.col("recency") < sc.recent_k)
@@ -272,6 +273,6 @@ def generate(
     past = ltr.user_items(mine, cfg.features.positive_events)
     signals = Signals(
         als_users, als_items, cooc, history, past, popularity, recent.localCheckpoint(), taste, related,
-        seq_users, seq_items,
+        seq_users, seq_items, pairs, linked,
     )  # fmt: skip
     return scored, signals

@@ -35,7 +35,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import FloatType, StringType, StructField, StructType
+from pyspark.sql.types import FloatType, IntegerType, StringType, StructField, StructType
 
 from shoprec import schemas as S
 from shoprec.modeling import ranker as rk
@@ -46,6 +46,8 @@ LTR_FILE, LTR_META = "ltr.txt", "ltr.json"
 #: Under the ranker directory: the model for ranking a given set (``lightgbm.given_negatives``).
 GIVEN_DIR = "given"
 LTR_SCORE = "ltr_score"
+#: :func:`predict_frame`'s column naming the feature group credited most for a row's score.
+TOP_GROUP = "top_group"
 COOC_SUM, COOC_MAX, COOC_LAST = "cooc_sum", "cooc_max", "cooc_last"
 ALS_DOT, EMBEDDING_DOT, HISTORY_LENGTH, N_SOURCES = "als_dot", "embedding_dot", "history_length", "n_sources"
 SEQUENCE_DOT = "sequence_dot"
@@ -525,17 +527,24 @@ def model_meta(model_dir: str | Path) -> dict[str, Any] | None:
     return load_meta(ranker_dir) if exists(ranker_dir) else None
 
 
-def predict_frame(df: DataFrame, model_dir: str, names: list[str]) -> DataFrame:
+def predict_frame(
+    df: DataFrame, model_dir: str, names: list[str], groups: Sequence[Sequence[int]] | None = None
+) -> DataFrame:
     """``df`` (user_key, item_id, features) → (user_key, item_id, ltr_score), in Spark tasks (one
-    booster per Python worker, read from ``model_dir``)."""
-    schema = StructType(
-        [
-            StructField(S.USER_KEY, StringType(), False),
-            StructField(S.ITEM_ID, StringType(), False),
-            StructField(LTR_SCORE, FloatType(), False),
-        ]
-    )
+    booster per Python worker, read from ``model_dir``).
+
+    With ``groups`` (lists of feature indices), also ``top_group``: the group whose summed SHAP
+    contributions (LightGBM's ``pred_contrib``) raise the row's score the most, -1 when none
+    raises it: what the model itself credits for the item, which explanations name."""
+    fields = [
+        StructField(S.USER_KEY, StringType(), False),
+        StructField(S.ITEM_ID, StringType(), False),
+        StructField(LTR_SCORE, FloatType(), False),
+    ]
+    if groups is not None:
+        fields.append(StructField(TOP_GROUP, IntegerType(), False))
     width = len(names)
+    members = [np.asarray(g, dtype=np.int64) for g in groups or []]
 
     def run(batches: Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
         booster = _cached_booster(model_dir)
@@ -543,15 +552,26 @@ def predict_frame(df: DataFrame, model_dir: str, names: list[str]) -> DataFrame:
             if batch.empty:
                 continue
             x = np.stack(list(batch[rk.FEATURES])).astype(np.float32).reshape(-1, width)
-            yield pd.DataFrame(
-                {
-                    S.USER_KEY: batch[S.USER_KEY],
-                    S.ITEM_ID: batch[S.ITEM_ID],
-                    LTR_SCORE: booster.predict(x, num_threads=1).astype(np.float32),
-                }
-            )
+            out = {
+                S.USER_KEY: batch[S.USER_KEY],
+                S.ITEM_ID: batch[S.ITEM_ID],
+                LTR_SCORE: booster.predict(x, num_threads=1).astype(np.float32),
+            }
+            if groups is not None:
+                out[TOP_GROUP] = top_group(booster.predict(x, num_threads=1, pred_contrib=True), members)
+            yield pd.DataFrame(out)
 
-    return df.select(S.USER_KEY, S.ITEM_ID, rk.FEATURES).mapInPandas(run, schema)
+    return df.select(S.USER_KEY, S.ITEM_ID, rk.FEATURES).mapInPandas(run, StructType(fields))
+
+
+def top_group(contrib: NDArray[Any], groups: Sequence[NDArray[Any]]) -> NDArray[np.int32]:
+    """Per row of ``contrib`` (n × features + 1, the last column the expected value), the index of
+    the group with the largest positive summed contribution, -1 where no group's sum is positive."""
+    if not groups:
+        return np.full(len(contrib), -1, dtype=np.int32)
+    sums = np.stack([contrib[:, g].sum(axis=1) for g in groups], axis=1)
+    best = sums.argmax(axis=1)
+    return np.where(sums[np.arange(len(sums)), best] > 0, best, -1).astype(np.int32)
 
 
 _BOOSTERS: dict[str, Any] = {}

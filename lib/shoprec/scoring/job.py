@@ -3,7 +3,8 @@
 model (the registry's champion, or ``scoring.model_uri`` / ``scoring.model_path``) → item
 embeddings (incremental by Change Data Feed) → user vectors → candidates (embedding, ALS,
 popular, new items) → pair features → the ranker in an Arrow UDF (scored candidates staged in
-Delta) → business rules per scenario → one MERGE per scenario into the recommendations table.
+Delta) → business rules per scenario → each listed row's reason (:mod:`shoprec.serving.reasons`)
+→ one MERGE per scenario into the recommendations table.
 
 The MERGE replaces each scored user's whole list atomically: its source holds every rank from 1 to
 the longest list already stored, empty ranks deleting what a longer old list had. Rows whose
@@ -30,11 +31,12 @@ from shoprec.config import ScenarioConfig, ShoprecConfig
 from shoprec.errors import ShoprecError
 from shoprec.recommendations import ensure_tables
 from shoprec.scoring import embeddings
-from shoprec.serving import rules
+from shoprec.serving import reasons, rules
 from shoprec.serving.lists import (
     SCORED_SCHEMA,
     AsOf,
     check_candidates,
+    credited_kinds,
     rerank,
     resolve_model,
     score_view,
@@ -137,6 +139,9 @@ def merge_lists(
             F.lit(run_id).alias(S.RUN_ID),
             F.current_timestamp().alias(S.GENERATED_AT),
             F.col(rules.RULES).alias(S.RULES),
+            F.col(S.REASON)
+            if S.REASON in lists.columns
+            else F.lit(None).cast(S.REASON_SCHEMA).alias(S.REASON),
         )
     )
     on = (
@@ -144,7 +149,8 @@ def merge_lists(
         f"AND t.{S.USER_KEY} = s.{S.USER_KEY} AND t.{S.RANK} = s.{S.RANK}"
     )
     changed = " OR ".join(
-        f"NOT (t.{c} <=> s.{c})" for c in (S.ITEM_ID, S.SCORE, S.SOURCE, S.MODEL_VERSION, S.RUN_ID, S.RULES)
+        f"NOT (t.{c} <=> s.{c})"
+        for c in (S.ITEM_ID, S.SCORE, S.SOURCE, S.MODEL_VERSION, S.RUN_ID, S.RULES, S.REASON)
     )
     (
         delta.for_location(spark, location)
@@ -203,7 +209,17 @@ def score(
     staged = stage(spark, cfg, scored, run_id)
     result.scoring_seconds = time.perf_counter() - t0
     for sc in cfg.scoring.scenarios:
-        lists = rerank(staged, sc, pool.item_vectors)
+        lists = rerank(staged, sc, pool.item_vectors).localCheckpoint()
+        lists = reasons.explain(
+            lists,
+            credited_kinds(model_dir, view, pool, lists),
+            items,
+            pool.signals.recent,
+            pool.item_vectors,
+            pool.signals.pairs,
+            pool.signals.linked,
+            cfg.scoring.cooc_decay,
+        )
         result.lists[sc.name] = merge_lists(spark, cfg, lists, sc, version, run_id)
     # keep only this run's staged candidates (the table is a work area, not a history)
     delta.for_location(spark, cfg.table("score_candidates")).delete(F.col(S.RUN_ID) != run_id)

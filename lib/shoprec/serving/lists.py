@@ -36,7 +36,7 @@ from shoprec.modeling.retrieval import ItemMatrix
 from shoprec.modeling.text import history_texts
 from shoprec.modeling.towers import load_meta
 from shoprec.serving import model as scoring_model
-from shoprec.serving import rules
+from shoprec.serving import reasons, rules
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +272,24 @@ def score_view(
         purchases,
         model_dir,
         loads,
+    )
+
+
+def credited_kinds(model_dir: Path, view: AsOf, pool: Pool, listed: DataFrame) -> DataFrame:
+    """``(user_key, item_id, reason_kind)`` for the ``listed`` pairs: the kind the learning-to-rank
+    model credits most (:mod:`shoprec.serving.reasons`), null where it credits none or the torch
+    head ranks. The features are assembled again for these pairs only: SHAP values cost about a
+    hundred predictions each, so they are computed for what is served, not for every candidate."""
+    meta = ltr.model_meta(model_dir) or {}
+    pairs = listed.select(S.USER_KEY, S.ITEM_ID).distinct()
+    if meta.get("chosen") != "lightgbm":
+        return pairs.withColumn(reasons.KIND_COLUMN, F.lit(None).cast("string"))
+    names = ltr.feature_names(candidates.SOURCES)
+    scored = pool.scored.join(pairs, [S.USER_KEY, S.ITEM_ID], "left_semi")
+    feats = pool.signals.features(scored, pool.users, pool.item_vectors, view.items, view.profiles)
+    credited = ltr.predict_frame(feats, str(model_dir / rk.RANKER_DIR), names, reasons.groups(names))
+    return credited.select(
+        S.USER_KEY, S.ITEM_ID, reasons.kind_of_group(F.col(ltr.TOP_GROUP)).alias(reasons.KIND_COLUMN)
     )
 
 
