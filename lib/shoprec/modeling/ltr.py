@@ -552,13 +552,14 @@ def predict_frame(
             if batch.empty:
                 continue
             x = np.stack(list(batch[rk.FEATURES])).astype(np.float32).reshape(-1, width)
-            out = {
-                S.USER_KEY: batch[S.USER_KEY],
-                S.ITEM_ID: batch[S.ITEM_ID],
-                LTR_SCORE: booster.predict(x, num_threads=1).astype(np.float32),
-            }
-            if groups is not None:
-                out[TOP_GROUP] = top_group(booster.predict(x, num_threads=1, pred_contrib=True), members)
+            out: dict[str, Any] = {S.USER_KEY: batch[S.USER_KEY], S.ITEM_ID: batch[S.ITEM_ID]}
+            if groups is None:
+                out[LTR_SCORE] = booster.predict(x, num_threads=1).astype(np.float32)
+            else:
+                # the contributions and the expected value sum to the score: one pass gives both
+                contrib = booster.predict(x, num_threads=1, pred_contrib=True)
+                out[LTR_SCORE] = contrib.sum(axis=1).astype(np.float32)
+                out[TOP_GROUP] = top_group(contrib, members)
             yield pd.DataFrame(out)
 
     return df.select(S.USER_KEY, S.ITEM_ID, rk.FEATURES).mapInPandas(run, StructType(fields))

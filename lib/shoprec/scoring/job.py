@@ -14,6 +14,7 @@ condition names the model's partition literally, so Delta reads only that partit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -208,11 +209,18 @@ def score(
     scored = score_view(spark, cfg, model_dir, view, pool, loads).withColumn(S.RUN_ID, F.lit(run_id))
     staged = stage(spark, cfg, scored, run_id)
     result.scoring_seconds = time.perf_counter() - t0
+    every = {sc.name: rerank(staged, sc, pool.item_vectors).localCheckpoint() for sc in cfg.scoring.scenarios}
+    # the scenarios' lists share most pairs: the ranker's credit is computed once for all of them
+    listed = functools.reduce(
+        DataFrame.unionByName,
+        [lists.select(S.USER_KEY, S.ITEM_ID) for lists in every.values()],
+        staged.select(S.USER_KEY, S.ITEM_ID).limit(0),
+    )
+    credited = credited_kinds(model_dir, view, pool, listed).localCheckpoint()
     for sc in cfg.scoring.scenarios:
-        lists = rerank(staged, sc, pool.item_vectors).localCheckpoint()
         lists = reasons.explain(
-            lists,
-            credited_kinds(model_dir, view, pool, lists),
+            every[sc.name],
+            credited,
             items,
             pool.signals.recent,
             pool.item_vectors,
