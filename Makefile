@@ -1,5 +1,5 @@
 # The two commands a newcomer needs; both install what they use first (fast when nothing changed).
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-e2e lint
 
 setup:
 	bash scripts/setup.sh
@@ -13,4 +13,9 @@ lint: setup
 	.venv/bin/mypy
 
 test: lint
-	.venv/bin/python -m pytest --durations=15
+	.venv/bin/python -m pytest -m "not e2e" --durations=15
+
+# The end-to-end tier: minutes per test (a real stream killed and restarted, a real Kafka broker).
+test-e2e: setup
+	.venv/bin/python -m shoprec.spark --fetch-jars --kafka
+	.venv/bin/python -m pytest -m e2e --durations=15 $(PYTEST_ARGS)

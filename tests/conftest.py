@@ -12,20 +12,23 @@ from pyspark.sql import SparkSession
 
 from shoprec.config import ShoprecConfig, SparkConfig, from_dict
 from shoprec.datagen import vocab
-from shoprec.spark import get_spark
+from shoprec.spark import get_spark, kafka_package
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+def spark(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
     warehouse = tmp_path_factory.mktemp("warehouse")
+    # Spark's Kafka source and sink only in a session that runs a test marked ``kafka``
+    kafka = any(item.get_closest_marker("kafka") for item in request.session.items)
     cfg = SparkConfig(
         master="local[2]",
         app_name="shoprec-tests",
         shuffle_partitions=2,
         driver_memory="3g",
+        packages=(kafka_package(),) if kafka else (),
         conf={
             "spark.sql.warehouse.dir": str(warehouse),
             "spark.ui.showConsoleProgress": "false",

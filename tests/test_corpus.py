@@ -139,6 +139,20 @@ def _corpus(root: Path) -> ShoprecConfig:
     )
 
 
+def _fates(spark: SparkSession, cfg: ShoprecConfig) -> dict[str, str]:
+    """Event id → where it landed: silver, or the rule that quarantined it (each with a reason)."""
+    fate: dict[str, str] = {}
+    for r in delta.read(spark, cfg.table("quarantine_events")).collect():
+        key = r[S.ROW_KEY]
+        if key is None:  # malformed: the id is in the original text
+            key = "truncated" if '"truncated"' in r[S.RECORD] else r[S.RECORD].split(",")[0].split('"')[-2]
+        fate[key] = r[S.RULE]
+        assert r[S.REASON] and r[S.RECORD]
+    for row in delta.read(spark, cfg.table("silver_events")).select(S.EVENT_ID).collect():
+        fate[row[0]] = SILVER
+    return fate
+
+
 def test_every_bad_row_is_accounted_for(
     spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,19 +166,7 @@ def test_every_bad_row_is_accounted_for(
     assert ev.input_rows == ev.silver_rows + ev.quarantined_rows + ev.deduplicated_rows
     assert ev.deduplicated_rows == 1
 
-    quarantine = delta.read(spark, cfg.table("quarantine_events")).collect()
-    fate: dict[str, str] = {}
-    for r in quarantine:
-        key = r[S.ROW_KEY]
-        if key is None:  # malformed: the id is in the original text
-            key = "truncated" if '"truncated"' in r[S.RECORD] else r[S.RECORD].split(",")[0].split('"')[-2]
-        fate[key] = r[S.RULE]
-        assert r[S.REASON] and r[S.RECORD]
-    for row in delta.read(spark, cfg.table("silver_events")).select(S.EVENT_ID).collect():
-        fate[row[0]] = SILVER
-    expected = {**EXPECTED, "truncated": R.MALFORMED_RECORD}
-    assert fate == expected
-
+    assert _fates(spark, cfg) == {**EXPECTED, "truncated": R.MALFORMED_RECORD}
     kept = delta.read(spark, cfg.table("silver_events")).where(F.col(S.EVENT_ID) == "ok-cjk-emoji").first()
     assert kept is not None and kept[S.REVIEW_TEXT] == "很好 👍 très bien"
     item = delta.read(spark, cfg.table("silver_catalog")).first()
@@ -173,3 +175,46 @@ def test_every_bad_row_is_accounted_for(
     )
     assert results["catalog"].by_rule == {R.CONFLICTING_CATALOG_DUPLICATE: 1}
     assert catalog.rows == 2
+
+
+@pytest.mark.e2e
+def test_the_corpus_through_the_stream_lands_as_in_batch(
+    spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same files, arriving in the events feeds' folders while ``shoprec stream`` runs (one
+    micro-batch per file): every row lands where the batch path puts it, each batch reconciled."""
+    import dataclasses
+
+    from shoprec.etl.bronze import CATALOG, EVENTS, ingest
+    from shoprec.etl.silver import clean_batch
+    from shoprec.streaming.job import run
+
+    monkeypatch.setenv("SHOPREC_TEST_KEY", "corpus")
+    cfg = _corpus(tmp_path)
+    stream = dataclasses.replace(cfg.stream, trigger="availableNow", max_files_per_trigger=1, update="silver")
+    cfg = dataclasses.replace(cfg, stream=stream)
+    catalog = ingest(spark, cfg, CATALOG)
+    assert catalog.batch_id is not None
+    clean_batch(spark, cfg, CATALOG, catalog.batch_id)
+    done = run(spark, cfg)
+    # two feeds, at most one file of each per micro-batch: the JSON feed's four files, the CSV
+    # feed's one beside the first
+    # Spark makes no split of an empty file, so its micro-batch holds no row and loads nothing
+    assert len(done.batches) == 3
+    files = delta.read(spark, cfg.table("ingest_log")).where(F.col(S.SOURCE) == "events")
+    assert sorted(Path(r[0]).name for r in files.select(S.FILE_PATH).collect()) == [
+        "part-1.json", "part-bot.json", "part-latin1.json", "part.csv"
+    ]  # fmt: skip
+    assert all(b.input_rows == b.silver_rows + b.quarantined_rows + b.deduplicated_rows for b in done.batches)
+    assert sum(b.input_rows for b in done.batches) == len(EXPECTED) + 2
+    assert _fates(spark, cfg) == {**EXPECTED, "truncated": R.MALFORMED_RECORD}
+    metrics = delta.read(spark, cfg.table("run_metrics")).where(F.col(S.SOURCE) == "events")
+    assert metrics.where(~F.col(S.RECONCILED)).count() == 0 and metrics.count() == len(done.batches)
+    assert run(spark, cfg).batches == [], "restarted with nothing new: nothing happens"
+    # the daily ingest skips what the stream loaded, and the stream what the daily ingest loaded
+    assert ingest(spark, cfg, EVENTS).files == 0
+    late = tmp_path / "shop" / "events" / f"event_date={DAY}" / "part-late.json"
+    late.write_text(_line("late") + "\n")
+    assert ingest(spark, cfg, EVENTS).files == 1
+    assert run(spark, cfg).batches == []
+    assert delta.read(spark, cfg.table("bronze_events")).where(F.col(S.EVENT_ID) == "late").count() == 1

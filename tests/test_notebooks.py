@@ -72,8 +72,8 @@ def run_notebook(path: Path, values: dict[str, str]) -> dict[str, Any]:
 
 
 def test_there_is_a_notebook_per_stage_and_an_end_to_end_one() -> None:
-    assert {p.stem for p in NOTEBOOKS} == {*ORDER, "run_pipeline"}
-    assert set(ORDER) <= set(STAGES)
+    assert {p.stem for p in NOTEBOOKS} == {*ORDER, "stream", "run_pipeline"}
+    assert {*ORDER, "stream"} <= set(STAGES)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -93,7 +93,7 @@ def test_notebook_is_databricks_source_with_widgets_that_imports_only_shoprec(pa
             assert (node.module or "").split(".")[0] == "shoprec", ast.unparse(node)
         elif isinstance(node, ast.FunctionDef | ast.ClassDef):
             pytest.fail(f"{path.name} defines {node.name}: logic belongs in lib/shoprec")
-    if path.stem in ORDER:
+    if path.stem in {*ORDER, "stream"}:
         assert f'"{path.stem}",' in text, "a stage notebook runs its own stage"
 
 
@@ -158,4 +158,9 @@ def test_the_bundle_names_only_stages_and_entry_points_that_exist() -> None:
         previous = key
     assert "gpu" in clusters[tasks["train"]["job_cluster_key"]]["spark_version"]
     assert "gpu" not in clusters[tasks["score"]["job_cluster_key"]]["spark_version"]
+    stream = bundle["resources"]["jobs"]["shoprec_stream"]
+    assert stream["continuous"]["pause_status"] == "UNPAUSED"
+    (task,) = stream["tasks"]
+    assert task["python_wheel_task"]["parameters"][0] == "stream"
+    assert task["job_cluster_key"] in {c["job_cluster_key"] for c in stream["job_clusters"]}
     assert bundle["artifacts"]["shoprec_wheel"]["build"] == "python -m build --wheel"

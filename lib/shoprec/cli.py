@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -201,6 +202,34 @@ def _score_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _stream(spark: SparkSession, cfg: ShoprecConfig, args: argparse.Namespace) -> int:
+    from shoprec.streaming.job import run
+
+    done = run(spark, cfg)
+    users = sum(b.users for b in done.batches)
+    rows = sum(b.input_rows for b in done.batches)
+    lags = sorted(lag for b in done.batches for lag in b.lags)
+    fresh = f", newest event to new list p50 {lags[len(lags) // 2]:.1f}s" if lags else ""
+    sys.stdout.write(
+        f"stream ({cfg.stream.source}, {cfg.stream.trigger}): {len(done.batches)} micro-batches, "
+        f"{rows:,} events, {users:,} users re-scored{fresh}\n  checkpoint: {done.checkpoint}\n"
+    )
+    return 0
+
+
+def _stream_config(cfg: ShoprecConfig) -> ShoprecConfig:
+    """Spark's Kafka source on the session when the stream reads Kafka."""
+    if cfg.stream.source != "kafka":
+        return cfg
+    from shoprec.spark import kafka_package
+
+    package = cfg.stream.kafka.package or kafka_package()
+    if package in cfg.spark.packages:
+        return cfg
+    spark = dataclasses.replace(cfg.spark, packages=(*cfg.spark.packages, package))
+    return dataclasses.replace(cfg, spark=spark)
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip evaluating the fine-tuned model")
     p.add_argument(
@@ -322,6 +351,12 @@ STAGES: dict[str, Stage] = {
         "shoprec score --env local --set scoring.retrieval_k=200",
         _score_args,
     ),
+    "stream": Stage(
+        _stream,
+        "fold new events (files or a Kafka topic) into silver and gold and re-score their users, "
+        "micro-batch by micro-batch, until stopped (or caught up with stream.trigger=availableNow)",
+        "shoprec stream --env local --set stream.trigger=availableNow",
+    ),
     "promote": Stage(
         _promote,
         "make a registered model version @champion (what scoring loads) if the lists it would serve "
@@ -393,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"shoprec {args.stage}: configuration error: {exc}\n")
         return 2
+    if args.stage == "stream":
+        cfg = _stream_config(cfg)
     log_file, config_file = console.log_to_file(Path(cfg.path("logs")), args.stage, config_text(cfg))
     log.info("shoprec %s (env %s): configuration in %s", args.stage, cfg.env, config_file)
     sys.stderr.write(f"shoprec {args.stage} (env {cfg.env}): log {log_file}, configuration {config_file}\n")

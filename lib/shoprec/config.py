@@ -56,6 +56,9 @@ class SparkConfig:
     )
     #: Resolve Delta's jars through Ivy; false on clusters that already have them.
     resolve_delta_jars: bool = True
+    #: More Maven packages resolved and cached like Delta's (``shoprec stream`` adds Spark's Kafka
+    #: source when it reads Kafka).
+    packages: tuple[str, ...] = ()
     ui_enabled: bool = False
     #: Spark's own log level on the console of a session shoprec builds (``-v``: ``WARN``). Spark's
     #: warnings at this size are about plans, not about anything a user can act on.
@@ -104,6 +107,7 @@ def _default_tables() -> dict[str, str]:
         "ranker_examples": "${lake}/gold/ranker_examples",
         "item_embeddings": "${lake}/serve/item_embeddings",
         "score_candidates": "${lake}/serve/candidates",
+        "stream_metrics": "${lake}/ops/stream_metrics",
     }
 
 
@@ -644,6 +648,47 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class KafkaConfig:
+    """The Kafka topic the stream reads (``stream.source: kafka``): one JSON value per event, in
+    the raw events contract."""
+
+    bootstrap_servers: str = "localhost:9092"
+    topic: str = "shoprec-events"
+    #: Where a query without a checkpoint starts (a restarted query resumes from its checkpoint).
+    starting_offsets: Literal["earliest", "latest"] = "earliest"
+    #: Maven coordinates of Spark's Kafka source; unset: the build matching the installed pyspark.
+    package: str | None = None
+    #: Extra ``kafka.*`` and source options (security settings, ``failOnDataLoss``...), as they are.
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class StreamConfig:
+    """``shoprec stream``: new events folded in and their users re-scored per micro-batch."""
+
+    source: Literal["files", "kafka"] = "files"
+    #: How new files are found: ``spark`` (Spark's file source, which lists the folders each
+    #: trigger) or ``cloudFiles`` (Databricks Auto Loader).
+    file_reader: Literal["spark", "cloudFiles"] = "spark"
+    #: Where the query keeps its progress; a restart resumes from it (one folder per query).
+    checkpoint: str = "${checkpoints}/stream"
+    #: ``processingTime``: a micro-batch every ``interval`` while it runs; ``availableNow``: what
+    #: has arrived, in micro-batches, then stop (a catch-up run, a scheduled job).
+    trigger: Literal["processingTime", "availableNow"] = "processingTime"
+    interval: str = "5 seconds"
+    #: Caps per micro-batch (unset: everything that arrived).
+    max_files_per_trigger: int | None = Field(default=None, ge=1)
+    max_offsets_per_trigger: int | None = Field(default=None, ge=1)
+    #: How far each micro-batch goes: ``silver`` (clean and quarantine), ``gold`` (also the users'
+    #: sequences and profiles), ``recommendations`` (also re-score the batch's users).
+    update: Literal["silver", "gold", "recommendations"] = "recommendations"
+    #: The signals every user shares (ALS factors, co-occurrence, popularity) are kept between
+    #: micro-batches and recomputed after this many minutes; a user's own signals never wait.
+    refresh_minutes: float = Field(default=60.0, gt=0)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+
+
+@dataclass(frozen=True, config=_STRICT)
 class ShoprecConfig:
     """Everything a job needs; built once per run and passed down."""
 
@@ -663,6 +708,7 @@ class ShoprecConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
     def path(self, name: str) -> str:
         """A resolved entry of ``paths`` (``raw``, ``lake``...)."""

@@ -40,8 +40,24 @@ def delta_package(cfg: SparkConfig) -> str:
     return cfg.delta_package or f"io.delta:delta-spark_2.13:{version('delta-spark')}"
 
 
+def packages(cfg: SparkConfig) -> list[str]:
+    """Every Maven package the session loads: Delta's, then ``spark.packages`` (Kafka's source)."""
+    return [delta_package(cfg), *cfg.packages]
+
+
+def kafka_package() -> str:
+    """Spark's Kafka source for the installed pyspark's feature line (Scala 2.13, as Spark 4 is):
+    its ``.0`` build. Spark keeps binary compatibility within a line, and the ``.0`` build is the
+    one every mirror holds (the registry this project is built against lacks 4.0.1's token
+    provider). ``stream.kafka.package`` names another."""
+    from pyspark import __version__
+
+    major, minor = __version__.split(".")[:2]
+    return f"org.apache.spark:spark-sql-kafka-0-10_2.13:{major}.{minor}.0"
+
+
 def _manifest(cfg: SparkConfig) -> Path:
-    name = delta_package(cfg).replace(":", "_")
+    name = "+".join(p.replace(":", "_") for p in packages(cfg))
     return Path(os.path.expanduser(cfg.jars_cache)) / f"{name}.jars"
 
 
@@ -55,7 +71,8 @@ def _cached_jars(cfg: SparkConfig) -> list[str]:
 
 
 def fetch_jars(cfg: SparkConfig) -> list[str]:
-    """Resolve Delta's jars from Maven Central into the Ivy cache and record their files."""
+    """Resolve Delta's jars (and ``spark.packages``) from Maven Central into the Ivy cache and
+    record their files."""
     manifest = _manifest(cfg)
     if _cached_jars(cfg):
         return _cached_jars(cfg)
@@ -133,7 +150,7 @@ def get_spark(cfg: SparkConfig | None = None) -> SparkSession:
         if jars:  # resolved before: use the files, touch no repository
             settings["spark.jars"] = ",".join(jars)
         else:
-            settings["spark.jars.packages"] = delta_package(cfg)
+            settings["spark.jars.packages"] = ",".join(packages(cfg))
             settings["spark.jars.ivy"] = os.path.expanduser(cfg.jars_cache)
     if local and _installed_here():
         # Python tasks without re-reading Spark's zips each time (~140 ms a task): shoprec.spark_daemon
@@ -160,6 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--fetch-jars", action="store_true", help="resolve Delta's jars, then stop")
     parser.add_argument(
+        "--package",
+        action="append",
+        default=[],
+        metavar="GROUP:ARTIFACT:VERSION",
+        help="with --fetch-jars: resolve this package beside Delta's as one set (repeatable)",
+    )
+    parser.add_argument(
+        "--kafka", action="store_true", help="with --fetch-jars: Spark's Kafka source for this pyspark"
+    )
+    parser.add_argument(
         "--print-jars",
         action="store_true",
         help="print the cached Delta jars comma-separated, for `spark-submit --jars` on one machine",
@@ -170,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.fetch_jars:
-        fetch_jars(SparkConfig(master="local[1]", app_name="shoprec-fetch-jars"))
+        extra = list(args.package)
+        if args.kafka:
+            extra.append(kafka_package())
+        fetch_jars(SparkConfig(master="local[1]", app_name="shoprec-fetch-jars", packages=tuple(extra)))
     return 0
 
 

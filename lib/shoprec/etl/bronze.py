@@ -173,24 +173,38 @@ class IngestResult:
     location: str
 
 
-def ingest(spark: SparkSession, cfg: ShoprecConfig, source: str) -> IngestResult:
-    """Load the new raw files of ``source`` (``events`` or ``catalog``) into its bronze table."""
-    started = time.perf_counter()
-    schema = S.RAW_EVENT_SCHEMA if source == EVENTS else S.RAW_CATALOG_SCHEMA
-    table_schema = S.BRONZE_EVENT_SCHEMA if source == EVENTS else S.BRONZE_CATALOG_SCHEMA
-    location = cfg.table(f"bronze_{source}")
-    delta.ensure_table(spark, location, table_schema, partition_by=[S.EVENT_DATE] if source == EVENTS else [])
+def feed_bases(cfg: ShoprecConfig, source: str) -> list[str]:
+    """The folders (or globs) ``source``'s files arrive under: each configured feed's, else the
+    generator's folder under ``paths.raw``."""
     feeds: tuple[SourceConfig, ...] = getattr(cfg.sources, source)
     if feeds:
-        bases = [cfg.resolve(feed.path, f"sources.{source}[{i}].path") for i, feed in enumerate(feeds)]
-    else:
-        bases = [f"{cfg.path('raw')}/{source}"]
+        return [cfg.resolve(feed.path, f"sources.{source}[{i}].path") for i, feed in enumerate(feeds)]
+    return [f"{cfg.path('raw')}/{source}"]
+
+
+def ingest(spark: SparkSession, cfg: ShoprecConfig, source: str) -> IngestResult:
+    """Load the new raw files of ``source`` (``events`` or ``catalog``) into its bronze table."""
+    bases = feed_bases(cfg, source)
     per_feed = [new_files(spark, cfg, source, base) for base in bases]
-    files = sorted({f.path: f for fs in per_feed for f in fs}.values(), key=lambda f: f.path)
-    if not files:
+    if not any(per_feed):
         log.info("bronze %s: no new files under %s", source, ", ".join(bases))
-        return IngestResult(source, None, 0, 0, location)
-    batch = batch_id(files)
+        return IngestResult(source, None, 0, 0, cfg.table(f"bronze_{source}"))
+    files = sorted({f.path: f for fs in per_feed for f in fs}.values(), key=lambda f: f.path)
+    return ingest_files(spark, cfg, source, per_feed, batch_id(files))
+
+
+def ingest_files(
+    spark: SparkSession, cfg: ShoprecConfig, source: str, per_feed: list[list[RawFile]], batch: str
+) -> IngestResult:
+    """Load ``per_feed`` (the files of each of :func:`feed_bases`, in its order) into ``source``'s
+    bronze table as batch ``batch`` and record them in the ingest log. The batch's rows are
+    replaced, so loading the same batch again changes nothing (the stream replays a micro-batch so)."""
+    started = time.perf_counter()
+    schema = S.RAW_EVENT_SCHEMA if source == EVENTS else S.RAW_CATALOG_SCHEMA
+    location = cfg.table(f"bronze_{source}")
+    feeds: tuple[SourceConfig, ...] = getattr(cfg.sources, source)
+    bases = feed_bases(cfg, source)
+    files = sorted({f.path: f for fs in per_feed for f in fs}.values(), key=lambda f: f.path)
     if feeds:
         parts = [
             read_mapped(spark, cfg, f"{source}[{i}]", feed, [f.path for f in fs], schema)
@@ -200,13 +214,7 @@ def ingest(spark: SparkSession, cfg: ShoprecConfig, source: str) -> IngestResult
         df = functools.reduce(DataFrame.unionByName, parts)
     else:
         df = read_raw(spark, [f.path for f in files], schema, cfg.generator.format, base_path=bases[0])
-    df = with_batch(df, batch)
-    if source == EVENTS and S.EVENT_DATE not in df.columns:
-        # no export-day folders: the day of the event, or of the ingest when the time is unreadable
-        df = df.withColumn(S.EVENT_DATE, F.coalesce(F.to_date(S.EVENT_TIME), F.current_date()))
-    df = df.select([f.name for f in table_schema.fields])
-    delta.replace_where(df, location, f"{S.INGEST_BATCH} = '{batch}'")
-    written = delta.read(spark, location).where(F.col(S.INGEST_BATCH) == batch)
+    written = write_batch(spark, cfg, source, df, batch)
     rows = _record(spark, cfg, source, batch, files, written)
     log.info(
         "bronze %s: batch %s, %d files, %d rows in %.1fs -> %s",
@@ -218,6 +226,21 @@ def ingest(spark: SparkSession, cfg: ShoprecConfig, source: str) -> IngestResult
         location,
     )
     return IngestResult(source, batch, len(files), rows, location)
+
+
+def write_batch(spark: SparkSession, cfg: ShoprecConfig, source: str, df: DataFrame, batch: str) -> DataFrame:
+    """Replace batch ``batch`` of ``source``'s bronze table with ``df`` (raw-contract columns,
+    ``_corrupt_record`` and the source file) and return the rows written."""
+    table_schema = S.BRONZE_EVENT_SCHEMA if source == EVENTS else S.BRONZE_CATALOG_SCHEMA
+    location = cfg.table(f"bronze_{source}")
+    delta.ensure_table(spark, location, table_schema, partition_by=[S.EVENT_DATE] if source == EVENTS else [])
+    df = with_batch(df, batch)
+    if source == EVENTS and S.EVENT_DATE not in df.columns:
+        # no export-day folders: the day of the event, or of the ingest when the time is unreadable
+        df = df.withColumn(S.EVENT_DATE, F.coalesce(F.to_date(S.EVENT_TIME), F.current_date()))
+    df = df.select([f.name for f in table_schema.fields])
+    delta.replace_where(df, location, f"{S.INGEST_BATCH} = '{batch}'")
+    return delta.read(spark, location).where(F.col(S.INGEST_BATCH) == batch)
 
 
 def ingest_all(spark: SparkSession, cfg: ShoprecConfig) -> list[IngestResult]:

@@ -109,6 +109,34 @@ class Signals:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What every user's candidates share: ALS factors, item co-occurrence, item popularity and
+    the catalog's links, all computed over every user's interactions. A caller that scores a few
+    users at a time (the stream, per micro-batch) computes them once and passes them again; the
+    users' own signals (recent items, co-occurrence with them, their text and sequence vectors)
+    are computed per call, so what a user just did counts at once."""
+
+    als_users: DataFrame | None  # every user's factors
+    als_items: DataFrame | None
+    pairs: DataFrame
+    popularity: DataFrame
+    linked: DataFrame
+
+
+def shared(spark: SparkSession, cfg: ShoprecConfig, items: DataFrame, interactions: DataFrame) -> Shared:
+    """:class:`Shared` over ``interactions``, materialised."""
+    sc = cfg.scoring
+    als_users: DataFrame | None = None
+    als_items: DataFrame | None = None
+    if sc.als_k:
+        als_users, als_items = fit_als(spark, cfg, interactions)
+        als_users, als_items = als_users.localCheckpoint(), als_items.localCheckpoint()
+    pairs = ltr.cooccurrence(interactions, sc.cooc_window, sc.cooc_neighbours).localCheckpoint()
+    popularity = ltr.item_popularity(interactions, cfg.evaluation.recent_days).localCheckpoint()
+    return Shared(als_users, als_items, pairs, popularity, ltr.links(items).localCheckpoint())
+
+
 def popular_for(users: DataFrame, items: DataFrame, profiles: DataFrame, k: int) -> DataFrame:
     """``(user_key, item_id, score, rank)``: the top ``k`` items by popularity in the user's top
     category (the catalog's top ``k`` for users without a profile or a top category)."""
@@ -142,12 +170,14 @@ def generate(
     profiles: DataFrame,
     interactions: DataFrame,
     sequence_dir: str | None = None,
+    common: Shared | None = None,
 ) -> tuple[DataFrame, Signals]:
     """``(user_key, item_id, source)`` for every user in ``users`` (``user_key, vector``) with each
     source's ``<source>_score`` and ``<source>_rank`` (null where the source did not propose the
     item), and the signals the ranker reuses. ``matrix`` holds the items' vectors (collected once
     by the caller, which scores with it too); ``sequence_dir`` is a trained model's directory,
-    whose sequence retriever (when it has one) is a source and a signal too."""
+    whose sequence retriever (when it has one) is a source and a signal too; ``common`` is
+    :func:`shared`'s result when the caller keeps one, else it is computed here."""
     sc = cfg.scoring
     threads = cfg.evaluation.encoder.threads
     e = cfg.evaluation
@@ -158,12 +188,11 @@ def generate(
             top_k(spark, users, matrix, sc.retrieval_k, None, e.user_block, e.item_block, threads), EMBEDDING
         )
     ]
+    common = common or shared(spark, cfg, items, interactions)
     als_users: DataFrame | None = None
-    als_items: DataFrame | None = None
-    if sc.als_k:
-        als_users, als_items = fit_als(spark, cfg, interactions)
-        als_users = als_users.join(users.select(S.USER_KEY), S.USER_KEY, "left_semi").localCheckpoint()
-        als_items = als_items.localCheckpoint()
+    als_items = common.als_items
+    if sc.als_k and common.als_users is not None and als_items is not None:
+        als_users = common.als_users.join(users.select(S.USER_KEY), S.USER_KEY, "left_semi").localCheckpoint()
         parts.append(
             _tag(
                 top_k(
@@ -193,7 +222,7 @@ def generate(
                 parts.append(_tag(top_k(spark, users, new_matrix, sc.new_item_k, None), NEW_ITEM))
     mine = interactions.join(users.select(S.USER_KEY), S.USER_KEY, "left_semi")
     recent = ltr.recent_items(mine, max(sc.cooc_recent, sc.recent_k))
-    pairs = ltr.cooccurrence(interactions, sc.cooc_window, sc.cooc_neighbours).localCheckpoint()
+    pairs = common.pairs
     cooc = ltr.cooc_scores(recent, pairs, sc.cooc_decay)
     cooc = cooc.join(items.select(S.ITEM_ID), S.ITEM_ID, "left_semi").localCheckpoint()
     if sc.recent_k:
@@ -222,7 +251,7 @@ def generate(
                 S.RANK,
             )
         )
-    linked = ltr.links(items).localCheckpoint()
+    linked = common.linked
     related = ltr.related_scores(recent, linked, sc.cooc_decay).localCheckpoint() if linked.take(1) else None
     if sc.related_k and related is not None:
         best = Window.partitionBy(S.USER_KEY).orderBy(F.desc(ltr.RELATED_SCORE), S.ITEM_ID)
@@ -269,7 +298,7 @@ def generate(
         )
     )
     history = mine.groupBy(S.USER_KEY).agg(F.count(F.lit(1)).cast("double").alias(ltr.HISTORY_LENGTH))
-    popularity = ltr.item_popularity(interactions, cfg.evaluation.recent_days).localCheckpoint()
+    popularity = common.popularity
     past = ltr.user_items(mine, cfg.features.positive_events)
     signals = Signals(
         als_users, als_items, cooc, history, past, popularity, recent.localCheckpoint(), taste, related,

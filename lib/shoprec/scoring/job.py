@@ -30,6 +30,7 @@ from shoprec import delta
 from shoprec import schemas as S
 from shoprec.config import ScenarioConfig, ShoprecConfig
 from shoprec.errors import ShoprecError
+from shoprec.modeling import candidates
 from shoprec.recommendations import ensure_tables
 from shoprec.scoring import embeddings
 from shoprec.serving import reasons, rules
@@ -178,29 +179,37 @@ def stage(spark: SparkSession, cfg: ShoprecConfig, scored: DataFrame, run_id: st
 
 
 def score(
-    spark: SparkSession, cfg: ShoprecConfig, incremental: bool = False, loads: Any = None
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    incremental: bool = False,
+    loads: Any = None,
+    users: DataFrame | None = None,
+    common: candidates.Shared | None = None,
 ) -> ScoreResult:
-    """Score every serving user (with ``incremental``, only those changed items affect)."""
+    """Score every serving user (with ``incremental``, only those changed items affect; with
+    ``users``, a frame of ``user_key``, only those: the stream re-scores a micro-batch's users).
+    Either way only changed items are re-embedded. ``common``: the signals every user shares
+    (:func:`shoprec.modeling.candidates.shared`), kept by a caller that scores often."""
     started = time.perf_counter()
     model_dir, version = resolve_model(cfg)
-    run_id = _run_id(spark, cfg, version, incremental)
+    run_id = _run_id(spark, cfg, version, incremental or users is not None)
     result = ScoreResult(run_id, version, model_dir, location=cfg.table("recommendations"))
-    refreshed = embeddings.refresh(spark, cfg, str(model_dir), version, incremental)
+    refreshed = embeddings.refresh(spark, cfg, str(model_dir), version, incremental or users is not None)
     result.embedded_items = refreshed.embedded
     items = _serving(spark, cfg, "gold_item_features").localCheckpoint()
     profiles = _serving(spark, cfg, "gold_user_profiles")
     sequences = _serving(spark, cfg, "gold_sequences")
     interactions = delta.read(spark, cfg.table("gold_interactions"))
     ensure_recommendations(spark, cfg)
-    only: DataFrame | None = None
-    if incremental and refreshed.changed_items is not None:
+    only: DataFrame | None = users
+    if users is None and incremental and refreshed.changed_items is not None:
         only = _affected_users(spark, cfg, refreshed.changed_items, items)
     view = AsOf(items, profiles, sequences, interactions, embeddings.vectors(spark, cfg, version), only)
-    pool = user_candidates(spark, cfg, model_dir, view)
+    pool = user_candidates(spark, cfg, model_dir, view, common)
     result.users = pool.users.count()
     if result.users == 0:
-        if incremental:
-            log.info("no user is affected by the item changes: nothing to re-score")
+        if only is not None:
+            log.info("no serving user to re-score")
             result.seconds = time.perf_counter() - started
             return result
         raise ShoprecError(f"no serving users in {cfg.table('gold_sequences')}: run `shoprec features` first")

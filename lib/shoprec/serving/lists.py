@@ -217,8 +217,15 @@ class Pool:
     signals: candidates.Signals
 
 
-def user_candidates(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, view: AsOf) -> Pool:
-    """User vectors, their candidates from every source, and the item vectors they came from."""
+def user_candidates(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    model_dir: Path,
+    view: AsOf,
+    common: candidates.Shared | None = None,
+) -> Pool:
+    """User vectors, their candidates from every source, and the item vectors they came from
+    (``common``: the signals every user shares, when the caller keeps them between calls)."""
     history = int(load_meta(model_dir).get("history_items", cfg.training.history_items))
     texts = history_texts(view.items, view.sequences, None, history)
     if view.only is not None:
@@ -228,7 +235,7 @@ def user_candidates(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, vi
     item_vectors = view.item_vectors.localCheckpoint()
     matrix = ItemMatrix.from_frame(item_vectors)
     scored, signals = candidates.generate(
-        spark, cfg, users, matrix, view.items, view.profiles, view.interactions, str(model_dir)
+        spark, cfg, users, matrix, view.items, view.profiles, view.interactions, str(model_dir), common
     )
     scored = scored.localCheckpoint()
     cands = scored.select(S.USER_KEY, S.ITEM_ID, S.SOURCE)
