@@ -102,6 +102,25 @@ def small_cfg(root: Path, model: Path, **sections: dict[str, Any]) -> ShoprecCon
     return from_dict(base)
 
 
+#: Two training steps of small towers and a one-layer head: a test trains a model in seconds.
+TINY_TRAINING: dict[str, Any] = {
+    "launcher": "single",
+    "batch_size": 16,
+    "max_steps": 2,
+    "user_max_length": 32,
+    "item_max_length": 24,
+    "ranker": {"epochs": 1, "batch_size": 64, "hidden": [8]},
+}
+#: Few candidates per source.
+TINY_SCORING: dict[str, Any] = {
+    "retrieval_k": 10,
+    "als_k": 5,
+    "popular_k": 5,
+    "new_item_k": 2,
+    "batch_size": 64,
+}
+
+
 def tiny_pipeline_cfg(root: Path, model: Path, seed: int, key_env: str) -> ShoprecConfig:
     """A shop small enough to run every stage in a test, training and scoring included: 80 users,
     40 items, 6 days, two training steps, one baseline."""
@@ -112,15 +131,8 @@ def tiny_pipeline_cfg(root: Path, model: Path, seed: int, key_env: str) -> Shopr
         privacy={"key_env": key_env},
         features={"split": {"valid_days": 1, "test_days": 1}},
         evaluation={"ks": [10], "models": ["popularity"]},
-        training={
-            "launcher": "single",
-            "batch_size": 16,
-            "max_steps": 2,
-            "user_max_length": 32,
-            "item_max_length": 24,
-            "ranker": {"epochs": 1, "batch_size": 64, "hidden": [8]},
-        },
-        scoring={"retrieval_k": 10, "als_k": 5, "popular_k": 5, "new_item_k": 2, "batch_size": 64},
+        training=TINY_TRAINING,
+        scoring=TINY_SCORING,
     )
 
 

@@ -18,7 +18,7 @@ import yaml
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from conftest import small_cfg
+from conftest import TINY_SCORING, TINY_TRAINING, small_cfg
 from shoprec import delta
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig, from_dict
@@ -46,17 +46,8 @@ def trained(
         root,
         tiny_model_dir,
         evaluation={"ks": [10], "models": []},
-        training={
-            "launcher": "single",
-            "batch_size": 16,
-            "max_steps": 2,
-            "user_max_length": 32,
-            "item_max_length": 24,
-            "experiment": "stream",
-            "registered_model": "stream-ranker",
-            "ranker": {"epochs": 1, "batch_size": 64, "hidden": [8]},
-        },
-        scoring={"retrieval_k": 10, "als_k": 5, "popular_k": 5, "new_item_k": 2, "batch_size": 64},
+        training={**TINY_TRAINING, "experiment": "stream", "registered_model": "stream-ranker"},
+        scoring=TINY_SCORING,
         stream={"trigger": "availableNow", "max_files_per_trigger": 1},
     )
     train(spark, cfg)
