@@ -15,7 +15,8 @@ lint: setup
 test: lint
 	.venv/bin/python -m pytest -m "not e2e" --durations=15
 
-# The end-to-end tier: minutes per test (a real stream killed and restarted, a real Kafka broker).
+# The end-to-end tier: minutes per test (whole runs per runner, processes killed and re-run, the
+# stream, a real Kafka broker).
 test-e2e: setup
 	.venv/bin/python -m shoprec.spark --fetch-jars --kafka
 	.venv/bin/python -m pytest -m e2e --durations=15 $(PYTEST_ARGS)

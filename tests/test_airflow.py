@@ -96,6 +96,7 @@ print(json.dumps({{
 
 
 @pytest.mark.spark
+@pytest.mark.e2e
 def test_airflow_dags_test_runs_the_pipeline_on_local_spark(
     spark: SparkSession, airflow_home: dict[str, str], tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -41,8 +41,9 @@ def test_every_baseline_writes_the_contract_and_metrics(spark: SparkSession, gol
     result = evaluate(spark, gold_cfg)
     table = delta.read(spark, gold_cfg.table("recommendations"))
     assert table.schema == S.RECOMMENDATION_SCHEMA
-    # the scoring tests share this lake: look at the evaluation's lists only
-    recs = table.where(F.col(S.SCENARIO) == "eval:test")
+    # the scoring, pipeline and LTR tests share this lake (and may evaluate into it first): look at
+    # this evaluation's run only
+    recs = table.where((F.col(S.SCENARIO) == "eval:test") & (F.col(S.RUN_ID) == result.run_id))
     assert sorted(r[0] for r in recs.select(S.MODEL).distinct().collect()) == sorted(MODELS)
     # ranks run 1..10 without gaps for every user (the catalog has far more than 10 items)
     per_user = recs.groupBy(S.MODEL, S.USER_KEY).agg(F.count(F.lit(1)).alias("n"), F.max(S.RANK).alias("m"))

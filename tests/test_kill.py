@@ -34,7 +34,7 @@ from shoprec.config import ShoprecConfig, load_config
 from shoprec.features.job import GOLD_TABLES
 from shoprec.pipeline import DATA_TABLES
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = [
     "generator.users=300",

@@ -221,6 +221,7 @@ def test_given_set_lists_hold_every_positive_and_drawn_untouched_items(
 
 @pytest.mark.spark
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_order(
     spark: SparkSession, small_shop: ShoprecConfig, tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -130,6 +130,7 @@ def test_a_csv_catalog_in_the_contracts_own_columns_reads_without_a_schema(
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.skipif(not OFFICE.is_dir(), reason="the shared Amazon Office data is not beside this checkout")
 def test_amazon_office_imports_through_its_config(
     spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -99,6 +99,7 @@ def test_notebook_is_databricks_source_with_widgets_that_imports_only_shoprec(pa
 
 @pytest.mark.slow
 @pytest.mark.spark
+@pytest.mark.e2e
 def test_every_notebook_runs_in_order_against_local_spark(
     spark: SparkSession,
     tiny_model_dir: Path,

@@ -65,6 +65,7 @@ def test_the_wheel_holds_the_package_and_its_configuration(wheel: Path) -> None:
     assert not any(n.startswith(("tests/", "jobs/", "notebooks/")) for n in names)
 
 
+@pytest.mark.e2e
 def test_spark_submit_runs_ingest_to_features_from_the_wheel(
     spark: SparkSession, wheel: Path, bare_env: Path, tmp_path: Path
 ) -> None:

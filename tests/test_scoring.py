@@ -306,6 +306,7 @@ def test_a_pairs_sources_survive_the_ranker_as_bits(spark: SparkSession) -> None
     assert len({r["code"] for r in rows}) == len(combos) == 2 ** len(SOURCES) - 1
 
 
+@pytest.mark.e2e
 def test_a_changed_item_is_re_embedded_alone_and_only_its_users_are_rescored(
     spark: SparkSession, shop: ShoprecConfig
 ) -> None:
@@ -364,6 +365,7 @@ def _lake_commits(root: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.stat().st_mtime_ns)
 
 
+@pytest.mark.e2e
 def test_a_score_job_killed_after_a_commit_and_rerun_equals_an_uninterrupted_one(
     spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
 ) -> None:

@@ -180,6 +180,16 @@ def test_a_stream_killed_mid_batch_and_restarted_equals_an_uninterrupted_one(
         assert listed.where(F.col(S.REASON).isNull() | F.col(f"{S.REASON}.text").isNull()).count() == 0
     rescored = recs.where(F.col(S.RUN_ID).isin(*[b.run_id for b in done.batches]))
     assert rescored.select(S.USER_KEY).distinct().count() == 6
+    # gold: the batches' users' profiles folded in; every other user's left exactly as it was
+
+    def profiles(cfg: ShoprecConfig) -> dict[str, Any]:
+        serving = delta.read(spark, cfg.table("gold_user_profiles")).where(F.col(S.SPLIT) == S.SERVING)
+        return {r[S.USER_KEY]: r for r in serving.collect()}
+
+    before, after = profiles(from_dict(at(base))), profiles(whole)
+    assert {u for u, r in after.items() if r != before.get(u)} == {
+        r[0] for r in rescored.select(S.USER_KEY).distinct().collect()
+    }
     bronze = delta.read(spark, whole.table("bronze_events"))
     assert bronze.where(F.col(S.INGEST_BATCH).startswith("stream-")).count() == 22
     assert bronze.groupBy(S.EVENT_ID, S.SOURCE_FILE).count().where("count > 1").count() == 0

@@ -268,6 +268,7 @@ def test_the_spark_launcher_runs_horovod_in_spark_tasks(
     assert (run.model_dir / tt.META).is_file() and run.ranker_dir is None
 
 
+@pytest.mark.e2e
 def test_a_killed_training_resumes_from_its_checkpoint(
     spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
 ) -> None:

@@ -170,9 +170,36 @@ def _build_full(spark: SparkSession, cfg: ShoprecConfig, events: DataFrame) -> g
     return cuts
 
 
+def fold_batch(spark: SparkSession, cfg: ShoprecConfig, batch: str) -> GoldResult:
+    """The stream's gold step: one silver batch folded into the serving state of its own users.
+
+    :func:`build_gold`'s incremental fold, less what a micro-batch of a few users cannot afford and
+    does not need: the serving item features (catalog-wide aggregates over all of silver) stay as
+    the last daily ``features`` run left them, and only the batch's users' profiles are rewritten
+    (a MERGE), not every user's; no table is counted. Falls back to :func:`build_gold` where there
+    is no state to fold into yet or the features configuration changed since the last full build.
+    """
+    started = time.perf_counter()
+    _ensure(spark, cfg)
+    state = delta.read(spark, cfg.table("gold_user_state"))
+    built_with = _properties(spark, cfg.table("gold_user_state")).get(FINGERPRINT)
+    if built_with != _fingerprint(cfg) or state.limit(1).count() == 0:
+        return build_gold(spark, cfg)
+    if state.where(F.array_contains(S.BATCHES, batch)).limit(1).count():
+        return GoldResult({}, None, None, time.perf_counter() - started, "up to date", 0)
+    new = delta.read(spark, cfg.table("silver_events")).where(F.col(S.INGEST_BATCH) == batch)
+    _build_incremental(spark, cfg, new, state, everyone=False)
+    result = GoldResult({}, None, None, time.perf_counter() - started, "incremental", 1)
+    log.info("gold: batch %s folded into its users' serving state in %.1fs", batch, result.seconds)
+    return result
+
+
 def _build_incremental(
-    spark: SparkSession, cfg: ShoprecConfig, new_events: DataFrame, state: DataFrame
+    spark: SparkSession, cfg: ShoprecConfig, new_events: DataFrame, state: DataFrame, everyone: bool = True
 ) -> None:
+    """Fold ``new_events`` in. ``everyone``: also refresh the serving item features and every
+    user's profile (its recency is relative to the new ``as_of``); else only the new events'
+    users' profiles, against the stored item features."""
     f = cfg.features
     new_events = new_events.persist(StorageLevel.MEMORY_AND_DISK)
     _merge_interactions(spark, cfg, new_events)
@@ -180,8 +207,11 @@ def _build_incremental(
     new_last = new_events.agg(F.max(S.EVENT_TIME)).first()
     stamps = [r[0] for r in (last, new_last) if r is not None and r[0] is not None]
     as_of = max(stamps) + timedelta(microseconds=1)
-    events = delta.read(spark, cfg.table("silver_events"))
-    items = _serving_items(spark, cfg, events, as_of)
+    if everyone:
+        events = delta.read(spark, cfg.table("silver_events"))
+        items = _serving_items(spark, cfg, events, as_of)
+    else:
+        items = delta.read(spark, cfg.table("gold_item_features")).where(F.col(S.SPLIT) == S.SERVING)
 
     sequences = delta.read(spark, cfg.table("gold_sequences")).where(F.col(S.SPLIT) == S.SERVING)
     extended = gold.extend_sequences(sequences, new_events, f, S.SERVING)
@@ -194,9 +224,16 @@ def _build_incremental(
     merged = gold.merge_user_state(
         state.join(affected, S.USER_KEY, "left_semi"), gold.user_state(new_events, items, f)
     ).localCheckpoint()
-    everyone = state.join(affected, S.USER_KEY, "left_anti").unionByName(merged)
-    _replace_split(
-        gold.user_profiles(everyone, f, S.SERVING, as_of), cfg.table("gold_user_profiles"), [S.SERVING]
-    )
+    if everyone:
+        rest = state.join(affected, S.USER_KEY, "left_anti").unionByName(merged)
+        _replace_split(
+            gold.user_profiles(rest, f, S.SERVING, as_of), cfg.table("gold_user_profiles"), [S.SERVING]
+        )
+    else:
+        profiles = delta.for_location(spark, cfg.table("gold_user_profiles"))
+        profiles.alias("t").merge(
+            gold.user_profiles(merged, f, S.SERVING, as_of).alias("s"),
+            f"t.{S.SPLIT} = '{S.SERVING}' AND t.{S.USER_KEY} = s.{S.USER_KEY}",
+        ).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
     delta.merge_upsert(spark, merged, cfg.table("gold_user_state"), [S.USER_KEY])
     new_events.unpersist()

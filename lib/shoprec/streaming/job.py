@@ -7,10 +7,11 @@ own code, in the batch path's order, so there is one copy of every rule:
 
 bronze (the micro-batch's rows, replaced by its id) → :func:`shoprec.etl.silver.clean_batch`
 (rules, quarantine with reasons, pseudonyms, reconciliation, MERGE into silver) →
-:func:`shoprec.features.job.build_gold` (its incremental fold: interactions, the serving
-sequences and profiles of the users it touches) → :func:`shoprec.scoring.job.score` of the batch's
-users only, with the champion model and each scenario's rules and reasons → MERGE into
-``recommendations`` → a row of freshness figures in ``stream_metrics``.
+:func:`shoprec.features.job.fold_batch` (the batch gold's incremental fold, for the batch's
+users only: interactions, their serving sequences, state and profiles) →
+:func:`shoprec.scoring.job.score` of the batch's users only, with the champion model and each
+scenario's rules and reasons → MERGE into ``recommendations`` →
+a row of freshness figures in ``stream_metrics``.
 
 Exactly once: a micro-batch's id is the query's id (kept in its checkpoint) and the epoch, which
 Spark replays unchanged after a restart; every write either replaces that id's rows or MERGEs on
@@ -54,7 +55,7 @@ from shoprec.errors import ShoprecError
 from shoprec.etl import bronze
 from shoprec.etl.bronze import EVENTS, RawFile
 from shoprec.etl.silver import clean_batch
-from shoprec.features.job import build_gold
+from shoprec.features.job import fold_batch
 from shoprec.modeling import candidates
 from shoprec.scoring.job import score
 
@@ -325,7 +326,7 @@ def process_batch(
     newest = None
     if update in ("gold", "recommendations") and silver.silver_rows:
         mark = time.perf_counter()
-        build_gold(spark, cfg)
+        fold_batch(spark, cfg, batch)
         steps["gold"] = time.perf_counter() - mark
     if update == "recommendations" and silver.silver_rows:
         events = delta.read(spark, cfg.table("silver_events")).where(F.col(S.INGEST_BATCH) == batch)
