@@ -168,10 +168,12 @@ E2E_ORDER = (
     "test_scoring",
     "test_ltr",
     "test_kill",
+    "test_pipeline",
+    "test_gold",
+    "test_training",
     "test_packaging",
     "test_notebooks",
     "test_airflow",
-    "test_training",
     "test_mapping",
 )
 

@@ -173,6 +173,7 @@ def test_profiles_render_text(spark: SparkSession, silver: ShoprecConfig) -> Non
     assert datetime.now(tz=UTC).year >= 2026
 
 
+@pytest.mark.e2e
 def test_a_new_day_updates_serving_tables_as_a_full_rebuild_would(
     spark: SparkSession, tmp_path: Path
 ) -> None:

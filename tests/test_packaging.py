@@ -129,6 +129,7 @@ def _flat(settings: dict[str, dict[str, object]]) -> dict[str, object]:
     return {f"{part}.{key}": value for part, values in settings.items() for key, value in values.items()}
 
 
+@pytest.mark.e2e
 def test_the_wheel_installs_into_a_clean_environment_and_the_cli_works(wheel: Path, tmp_path: Path) -> None:
     env = tmp_path / "venv"
     subprocess.run([uv(), "venv", "-q", "--python", sys.executable, str(env)], check=True)

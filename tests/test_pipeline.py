@@ -12,7 +12,7 @@ from shoprec import schemas as S
 from shoprec.config import from_dict
 from shoprec.pipeline import run_pipeline
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_pipeline_writes_bronze_tables_and_is_idempotent(

@@ -122,6 +122,7 @@ def test_each_example_is_read_once_per_epoch_across_ranks(spark: SparkSession, s
     assert make_loader is not None and ITEM_INDEX in LOADER_FIELDS
 
 
+@pytest.mark.e2e
 def test_two_horovod_processes_learn_in_sync_and_record_everything(
     spark: SparkSession, shop: ShoprecConfig
 ) -> None:
@@ -178,6 +179,7 @@ def test_two_horovod_processes_learn_in_sync_and_record_everything(
     assert {"model/ranker/ranker.pt", "model/ranker/student.pt"} <= ranker_files
 
 
+@pytest.mark.e2e
 def test_a_second_daily_cycle_over_unchanged_data_registers_no_new_version(
     spark: SparkSession, shop: ShoprecConfig
 ) -> None:

@@ -216,7 +216,11 @@ def score(
     result.candidates = check_candidates(pool.cands, items)
     t0 = time.perf_counter()
     scored = score_view(spark, cfg, model_dir, view, pool, loads).withColumn(S.RUN_ID, F.lit(run_id))
-    staged = stage(spark, cfg, scored, run_id)
+    if users is None:
+        staged = stage(spark, cfg, scored, run_id)
+    else:
+        # a micro-batch's few users: held by Spark, not staged in Delta (two commits fewer)
+        staged = scored.select(*SCORED_SCHEMA.fieldNames()).localCheckpoint()
     result.scoring_seconds = time.perf_counter() - t0
     every = {sc.name: rerank(staged, sc, pool.item_vectors).localCheckpoint() for sc in cfg.scoring.scenarios}
     # the scenarios' lists share most pairs: the ranker's credit is computed once for all of them
@@ -238,8 +242,9 @@ def score(
             cfg.scoring.cooc_decay,
         )
         result.lists[sc.name] = merge_lists(spark, cfg, lists, sc, version, run_id)
-    # keep only this run's staged candidates (the table is a work area, not a history)
-    delta.for_location(spark, cfg.table("score_candidates")).delete(F.col(S.RUN_ID) != run_id)
+    if users is None:
+        # keep only this run's staged candidates (the table is a work area, not a history)
+        delta.for_location(spark, cfg.table("score_candidates")).delete(F.col(S.RUN_ID) != run_id)
     if loads is not None:
         result.ranker_loads = int(loads.value)
     result.seconds = time.perf_counter() - started
