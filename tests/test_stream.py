@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,20 @@ def test_a_stream_killed_mid_batch_and_restarted_equals_an_uninterrupted_one(
     assert got.keys() == want.keys()
     differ = [name for name in want if got[name] != want[name]]
     assert not differ, f"tables that differ from the uninterrupted stream: {differ}"
+
+    # the daily features run after the stream: every batch is folded in already, yet it refreshes
+    # what the stream left as it was (item features, everyone's profiles) as of the newest event
+    from shoprec.features.job import build_gold
+
+    daily = build_gold(spark, whole)
+    assert daily.mode == "serving refreshed" and daily.new_batches == 0
+    newest = delta.read(spark, whole.table("silver_events")).agg(F.max(S.EVENT_TIME)).first()[0]
+    for table in ("gold_item_features", "gold_user_profiles"):
+        serving = delta.read(spark, whole.table(table)).where(F.col(S.SPLIT) == S.SERVING)
+        assert {r[0] for r in serving.select(S.AS_OF).distinct().collect()} == {
+            newest + timedelta(microseconds=1)
+        }, table
+    assert build_gold(spark, whole).mode == "up to date"
 
 
 @pytest.mark.kafka

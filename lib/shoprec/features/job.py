@@ -48,6 +48,10 @@ class GoldResult:
 
 
 FINGERPRINT = "shoprec.features.fingerprint"
+#: Set on ``gold_user_state`` by the stream's fold (:func:`fold_batch`), which leaves the serving
+#: item features and other users' profiles as they were: the next daily run refreshes them even
+#: when every silver batch is already folded in.
+SERVING_STALE = "shoprec.features.serving_stale"
 
 
 def _fingerprint(cfg: ShoprecConfig) -> str:
@@ -95,6 +99,8 @@ def build_gold(spark: SparkSession, cfg: ShoprecConfig, full: bool = False) -> G
     serving sequences extended and serving profiles re-rendered from the merged state, while the
     train/valid/test snapshots stay as they are until the next full build (schedule it with
     training). The state table is written last, so a run killed half-way is simply repeated.
+    Where the stream already folded every batch in, the serving item features and profiles it
+    left as they were are refreshed (mode ``serving refreshed``).
     """
     started = time.perf_counter()
     _ensure(spark, cfg)
@@ -109,21 +115,24 @@ def build_gold(spark: SparkSession, cfg: ShoprecConfig, full: bool = False) -> G
     new = sorted(silver_batches - folded)
     cuts = gold.Cuts(None, None)
     fingerprint = _fingerprint(cfg)
-    built_with = _properties(spark, cfg.table("gold_user_state")).get(FINGERPRINT)
+    props = _properties(spark, cfg.table("gold_user_state"))
+    built_with, stale = props.get(FINGERPRINT), props.get(SERVING_STALE) == "true"
     if folded and not full and built_with != fingerprint:
         log.info("features configuration changed since the last full build: rebuilding every split")
     if full or not folded or built_with != fingerprint:
         mode = "full"
         cuts = _build_full(spark, cfg, events)
-        spark.sql(
-            f"ALTER TABLE {delta.sql_name(cfg.table('gold_user_state'))} "
-            f"SET TBLPROPERTIES ('{FINGERPRINT}' = '{fingerprint}')"
-        )
+        _set_property(spark, cfg, FINGERPRINT, fingerprint)
     elif new:
         mode = "incremental"
         _build_incremental(spark, cfg, events.where(F.col(S.INGEST_BATCH).isin(*new)), state)
+    elif stale:
+        mode = "serving refreshed"
+        _refresh_serving(spark, cfg, state)
     else:
         mode = "up to date"
+    if stale and mode != "up to date":
+        _set_property(spark, cfg, SERVING_STALE, "false")
     rows = {name: delta.read(spark, cfg.table(name)).count() for name in GOLD_TABLES}
     result = GoldResult(
         rows, cuts.valid_start, cuts.test_start, time.perf_counter() - started, mode, len(new)
@@ -170,6 +179,23 @@ def _build_full(spark: SparkSession, cfg: ShoprecConfig, events: DataFrame) -> g
     return cuts
 
 
+def _set_property(spark: SparkSession, cfg: ShoprecConfig, key: str, value: str) -> None:
+    spark.sql(
+        f"ALTER TABLE {delta.sql_name(cfg.table('gold_user_state'))} SET TBLPROPERTIES ('{key}' = '{value}')"
+    )
+
+
+def _refresh_serving(spark: SparkSession, cfg: ShoprecConfig, state: DataFrame) -> None:
+    """The serving item features and every user's profile as of the newest folded event, from the
+    stored state: what the stream's micro-batches leave to the daily run."""
+    last = state.agg(F.max(S.LAST_EVENT_TIME)).first()
+    assert last is not None and last[0] is not None
+    as_of = last[0] + timedelta(microseconds=1)
+    _serving_items(spark, cfg, delta.read(spark, cfg.table("silver_events")), as_of)
+    profiles = gold.user_profiles(state, cfg.features, S.SERVING, as_of)
+    _replace_split(profiles, cfg.table("gold_user_profiles"), [S.SERVING])
+
+
 def fold_batch(spark: SparkSession, cfg: ShoprecConfig, batch: str) -> GoldResult:
     """The stream's gold step: one silver batch folded into the serving state of its own users.
 
@@ -182,11 +208,14 @@ def fold_batch(spark: SparkSession, cfg: ShoprecConfig, batch: str) -> GoldResul
     started = time.perf_counter()
     _ensure(spark, cfg)
     state = delta.read(spark, cfg.table("gold_user_state"))
-    built_with = _properties(spark, cfg.table("gold_user_state")).get(FINGERPRINT)
-    if built_with != _fingerprint(cfg) or state.limit(1).count() == 0:
+    props = _properties(spark, cfg.table("gold_user_state"))
+    if props.get(FINGERPRINT) != _fingerprint(cfg) or state.limit(1).count() == 0:
         return build_gold(spark, cfg)
     if state.where(F.array_contains(S.BATCHES, batch)).limit(1).count():
         return GoldResult({}, None, None, time.perf_counter() - started, "up to date", 0)
+    if props.get(SERVING_STALE) != "true":
+        # before the fold: a run killed after it still leaves the daily run its refresh to do
+        _set_property(spark, cfg, SERVING_STALE, "true")
     new = delta.read(spark, cfg.table("silver_events")).where(F.col(S.INGEST_BATCH) == batch)
     _build_incremental(spark, cfg, new, state, everyone=False)
     result = GoldResult({}, None, None, time.perf_counter() - started, "incremental", 1)
