@@ -67,6 +67,17 @@ def ensure_table(
     return table
 
 
+def properties(spark: SparkSession, location: str) -> dict[str, str]:
+    """The table's properties (where shoprec keeps what a table was built from)."""
+    row = for_location(spark, location).detail().select("properties").first()
+    return dict(row[0]) if row and row[0] else {}
+
+
+def set_property(spark: SparkSession, location: str, key: str, value: str) -> None:
+    """Set one table property: a metadata-only commit."""
+    spark.sql(f"ALTER TABLE {sql_name(location)} SET TBLPROPERTIES ('{key}' = '{value}')")
+
+
 def add_missing_columns(spark: SparkSession, location: str, schema: StructType) -> list[str]:
     """Add ``schema``'s nullable columns the table lacks (a table made by an older shoprec). A
     missing NOT NULL column cannot be added to rows already there, so the user must start it over."""

@@ -60,11 +60,6 @@ def _fingerprint(cfg: ShoprecConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _properties(spark: SparkSession, location: str) -> dict[str, str]:
-    row = delta.for_location(spark, location).detail().select("properties").first()
-    return dict(row[0]) if row and row[0] else {}
-
-
 def _ensure(spark: SparkSession, cfg: ShoprecConfig) -> None:
     for name, (schema, parts) in GOLD_TABLES.items():
         props = {"delta.enableChangeDataFeed": "true"} if name == "gold_item_features" else None
@@ -115,14 +110,14 @@ def build_gold(spark: SparkSession, cfg: ShoprecConfig, full: bool = False) -> G
     new = sorted(silver_batches - folded)
     cuts = gold.Cuts(None, None)
     fingerprint = _fingerprint(cfg)
-    props = _properties(spark, cfg.table("gold_user_state"))
+    props = delta.properties(spark, cfg.table("gold_user_state"))
     built_with, stale = props.get(FINGERPRINT), props.get(SERVING_STALE) == "true"
     if folded and not full and built_with != fingerprint:
         log.info("features configuration changed since the last full build: rebuilding every split")
     if full or not folded or built_with != fingerprint:
         mode = "full"
         cuts = _build_full(spark, cfg, events)
-        _set_property(spark, cfg, FINGERPRINT, fingerprint)
+        delta.set_property(spark, cfg.table("gold_user_state"), FINGERPRINT, fingerprint)
     elif new:
         mode = "incremental"
         _build_incremental(spark, cfg, events.where(F.col(S.INGEST_BATCH).isin(*new)), state)
@@ -132,7 +127,7 @@ def build_gold(spark: SparkSession, cfg: ShoprecConfig, full: bool = False) -> G
     else:
         mode = "up to date"
     if stale and mode != "up to date":
-        _set_property(spark, cfg, SERVING_STALE, "false")
+        delta.set_property(spark, cfg.table("gold_user_state"), SERVING_STALE, "false")
     rows = {name: delta.read(spark, cfg.table(name)).count() for name in GOLD_TABLES}
     result = GoldResult(
         rows, cuts.valid_start, cuts.test_start, time.perf_counter() - started, mode, len(new)
@@ -179,12 +174,6 @@ def _build_full(spark: SparkSession, cfg: ShoprecConfig, events: DataFrame) -> g
     return cuts
 
 
-def _set_property(spark: SparkSession, cfg: ShoprecConfig, key: str, value: str) -> None:
-    spark.sql(
-        f"ALTER TABLE {delta.sql_name(cfg.table('gold_user_state'))} SET TBLPROPERTIES ('{key}' = '{value}')"
-    )
-
-
 def _refresh_serving(spark: SparkSession, cfg: ShoprecConfig, state: DataFrame) -> None:
     """The serving item features and every user's profile as of the newest folded event, from the
     stored state: what the stream's micro-batches leave to the daily run."""
@@ -208,14 +197,14 @@ def fold_batch(spark: SparkSession, cfg: ShoprecConfig, batch: str) -> GoldResul
     started = time.perf_counter()
     _ensure(spark, cfg)
     state = delta.read(spark, cfg.table("gold_user_state"))
-    props = _properties(spark, cfg.table("gold_user_state"))
+    props = delta.properties(spark, cfg.table("gold_user_state"))
     if props.get(FINGERPRINT) != _fingerprint(cfg) or state.limit(1).count() == 0:
         return build_gold(spark, cfg)
     if state.where(F.array_contains(S.BATCHES, batch)).limit(1).count():
         return GoldResult({}, None, None, time.perf_counter() - started, "up to date", 0)
     if props.get(SERVING_STALE) != "true":
         # before the fold: a run killed after it still leaves the daily run its refresh to do
-        _set_property(spark, cfg, SERVING_STALE, "true")
+        delta.set_property(spark, cfg.table("gold_user_state"), SERVING_STALE, "true")
     new = delta.read(spark, cfg.table("silver_events")).where(F.col(S.INGEST_BATCH) == batch)
     _build_incremental(spark, cfg, new, state, everyone=False)
     result = GoldResult({}, None, None, time.perf_counter() - started, "incremental", 1)

@@ -63,12 +63,11 @@ def refresh(
     from shoprec.modeling import encoder
 
     location = cfg.table("item_embeddings")
-    table = delta.ensure_table(spark, location, ITEM_EMBEDDINGS_SCHEMA, [S.MODEL_VERSION])
+    delta.ensure_table(spark, location, ITEM_EMBEDDINGS_SCHEMA, [S.MODEL_VERSION])
     items_location = cfg.table("gold_item_features")
     current = delta.for_location(spark, items_location).history(1).select("version").first()
     items_version = int(current[0]) if current else 0
-    detail = table.detail().select("properties").first()
-    seen_text = ((detail[0] if detail else None) or {}).get(_property(version))
+    seen_text = delta.properties(spark, location).get(_property(version))
     existing = delta.read(spark, location).where(F.col(S.MODEL_VERSION) == version)
     serving = _serving(delta.read(spark, items_location, items_version))
     full = not (incremental and seen_text is not None)
@@ -116,8 +115,7 @@ def refresh(
     target.alias("t").merge(rows.alias("s"), cond).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
     if removed:
         target.alias("t").merge(gone.alias("s"), cond).whenMatchedDelete().execute()
-    name, prop = delta.sql_name(location), _property(version)
-    spark.sql(f"ALTER TABLE {name} SET TBLPROPERTIES ('{prop}' = '{items_version}')")
+    delta.set_property(spark, location, _property(version), str(items_version))
     changed_ids = None if full else todo.select(S.ITEM_ID).unionByName(gone).distinct()
     log.info(
         "item embeddings of %s: %d embedded, %d removed (%s) -> %s",

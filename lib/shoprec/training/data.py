@@ -31,8 +31,7 @@ def snapshot_files(spark: SparkSession, location: str, partition: dict[str, str]
         SnapshotNotReadableError: the table has deletion vectors or column mapping enabled, which
             a Parquet reader cannot apply (rows would come back that Delta considers deleted).
     """
-    detail = delta.for_location(spark, location).detail().select("properties").first()
-    props: dict[str, str] = (detail[0] if detail else None) or {}
+    props = delta.properties(spark, location)
     if props.get("delta.enableDeletionVectors", "false").lower() == "true":
         raise SnapshotNotReadableError(
             f"{location}: deletion vectors are enabled; run REORG TABLE ... APPLY (PURGE) and disable them "

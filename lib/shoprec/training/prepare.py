@@ -215,8 +215,7 @@ def prepare(
     location = cfg.table("training_tokens")
     source = _source(spark, cfg, splits)
     delta.ensure_table(spark, location, TOKENS_SCHEMA, [S.SPLIT])
-    detail = delta.for_location(spark, location).detail().select("properties").first()
-    if detail and (detail[0] or {}).get(SOURCE) == source:
+    if delta.properties(spark, location).get(SOURCE) == source:
         existing = delta.read(spark, location)
         count = existing.where(F.col(S.SPLIT) == S.TRAIN).count()
         log.info("training tokens are up to date (%d train examples) -> %s", count, location)
@@ -258,7 +257,7 @@ def prepare(
         delta.overwrite(out, location, new_schema=[S.SPLIT])
     else:
         delta.replace_where(out, location, f"{S.SPLIT} IN ({quoted})")
-    spark.sql(f"ALTER TABLE {delta.sql_name(location)} SET TBLPROPERTIES ('{SOURCE}' = '{source}')")
+    delta.set_property(spark, location, SOURCE, source)
     written = delta.read(spark, location).where(F.col(S.SPLIT) == S.TRAIN).count()
     n_items = items.count()
     log.info("training tokens: %d train examples over %d items -> %s", written, n_items, location)

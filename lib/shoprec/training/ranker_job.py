@@ -216,9 +216,8 @@ def prepare_examples(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Pat
     location = cfg.table("ranker_examples")
     source = _source(spark, cfg, retriever_dir)
     delta.ensure_table(spark, location, RANKER_EXAMPLES_SCHEMA, [S.SPLIT])
-    detail = delta.for_location(spark, location).detail().select("properties").first()
     n = candidates(t.ranker)
-    if not (detail and (detail[0] or {}).get(SOURCE) == source):
+    if delta.properties(spark, location).get(SOURCE) != source:
         examples = fit_examples(
             delta.read(spark, cfg.table("gold_training_examples")), t.ranker, t.max_examples
         )
@@ -247,7 +246,7 @@ def prepare_examples(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Pat
         files = max(4, 2 * t.processes)  # Petastorm shards by row group: several files per split
         # the whole table: its layout may have changed since an older shoprec wrote it
         delta.overwrite(rows.repartition(files), location, [S.SPLIT])
-        spark.sql(f"ALTER TABLE {delta.sql_name(location)} SET TBLPROPERTIES ('{SOURCE}' = '{source}')")
+        delta.set_property(spark, location, SOURCE, source)
     table = delta.read(spark, location)
     counts = {r[0]: r[1] for r in table.groupBy(S.SPLIT).count().collect()}
     if not counts.get(S.TRAIN):
