@@ -1,4 +1,4 @@
-"""Learning to rank: co-occurrence in Spark, LambdaRank lists, one booster in Spark tasks."""
+"""Learning to rank: co-occurrence in Spark, LambdaRank lists, fold members averaged in Spark tasks."""
 
 from __future__ import annotations
 
@@ -114,35 +114,81 @@ def test_lambdarank_learns_the_signal_and_early_stops_on_held_out_users(tmp_path
     names = ["signal", "noise", "missing"]
     fitted = ltr.fit(x, y, users, held, names, {"learning_rate": 0.1}, 200, 20, seed=3)
     xt, yt, ut = _lists(100, 20, seed=2)
-    ndcg = ltr.ndcg_at(fitted.booster.predict(xt), yt, ut, 10)
+    ndcg = ltr.ndcg_at(fitted.predict(xt), yt, ut, 10)
     random = ltr.ndcg_at(np.random.default_rng(0).normal(size=len(yt)), yt, ut, 10)
     assert ndcg > 0.9 > 0.5 > random
     assert next(iter(fitted.meta["importance_gain"])) == "signal"
     # calibrated, the scores are probabilities of being the one taken: rising with the score, and
     # averaging the positives' share (one in 20 here)
-    a, b = ltr.calibrate(fitted.booster.predict(xt), yt)
-    p = 1 / (1 + np.exp(-(a * fitted.booster.predict(xt) + b)))
+    a, b = ltr.calibrate(fitted.predict(xt), yt)
+    p = 1 / (1 + np.exp(-(a * fitted.predict(xt) + b)))
     assert a > 0 and abs(p.mean() - 1 / 20) < 0.01
-    assert fitted.meta["best_iteration"] <= 200
+    assert fitted.meta["members"][0]["best_iteration"] <= 200
+
+
+def test_fold_members_are_fitted_on_the_other_folds_and_score_out_of_fold() -> None:
+    x, y, users = _lists(200, 20, seed=5)
+    names = ["signal", "noise", "missing"]
+    fold = ltr.fold_of(users, 4, seed=3)
+    assert np.array_equal(fold, ltr.fold_of(users, 4, seed=3))  # the same deal on every run
+    per_user = {u: set(fold[users == u]) for u in np.unique(users)}
+    assert all(len(f) == 1 for f in per_user.values())  # a user's list stays in one fold
+    assert sorted(np.bincount([f.pop() for f in per_user.values()])) == [50, 50, 50, 50]
+    fitted, oof = ltr.fit_folds(x, y, users, names, {"learning_rate": 0.1}, 200, 20, seed=3, folds=4)
+    assert len(fitted.boosters) == len(fitted.meta["members"]) == 4
+    assert all(m["best_iteration"] <= 200 and m["std"] > 0 for m in fitted.meta["members"])
+    # every row is scored by the member that never saw its user, and that score ranks well
+    assert np.isfinite(oof).all() and ltr.ndcg_at(oof, y, users, 10) > 0.9
+    xt, yt, ut = _lists(100, 20, seed=6)
+    assert ltr.ndcg_at(fitted.predict(xt), yt, ut, 10) > 0.9
+    # the members' scores are standardised on what each was fitted on: the average is too
+    assert abs(fitted.predict(x).mean()) < 0.2 and 0.5 < fitted.predict(x).std() < 1.5
 
 
 @pytest.mark.spark
-def test_the_saved_booster_scores_the_same_in_spark_tasks(spark: SparkSession, tmp_path: Path) -> None:
+def test_the_saved_members_score_the_same_in_spark_tasks(spark: SparkSession, tmp_path: Path) -> None:
     x, y, users = _lists(60, 10, seed=4)
     names = ["signal", "noise", "missing"]
-    fitted = ltr.fit(x, y, users, np.zeros(len(y), dtype=bool), names, {}, 30, 10, seed=3)
-    ltr.save(fitted, tmp_path / "ranker", {"chosen": "lightgbm"})
-    assert ltr.exists(tmp_path / "ranker") and ltr.load_meta(tmp_path / "ranker")["chosen"] == "lightgbm"
+    fitted, _ = ltr.fit_folds(x, y, users, names, {}, 30, 10, seed=3, folds=3)
+    out = tmp_path / "ranker"
+    out.mkdir()
+    (out / "ltr.7.txt").write_text("an earlier version's member")
+    ltr.save(fitted, out, {"chosen": "lightgbm"})
+    assert ltr.exists(out) and ltr.load_meta(out)["chosen"] == "lightgbm"
+    assert sorted(f.name for f in out.glob("ltr*.txt")) == ["ltr.1.txt", "ltr.2.txt", "ltr.txt"]
     rows = [
         (str(u), f"i{k}", [float(v) for v in row]) for k, (u, row) in enumerate(zip(users, x, strict=True))
     ]
     df = spark.createDataFrame(rows, f"{S.USER_KEY} string, {S.ITEM_ID} string, {rk.FEATURES} array<float>")
-    got = {
-        r[S.ITEM_ID]: r[ltr.LTR_SCORE]
-        for r in ltr.predict_frame(df.repartition(3), str(tmp_path / "ranker"), names).collect()
+    expected = fitted.predict(x)
+    scored = ltr.predict_frame(df.repartition(3), str(out), names).collect()
+    got = {r[S.ITEM_ID]: r[ltr.LTR_SCORE] for r in scored}
+    assert np.allclose([got[f"i{k}"] for k in range(len(x))], expected, atol=1e-4)
+    # the standardised contributions are additive: averaged, they sum to the averaged score
+    members = ltr.load_members(out)
+    assert np.allclose(members.contributions(x).sum(axis=1), expected, atol=1e-4)
+    # with explanations the score is the same, and the top row owes its score to the signal
+    credited = {
+        r[S.ITEM_ID]: (r[ltr.LTR_SCORE], r[ltr.TOP_GROUP])
+        for r in ltr.predict_frame(df, str(out), names, [[0], [1]]).collect()
     }
-    expected = fitted.booster.predict(x, num_iteration=fitted.meta["best_iteration"])
-    assert np.allclose([got[f"i{k}"] for k in range(len(x))], expected, atol=1e-5)
+    assert np.allclose([credited[f"i{k}"][0] for k in range(len(x))], expected, atol=1e-4)
+    best = int(np.argmax(expected))
+    assert credited[f"i{best}"][1] == 0
+
+
+@pytest.mark.spark
+def test_a_model_saved_as_one_booster_still_scores(spark: SparkSession, tmp_path: Path) -> None:
+    """A ranker directory written before ensembles (one ``ltr.txt``, no members in its meta)."""
+    x, y, users = _lists(40, 10, seed=7)
+    names = ["signal", "noise", "missing"]
+    fitted = ltr.fit(x, y, users, np.zeros(len(y), dtype=bool), names, {}, 20, 10, seed=3)
+    out = tmp_path / "old"
+    out.mkdir()
+    fitted.boosters[0].save_model(str(out / ltr.LTR_FILE))
+    (out / ltr.LTR_META).write_text('{"chosen": "lightgbm", "features": ["signal", "noise", "missing"]}')
+    raw = fitted.boosters[0].predict(x)
+    assert np.allclose(ltr.load_members(out).predict(x), raw, atol=1e-6)
 
 
 def test_ndcg_at_counts_only_users_with_a_positive() -> None:
@@ -258,6 +304,10 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     meta = ltr.load_meta(trained.ranker_dir)
     assert meta["chosen"] == "lightgbm" and meta["lists"] > 0
     assert meta["features"] == ltr.feature_names(SOURCES)
+    # an ensemble of fold members (as many as the fitted lists allow, at most ``folds``), each
+    # saved beside the first
+    assert 2 <= meta["folds"] == len(meta["members"]) <= cfg.training.ranker.lightgbm.folds
+    assert all((trained.ranker_dir / ltr.member_file(i)).is_file() for i in range(meta["folds"]))
     assert (
         0.0 <= meta["valid_ndcg_at_10"]["lightgbm"] <= 1.0 and meta["valid_ndcg_at_10"]["torch"] is not None
     )

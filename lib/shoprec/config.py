@@ -416,17 +416,20 @@ class LightGbmConfig:
     feature_fraction: float = Field(default=0.8, gt=0, le=1)
     bagging_fraction: float = Field(default=0.8, gt=0, le=1)
     l2: float = Field(default=10.0, ge=0)
-    #: Stop when the held-out users' NDCG@10 has not improved for this many rounds; the kept model
-    #: is then refitted on every list for the rounds that were best (scaled by the holdout share).
+    #: Stop a member when its own fold's NDCG@10 has not improved for this many rounds.
     early_stopping: int = Field(default=80, ge=1)
+    #: The model is this many members, each fitted on the other folds of the fitted users and
+    #: early-stopped on its own, their standardised scores averaged: every list serves for
+    #: fitting and for stopping, and the average is steadier than one model (docs/training.md).
+    folds: int = Field(default=5, ge=2)
     #: Users in the fitting lists are capped at this many (by hash; None: all).
     max_users: int | None = Field(default=None, ge=1)
     #: Items no source proposed, added to each fitted list: about this many catalog items drawn
     #: by hash (label 0) and the user's held-out positives that no source reached (label 1).
     #: Lists of candidates alone never show the trees a pair without a source's score, and such
     #: pairs are what a given candidate set (sampled evaluation, a shop's own candidates) holds
-    #: mostly. The held-out lists that early stopping reads stay candidates only: what serving
-    #: orders. 0: candidates only.
+    #: mostly. Early stopping reads only candidates, what serving orders, and the held-out users'
+    #: lists hold none of these pairs. 0: candidates only.
     outside_items: int = Field(default=20, ge=0)
     #: A second model for ranking a set someone else chose (sampled evaluation's target and
     #: negatives, a shop's own shortlist), fitted on lists of each user's validation positives

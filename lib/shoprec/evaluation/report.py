@@ -319,7 +319,8 @@ def _reach(rows: list[dict[str, Any]]) -> str:
 
 def _ranker(meta: Mapping[str, Any] | None, top: int = 15) -> str:
     """What the learning-to-rank model reads: the choice, both rankers' held-out NDCG@10, and the
-    features with the largest share of the booster's total gain (why the lists are ordered so)."""
+    features with the largest share of the total gain, averaged over the ensemble's members (why the
+    lists are ordered so)."""
     if not meta:
         return ""
     gains = {str(k): float(v) for k, v in (meta.get("importance_gain") or {}).items()}
@@ -344,7 +345,8 @@ def _ranker(meta: Mapping[str, Any] | None, top: int = 15) -> str:
     return (
         f"<h2>The ranker</h2><p class=note>Ordered by <b>{chosen}</b> ({objective}), "
         f"fitted on {int(meta.get('lists', 0)):,} candidate lists of the validation cut; held-out "
-        f"NDCG@10: {figures or '-'}.{given_note} Share of the booster's gain, top {top} of {len(gains)} "
+        f"NDCG@10: {figures or '-'}.{given_note} Share of the gain (over {int(meta.get('folds', 1))} fold "
+        f"members), top {top} of {len(gains)} "
         f"features:</p><table><tr><th>feature</th><th>gain share</th></tr>{rows}</table>"
     )
 

@@ -3,8 +3,9 @@
 The lists are what serving will order: the same generator (:mod:`shoprec.modeling.candidates`),
 the same retriever, ALS and co-occurrence, run on what the validation split could see, each list
 labelled with the user's held-out validation positives. A share of the users (``ranker.holdout``,
-by hash) is kept out: LightGBM early-stops on them, and on the same held-out lists the torch head
-is measured too, so ``ranker.kind: auto`` keeps whichever orders them better (NDCG@10).
+by hash) is kept out of every fit: LightGBM's fold ensemble is fitted and early-stopped on the
+others, each objective's ensemble is measured on the held-out lists, and so is the torch head, so
+``ranker.kind: auto`` keeps whichever orders them better (NDCG@10).
 """
 
 from __future__ import annotations
@@ -32,8 +33,39 @@ from shoprec.modeling.towers import load_meta
 
 log = logging.getLogger(__name__)
 LABEL = "label"
-#: Rounds for a shop too small to hold lists out (nothing to early-stop on).
+#: Rounds for a shop with too few lists for two folds and none held out (nothing to stop on).
 SMALL_ROUNDS = 50
+
+
+def _fit_members(
+    x: np.ndarray[Any, Any],
+    y: np.ndarray[Any, Any],
+    users: np.ndarray[Any, Any],
+    fit_rows: np.ndarray[Any, Any],
+    held_rows: np.ndarray[Any, Any],
+    scored: np.ndarray[Any, Any] | None,
+    names: list[str],
+    params: dict[str, Any],
+    cfg: ShoprecConfig,
+) -> tuple[ltr.Fitted, np.ndarray[Any, Any], bool]:
+    """The fold ensemble (:func:`shoprec.modeling.ltr.fit_folds`) on the ``fit_rows``, the score
+    of each of them by a member that did not see its user, and True; with too few lists for two
+    folds, one model early-stopped on the ``held_rows`` (``SMALL_ROUNDS`` without any), its
+    in-sample scores and False."""
+    g = cfg.training.ranker.lightgbm
+    folds = min(g.folds, len(np.unique(users[fit_rows])))
+    if folds >= 2:
+        sub = None if scored is None else scored[fit_rows]
+        fitted, oof = ltr.fit_folds(
+            x[fit_rows], y[fit_rows], users[fit_rows], names, params, g.rounds, g.early_stopping,
+            cfg.training.seed, folds, sub,
+        )  # fmt: skip
+        return fitted, oof, True
+    rows = fit_rows | held_rows
+    rounds = g.rounds if held_rows.any() else SMALL_ROUNDS
+    stop, seed = g.early_stopping, cfg.training.seed
+    fitted = ltr.fit(x[rows], y[rows], users[rows], held_rows[rows], names, params, rounds, stop, seed)
+    return fitted, fitted.predict(x[fit_rows]), False
 
 
 @dataclass(frozen=True)
@@ -260,43 +292,40 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
         "lambda_l2": g.l2,
     }
     if not (held & has_positive).any() or not (~held & has_positive).any():
-        log.warning("learning to rank: too few lists to hold any out; fitted without early stopping")
+        log.warning("learning to rank: too few lists to hold any out; the objective is chosen out of fold")
         held[:] = False
     hold = held & has_positive
-    tried: dict[str, tuple[float, ltr.Fitted]] = {}
+    fitted_rows = keep & ~held
+    n_fitted = len(np.unique(users[fitted_rows]))
+    tried: dict[str, tuple[float, ltr.Fitted, np.ndarray[Any, Any]]] = {}
     for objective in g.objectives:
         params = {**base, "objective": objective}
-        fitted = ltr.fit(
-            x[keep],
-            y[keep],
-            users[keep],
-            held[keep],
-            names,
-            params,
-            g.rounds if hold.any() else SMALL_ROUNDS,
-            g.early_stopping,
-            cfg.training.seed,
-        )
-        scores = fitted.booster.predict(x[hold], num_iteration=fitted.meta["best_iteration"])
-        tried[objective] = (ltr.ndcg_at(scores, y[hold], users[hold], 10), fitted)
+        fitted, oof, folded = _fit_members(x, y, users, fitted_rows, hold, proposed, names, params, cfg)
+        if hold.any():
+            ndcg = ltr.ndcg_at(fitted.predict(x[hold]), y[hold], users[hold], 10)
+        elif folded:  # out of fold, on the candidates serving orders (each member's stopping
+            # round was read on the fold it scores: a little optimistic, alike for every objective)
+            own = proposed[fitted_rows]
+            ndcg = ltr.ndcg_at(oof[own], y[fitted_rows][own], users[fitted_rows][own], 10)
+        else:  # one list and none held out: nothing to choose on, the first objective is kept
+            ndcg = 0.0
+        tried[objective] = (ndcg, fitted, oof)
         log.info(
-            "learning to rank: %s, held-out NDCG@10 %.4f at %d rounds",
+            "learning to rank: %s, %d members, NDCG@10 %.4f (%s) at %s rounds",
             objective,
-            tried[objective][0],
-            fitted.meta["best_iteration"],
+            len(fitted.boosters),
+            ndcg,
+            "held-out users" if hold.any() else "out of fold",
+            "/".join(str(m["best_iteration"]) for m in fitted.meta["members"]),
         )
     kept = max(tried, key=lambda o: tried[o][0])
-    lgb_ndcg, best = tried[kept]
-    # the early-stopped model itself, never refitted on the held-out users: they stay out of every
-    # version's fit, so promotion can compare versions on lists neither was fitted on (a refit on
-    # every list measured +2% NDCG@10 on the demo's test lists, within its seed-to-seed spread)
-    final = best
-    fitted_rows = keep & ~held
-    # calibrated on what serving scores: candidates
-    served_rows = fitted_rows & proposed
-    calibration = ltr.calibrate(
-        final.booster.predict(x[served_rows], num_iteration=final.meta["best_iteration"]), y[served_rows]
-    )
+    lgb_ndcg, final, oof = tried[kept]
+    # never refitted on the held-out users: they stay out of every version's fit (and its
+    # calibration), so promotion can compare versions on lists neither was fitted on
+    # calibrated on what serving scores, candidates, each scored by a member that did not see its
+    # user (the average of the members is a little narrower than one: slightly cautious odds)
+    own = proposed[fitted_rows]
+    calibration = ltr.calibrate(oof[own], y[fitted_rows][own])
     offset = len(names) - len(rk.FEATURE_NAMES)
     # no held-out list (a shop too small to hold any out): nothing to compare the head on
     torch_scores = (
@@ -310,13 +339,14 @@ def train_ltr(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path, ranker_d
     else:
         chosen = r.kind
     given = _fit_given(lists, names, base, kept, final, ranker_dir, cfg)
-    n_lists = len(np.unique(users[fitted_rows]))
+    n_lists = n_fitted
     extra = {
         "given": given,
         "chosen": chosen,
         "objective": kept,
+        "folds": len(final.boosters),
         "calibration": calibration,
-        "held_out_ndcg_at_10": {o: v for o, (v, _) in tried.items()},
+        "held_out_ndcg_at_10": {o: t[0] for o, t in tried.items()},
         "valid_ndcg_at_10": {"lightgbm": lgb_ndcg, "torch": torch_ndcg},
         "lists": n_lists,
         "rows": int(fitted_rows.sum()),
@@ -376,16 +406,12 @@ def _fit_given(
     if not hold.any() or not fit_rows.any():
         log.warning("learning to rank: too few given-set lists to hold any out; no given-set model")
         return None
-    fitted = ltr.fit(
-        x[keep], y[keep], users[keep], held[keep], names, {**base, "objective": objective},
-        g.rounds, g.early_stopping, cfg.training.seed,
-    )  # fmt: skip
-    mine = ltr.ndcg_at(
-        fitted.booster.predict(x[hold], num_iteration=fitted.meta["best_iteration"]), y[hold], users[hold], 10
+    # every row early-stops: the given sets are mostly pairs no source proposed
+    fitted, oof, _ = _fit_members(
+        x, y, users, fit_rows, hold, None, names, {**base, "objective": objective}, cfg
     )
-    theirs = ltr.ndcg_at(
-        served.booster.predict(x[hold], num_iteration=served.meta["best_iteration"]), y[hold], users[hold], 10
-    )
+    mine = ltr.ndcg_at(fitted.predict(x[hold]), y[hold], users[hold], 10)
+    theirs = ltr.ndcg_at(served.predict(x[hold]), y[hold], users[hold], 10)
     kept = mine > theirs
     info = {
         "kept": kept,
@@ -396,9 +422,7 @@ def _fit_given(
         "negatives": g.given_negatives,
     }
     if kept:
-        calibration = ltr.calibrate(
-            fitted.booster.predict(x[fit_rows], num_iteration=fitted.meta["best_iteration"]), y[fit_rows]
-        )
+        calibration = ltr.calibrate(oof, y[fit_rows])
         ltr.save(fitted, out, {"calibration": calibration, **info})
     log.info(
         "learning to rank: given-set lists (%d, %d rows), held-out NDCG@10 %.4f against %.4f for the "
