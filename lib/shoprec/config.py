@@ -414,8 +414,11 @@ class LightGbmConfig:
     objectives: tuple[Literal["rank_xendcg", "lambdarank"], ...] = ("lambdarank",)
     rounds: int = Field(default=600, ge=1)
     learning_rate: float = Field(default=0.05, gt=0)
-    leaves: int = Field(default=15, ge=2)
-    min_child_samples: int = Field(default=50, ge=1)
+    #: Small trees with many rows per leaf: on the demo's validation lists (lambdarank, stock rule
+    #: on) 7 leaves and 100 rows per leaf ranked at NDCG@10 .2924 out of fold (343 users) and .2973
+    #: on the held-out users (108), against .2796 and .2809 for 15 leaves and 50 rows.
+    leaves: int = Field(default=7, ge=2)
+    min_child_samples: int = Field(default=100, ge=1)
     feature_fraction: float = Field(default=0.8, gt=0, le=1)
     bagging_fraction: float = Field(default=0.8, gt=0, le=1)
     l2: float = Field(default=10.0, ge=0)
