@@ -21,6 +21,7 @@ from conftest import tiny_pipeline_cfg
 from shoprec import delta
 from shoprec import schemas as S
 from shoprec.cli import STAGES
+from shoprec.indexes import last_execution, single_partition_windows
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.py"))
@@ -106,6 +107,7 @@ def test_every_notebook_runs_in_order_against_local_spark(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    mark = last_execution(spark)
     cfg = tiny_pipeline_cfg(tmp_path / "lake", tiny_model_dir, seed=5, key_env="SHOPREC_NOTEBOOK_KEY")
     settings = cfg.to_dict()
     settings.pop("env")
@@ -131,6 +133,8 @@ def test_every_notebook_runs_in_order_against_local_spark(
     assert ns["result"].report is not None and ns["result"].report.is_file()
     assert delta.read(spark, cfg.table("bronze_events")).select(S.EVENT_DATE).distinct().count() == 6
     assert len(ns["_shown"]) == 2
+    # no stage numbered or sorted all its rows in one task (a window without a partitioning)
+    assert single_partition_windows(spark, mark) == []
 
 
 def test_the_bundle_names_only_stages_and_entry_points_that_exist() -> None:

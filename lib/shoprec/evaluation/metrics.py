@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
@@ -198,13 +198,19 @@ def exposure_gini(recs: DataFrame, catalog: DataFrame, k: int) -> float | None:
         .join(counts, S.ITEM_ID, "left")
         .select(F.coalesce("_x", F.lit(0)).cast("double").alias("_x"))
     )
-    ranked = x.withColumn("_i", F.row_number().over(Window.orderBy("_x")))
-    row = ranked.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum("_x").alias("total"),
-        F.sum(F.col("_i") * F.col("_x")).alias("wsum"),
-    ).first()
-    if row is None or not row["total"]:
+    # Gini = 2·Σ i·x_(i) / (n·Σx) − (n+1)/n over the counts in ascending order. Sorting every
+    # item in one task would not scale; the histogram of counts (one row per distinct count, at
+    # most one per possible count) is small, and the items sharing a count take consecutive ranks.
+    hist = sorted(
+        (int(r["_x"]), int(r["_m"])) for r in x.groupBy("_x").agg(F.count(F.lit(1)).alias("_m")).collect()
+    )
+    n = sum(m for _, m in hist)
+    total = sum(v * m for v, m in hist)
+    if n == 0 or total == 0:
         return None
-    n, total, wsum = row["n"], row["total"], row["wsum"]
+    wsum, before = 0.0, 0
+    for value, m in hist:
+        # ranks before+1 .. before+m, whose sum is m·before + m(m+1)/2
+        wsum += value * (m * before + m * (m + 1) / 2.0)
+        before += m
     return float(2.0 * wsum / (n * total) - (n + 1.0) / n)

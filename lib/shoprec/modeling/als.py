@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
+from shoprec.indexes import dense_index
 from shoprec.modeling.retrieval import VECTOR
 
 
 def fit_als(spark: SparkSession, cfg: ShoprecConfig, interactions: DataFrame) -> tuple[DataFrame, DataFrame]:
     """Implicit-feedback ALS on ``interactions``: ``(user_key, vector)`` and ``(item_id, vector)``.
-    Ids become dense integers by rank, not by a fitted indexer model."""
+    Ids become dense integers in key order (:func:`dense_index`: no single-task window), not by
+    a fitted indexer model."""
     from pyspark.ml.recommendation import ALS
 
     a = cfg.evaluation.als
     ratings = interactions.groupBy(S.USER_KEY, S.ITEM_ID).agg(F.sum(S.WEIGHT).cast("float").alias("_w"))
-    user_ids = (
-        ratings.select(S.USER_KEY)
-        .distinct()
-        .withColumn("_u", F.dense_rank().over(Window.orderBy(S.USER_KEY)) - 1)
-    )
-    item_ids = (
-        ratings.select(S.ITEM_ID)
-        .distinct()
-        .withColumn("_i", F.dense_rank().over(Window.orderBy(S.ITEM_ID)) - 1)
-    )
-    user_ids, item_ids = user_ids.localCheckpoint(), item_ids.localCheckpoint()
+    # ALS's ids are ints
+    user_ids = dense_index(ratings, S.USER_KEY, "_u").withColumn("_u", F.col("_u").cast("int"))
+    item_ids = dense_index(ratings, S.ITEM_ID, "_i").withColumn("_i", F.col("_i").cast("int"))
     train = ratings.join(user_ids, S.USER_KEY).join(item_ids, S.ITEM_ID)
     model = ALS(
         rank=a.rank,

@@ -146,11 +146,12 @@ def popular_for(users: DataFrame, items: DataFrame, profiles: DataFrame, k: int)
         .where(F.col(S.RANK) <= k)
         .select(S.TOP_CATEGORY, S.ITEM_ID, F.col(S.POPULARITY).alias(S.SCORE), S.RANK)
     )
-    overall = (
-        items.orderBy(F.desc(S.POPULARITY), S.ITEM_ID)
-        .limit(k)
-        .select(S.ITEM_ID, F.col(S.POPULARITY).alias(S.SCORE))
-        .withColumn(S.RANK, F.row_number().over(Window.orderBy(F.desc(S.SCORE), S.ITEM_ID)))
+    # the catalog's top k: k rows, numbered on the driver (a window over them would be one more
+    # single-task window in the plan)
+    top_k = items.orderBy(F.desc(S.POPULARITY), S.ITEM_ID).limit(k).select(S.ITEM_ID, S.POPULARITY).collect()
+    overall = items.sparkSession.createDataFrame(
+        [(r[S.ITEM_ID], float(r[S.POPULARITY]), rank) for rank, r in enumerate(top_k, start=1)],
+        f"{S.ITEM_ID} STRING, {S.SCORE} DOUBLE, {S.RANK} INT",
     )
     top_cat = profiles.select(
         S.USER_KEY, F.element_at(F.col(S.TOP_CATEGORIES), 1)["name"].alias(S.TOP_CATEGORY)

@@ -25,6 +25,7 @@ from shoprec import delta
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
 from shoprec.errors import ShoprecError
+from shoprec.indexes import dense_index
 from shoprec.modeling.pretrained import packaged_model_dir
 from shoprec.modeling.text import recent_titles
 
@@ -228,7 +229,7 @@ def prepare(
         )
     examples = sample(examples, t.max_examples)
     examples = examples.withColumn("_row", F.monotonically_increasing_id())
-    index = items.select(S.ITEM_ID).withColumn(ITEM_INDEX, F.dense_rank().over(Window.orderBy(S.ITEM_ID)) - 1)
+    index = dense_index(items, S.ITEM_ID, ITEM_INDEX)
     train = examples.where(F.col(S.SPLIT) == S.TRAIN)
     freq = train.groupBy(S.POSITIVE_ITEM).agg(F.count(F.lit(1)).alias("_n"))
     n_train = max(1, train.count())
