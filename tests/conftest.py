@@ -32,8 +32,8 @@ def spark(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         conf={
             "spark.sql.warehouse.dir": str(warehouse),
             "spark.ui.showConsoleProgress": "false",
-            # the plan check reads every query of a whole pipeline run from the SQL status store
-            "spark.sql.ui.retainedExecutions": "20000",
+            # the plan check reads every query of a stage from the SQL status store
+            "spark.sql.ui.retainedExecutions": "5000",
             "spark.driver.extraJavaOptions": f"-Dderby.system.home={warehouse}",
         },
     )

@@ -107,7 +107,6 @@ def test_every_notebook_runs_in_order_against_local_spark(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    mark = last_execution(spark)
     cfg = tiny_pipeline_cfg(tmp_path / "lake", tiny_model_dir, seed=5, key_env="SHOPREC_NOTEBOOK_KEY")
     settings = cfg.to_dict()
     settings.pop("env")
@@ -121,7 +120,10 @@ def test_every_notebook_runs_in_order_against_local_spark(
     day = (cfg.generator.start_date + timedelta(days=cfg.generator.days - 2)).isoformat()
     values = {"env": "nb", "overrides": "scoring.retrieval_k=12; evaluation.ks=[10]"}
     for stage in ORDER:
+        mark = last_execution(spark)
         run_notebook(NOTEBOOK_DIR / f"{stage}.py", {**values, "processing_date": day})
+        # no stage numbered or sorted all its rows in one task (a window without a partitioning)
+        assert single_partition_windows(spark, mark) == [], stage
         if stage == "ingest":
             days = delta.read(spark, cfg.table("bronze_events")).select(S.EVENT_DATE).distinct().count()
             assert days == cfg.generator.days - 1
@@ -133,8 +135,6 @@ def test_every_notebook_runs_in_order_against_local_spark(
     assert ns["result"].report is not None and ns["result"].report.is_file()
     assert delta.read(spark, cfg.table("bronze_events")).select(S.EVENT_DATE).distinct().count() == 6
     assert len(ns["_shown"]) == 2
-    # no stage numbered or sorted all its rows in one task (a window without a partitioning)
-    assert single_partition_windows(spark, mark) == []
 
 
 def test_the_bundle_names_only_stages_and_entry_points_that_exist() -> None:
