@@ -16,7 +16,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig, from_dict
-from shoprec.datagen import defects, shop, vocab
+from shoprec.datagen import defects, job, shop, vocab
 from shoprec.datagen.job import GenerateResult, generate
 from shoprec.etl.bronze import read_raw
 
@@ -237,3 +237,42 @@ def test_scale_multiplies_users_and_items() -> None:
     cfg = dataclasses.replace(_cfg(Path("/unused")).generator, scale=2.5)
     assert shop.n_users(cfg) == 1500 and shop.n_items(cfg) == 1500
     assert shop.n_user_blocks(cfg) == 5
+
+
+def test_hex_ids_write_what_a_format_call_writes() -> None:
+    values = np.array([[0, 1], [-1, 2**62 + 5], [255, -(2**63)]], dtype=np.int64)
+    expected = [f"{a & (2**64 - 1):016x}{c & (2**64 - 1):016x}" for a, c in values.tolist()]
+    assert shop.hex_ids(values).tolist() == expected
+    assert shop.hex_ids(np.array([10, 2**62 - 1]), prefix="s").tolist() == [
+        "s000000000000000a",
+        "s3fffffffffffffff",
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_exported_rows_match_a_per_row_serialiser(fmt: str) -> None:
+    """The column-at-a-time writer gives, row by row, what json.dumps / str of each value gives."""
+    cfg = _cfg(Path("/unused"), users=300, format=fmt, bad_row_rate=0.05).generator
+    clean = shop.events_block(cfg, 0)
+    events, labels = defects.spoil_events(clean, 0.05, np.random.default_rng(3), allow_malformed=True)
+    events[S.ROW_KEY], events[S.DEFECT] = "k", "d"
+    out = job._serialise(
+        events.rename(columns={S.ROW_KEY: job._ROW_KEY_COL, S.DEFECT: job._DEFECT_COL}),
+        S.RAW_EVENT_SCHEMA,
+        fmt,
+        S.EVENT_DATE,
+    )
+    names = [f.name for f in S.RAW_EVENT_SCHEMA.fields]
+    assert len(labels) and events[defects.MALFORMED_FLAG].any()
+    for k, rec in enumerate(events[names].itertuples(index=False, name=None)):
+        plain = {n: job._plain(v) for n, v in zip(names, rec, strict=True)}
+        if fmt == "json":
+            line = json.dumps({n: v for n, v in plain.items() if v is not None}, ensure_ascii=False)
+            if events[defects.MALFORMED_FLAG].iat[k]:
+                line = line[: len(line) // 2]
+            assert out[job._LINE].iat[k] == line
+        else:
+            malformed = events[defects.MALFORMED_FLAG].iat[k]
+            for n in names:
+                want = "yesterday evening" if malformed and n == S.EVENT_TIME else plain[n]
+                assert out[n].iat[k] == (None if want is None else str(want)), (k, n)

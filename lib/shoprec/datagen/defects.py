@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from shoprec import schemas as S
 
@@ -69,19 +70,51 @@ MALFORMED_FLAG = "_malformed"
 BOT_EVENTS_PER_DAY = 600
 
 
-def _applicable(row: pd.Series[Any], allow_malformed: bool) -> list[str]:
-    out = [DUPLICATE_EVENT_ID, UNKNOWN_EVENT_TYPE, MISSING_USER_ID, FUTURE_TIMESTAMP, ANCIENT_TIMESTAMP]
-    if allow_malformed:
-        out.append(MALFORMED_RECORD)
-    if row[S.EVENT_TYPE] != S.SEARCH:
-        out += [MISSING_ITEM_ID, UNKNOWN_ITEM]
-    if pd.notna(row[S.PRICE]):
-        out.append(BAD_PRICE)
-    if row[S.EVENT_TYPE] == S.REVIEW:
-        out.append(BAD_RATING)
-    if row[S.EVENT_TYPE] in (S.REVIEW, S.SEARCH):
-        out += [OVERSIZED_TEXT, UNDECODABLE_TEXT]
-    return out
+#: The event defects in the order a row's applicable ones are numbered when one is drawn.
+_EVENT_DRAW_ORDER: tuple[str, ...] = (
+    DUPLICATE_EVENT_ID,
+    UNKNOWN_EVENT_TYPE,
+    MISSING_USER_ID,
+    FUTURE_TIMESTAMP,
+    ANCIENT_TIMESTAMP,
+    MALFORMED_RECORD,
+    MISSING_ITEM_ID,
+    UNKNOWN_ITEM,
+    BAD_PRICE,
+    BAD_RATING,
+    OVERSIZED_TEXT,
+    UNDECODABLE_TEXT,
+)
+
+
+def _applicable(rows: pd.DataFrame, allow_malformed: bool) -> NDArray[np.bool_]:
+    """Which defects each row can carry (rows × ``_EVENT_DRAW_ORDER``): one that would not show
+    (a bad price on a view, which has none) is never drawn, so every label is a visible defect."""
+    etype = rows[S.EVENT_TYPE].to_numpy()
+    has_text = (etype == S.REVIEW) | (etype == S.SEARCH)
+    always = np.ones(len(rows), bool)
+    columns = {
+        DUPLICATE_EVENT_ID: always,
+        UNKNOWN_EVENT_TYPE: always,
+        MISSING_USER_ID: always,
+        FUTURE_TIMESTAMP: always,
+        ANCIENT_TIMESTAMP: always,
+        MALFORMED_RECORD: always & allow_malformed,
+        MISSING_ITEM_ID: etype != S.SEARCH,
+        UNKNOWN_ITEM: etype != S.SEARCH,
+        BAD_PRICE: rows[S.PRICE].notna().to_numpy(),
+        BAD_RATING: etype == S.REVIEW,
+        OVERSIZED_TEXT: has_text,
+        UNDECODABLE_TEXT: has_text,
+    }
+    return np.stack([columns[d] for d in _EVENT_DRAW_ORDER], axis=1)
+
+
+def _spoil_text(text: str, defect: str) -> str:
+    if defect == OVERSIZED_TEXT:
+        return (text + " ") * (OVERSIZED_CHARS // max(1, len(text)) + 1)
+    cut = len(text) // 2
+    return text[:cut] + REPLACEMENT * 2 + text[cut:]
 
 
 def spoil_events(
@@ -90,56 +123,63 @@ def spoil_events(
     """Spoil about ``rate`` of the rows (one defect each); return (events, labels).
 
     ``events`` carries ``event_date`` (the export partition), which a defect never changes: a row
-    with a wrong timestamp still arrives in the file of the day it was exported.
+    with a wrong timestamp still arrives in the file of the day it was exported. Each defect is
+    applied to all its rows at once.
     """
-    events = events.copy()
+    events = events.reset_index(drop=True)
     events[MALFORMED_FLAG] = False
     if rate <= 0 or events.empty:
         return events, pd.DataFrame({S.ROW_KEY: [], S.DEFECT: []}, dtype=str)
     n_bad = int(rng.binomial(len(events), rate))
-    chosen = rng.choice(len(events), size=min(n_bad, len(events)), replace=False)
-    labels: list[tuple[str, str]] = []
-    extra: list[pd.Series[Any]] = []
-    for pos in sorted(chosen):
-        idx = events.index[pos]
-        row = events.loc[idx]
-        defect = str(rng.choice(_applicable(row, allow_malformed)))
-        labels.append((str(row[S.EVENT_ID]), defect))
-        if defect == DUPLICATE_EVENT_ID:
-            extra.append(row.copy())  # a resent copy; the label names the id that appears twice
-        elif defect == UNKNOWN_EVENT_TYPE:
-            events.at[idx, S.EVENT_TYPE] = str(rng.choice(["wishlist_add", "VIEW ", "page_ping", ""]))
-        elif defect == MISSING_USER_ID:
-            events.at[idx, S.USER_ID] = None
-        elif defect == MISSING_ITEM_ID:
-            events.at[idx, S.ITEM_ID] = None
-        elif defect == UNKNOWN_ITEM:
-            events.at[idx, S.ITEM_ID] = f"itm-x{rng.integers(0, 10**6):06d}"
-        elif defect == FUTURE_TIMESTAMP:
-            events.at[idx, S.EVENT_TIME] = row[S.EVENT_TIME] + timedelta(days=int(rng.integers(400, 20000)))
-        elif defect == ANCIENT_TIMESTAMP:
-            events.at[idx, S.EVENT_TIME] = pd.Timestamp("1970-01-01", tz="UTC") + timedelta(
-                seconds=int(rng.integers(0, 86400 * 365))
-            )
-        elif defect == BAD_PRICE:
-            events.at[idx, S.PRICE] = float(rng.choice([0.0, -row[S.PRICE], 9.99e9]))
-        elif defect == BAD_RATING:
-            events.at[idx, S.RATING] = int(rng.choice([0, 6, 10, -1]))
-        elif defect in (OVERSIZED_TEXT, UNDECODABLE_TEXT):
-            col = S.QUERY if row[S.EVENT_TYPE] == S.SEARCH else S.REVIEW_TEXT
-            text = str(row[col])
-            if defect == OVERSIZED_TEXT:
-                events.at[idx, col] = (text + " ") * (OVERSIZED_CHARS // max(1, len(text)) + 1)
-            else:
-                cut = len(text) // 2
-                events.at[idx, col] = text[:cut] + REPLACEMENT * 2 + text[cut:]
-        elif defect == MALFORMED_RECORD:
-            events.at[idx, MALFORMED_FLAG] = True
-    if extra:
-        dupes = pd.DataFrame(extra).astype(events.dtypes.to_dict())
-        dupes[MALFORMED_FLAG] = False
+    chosen = np.sort(rng.choice(len(events), size=min(n_bad, len(events)), replace=False))
+    original = events.iloc[chosen]
+    allowed = _applicable(original, allow_malformed)
+    # the k-th applicable defect of each row, k uniform over that row's count
+    nth = (rng.random(len(chosen)) * allowed.sum(axis=1)).astype(np.int64)
+    which = (np.cumsum(allowed, axis=1) <= nth[:, None]).sum(axis=1)
+    defect = np.array(_EVENT_DRAW_ORDER, dtype=object)[which]
+    labels = pd.DataFrame({S.ROW_KEY: original[S.EVENT_ID].astype(str).to_numpy(), S.DEFECT: defect})
+
+    def rows(name: str) -> NDArray[Any]:
+        picked: NDArray[Any] = chosen[defect == name]
+        return picked
+
+    def at(name: str) -> int:
+        return int(events.columns.get_loc(name))  # type: ignore[arg-type]
+
+    r = rows(UNKNOWN_EVENT_TYPE)
+    events.iloc[r, at(S.EVENT_TYPE)] = rng.choice(["wishlist_add", "VIEW ", "page_ping", ""], len(r))
+    events.iloc[rows(MISSING_USER_ID), at(S.USER_ID)] = None
+    events.iloc[rows(MISSING_ITEM_ID), at(S.ITEM_ID)] = None
+    r = rows(UNKNOWN_ITEM)
+    events.iloc[r, at(S.ITEM_ID)] = np.array(
+        [f"itm-x{x:06d}" for x in rng.integers(0, 10**6, len(r))], dtype=object
+    )
+    times = events[S.EVENT_TIME].dt.tz_convert(None).to_numpy().copy()  # UTC datetime64
+    r = rows(FUTURE_TIMESTAMP)
+    times[r] += rng.integers(400, 20000, len(r)).astype("timedelta64[D]")
+    r = rows(ANCIENT_TIMESTAMP)
+    times[r] = np.datetime64("1970-01-01", "ns") + rng.integers(0, 86400 * 365, len(r)).astype(
+        "timedelta64[s]"
+    )
+    events[S.EVENT_TIME] = pd.DatetimeIndex(times).tz_localize("UTC")
+    r = rows(BAD_PRICE)
+    price = events[S.PRICE].to_numpy()[r]
+    events.iloc[r, at(S.PRICE)] = np.choose(
+        rng.integers(0, 3, len(r)), [np.zeros(len(r)), -price, np.full(len(r), 9.99e9)]
+    )
+    r = rows(BAD_RATING)
+    events.iloc[r, at(S.RATING)] = rng.choice([0, 6, 10, -1], len(r))
+    for name in (OVERSIZED_TEXT, UNDECODABLE_TEXT):
+        for pos in rows(name):
+            col = S.QUERY if events.iat[pos, at(S.EVENT_TYPE)] == S.SEARCH else S.REVIEW_TEXT
+            events.iat[pos, at(col)] = _spoil_text(str(events.iat[pos, at(col)]), name)
+    events.iloc[rows(MALFORMED_RECORD), at(MALFORMED_FLAG)] = True
+    # a resent copy of the row as it was; the label names the id that appears twice
+    dupes = original[defect == DUPLICATE_EVENT_ID].assign(**{MALFORMED_FLAG: False})
+    if len(dupes):
         events = pd.concat([events, dupes], ignore_index=True)
-    return events, pd.DataFrame(labels, columns=[S.ROW_KEY, S.DEFECT])
+    return events, labels
 
 
 def bot_events(

@@ -16,13 +16,14 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -91,21 +92,51 @@ def _payload_schema(contract: StructType, fmt: str, partition: str | None) -> St
     )
 
 
+def _texts(values: pd.Series[Any], encode: Callable[[Any], str], quote: str = "") -> NDArray[Any]:
+    """``encode`` of every value (None for a missing one), called once per distinct value.
+
+    Timestamps are formatted by numpy in one call; other columns repeat few values (types,
+    users, items, prices), so encoding the distinct ones is much cheaper than one call per row.
+    ``quote`` surrounds formatted timestamps (JSON strings).
+    """
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values.dtype):
+        stamps = values.dt.tz_convert(None) if isinstance(values.dtype, pd.DatetimeTZDtype) else values
+        raw = stamps.to_numpy(dtype="datetime64[ms]")
+        text: NDArray[Any] = quote + np.datetime_as_string(raw, unit="ms").astype(object) + ("Z" + quote)
+        text[np.isnat(raw)] = None
+        return text
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    encoded = np.array(
+        [encode(_plain(v)) if _plain(v) is not None else None for v in uniques] + [None], dtype=object
+    )
+    out: NDArray[Any] = encoded[codes]  # code -1 (missing) picks the trailing None
+    return out
+
+
+def _json_lines(df: pd.DataFrame, names: list[str], malformed: NDArray[np.bool_]) -> NDArray[Any]:
+    """One JSON object per row as ``json.dumps`` writes it: keys in contract order, missing
+    values left out."""
+    line = np.full(len(df), "", dtype=object)
+    for name in names:
+        values = _texts(df[name], lambda v: json.dumps(v, ensure_ascii=False), quote='"')
+        present = pd.notna(values)
+        line[present] = line[present] + f", {json.dumps(name)}: " + values[present]
+    lines = np.array(["{" + text[2:] + "}" for text in line], dtype=object)
+    for k in np.flatnonzero(malformed):  # a record cut off mid-write
+        lines[k] = lines[k][: len(lines[k]) // 2]
+    return lines
+
+
 def _serialise(df: pd.DataFrame, contract: StructType, fmt: str, partition: str | None) -> pd.DataFrame:
     """Turn typed rows into what the exporter writes: JSON lines, CSV strings or typed columns."""
     names = [f.name for f in contract.fields]
     malformed = df.get(defects.MALFORMED_FLAG, pd.Series(False, index=df.index)).to_numpy(bool)
     out = pd.DataFrame(index=df.index)
     if fmt == "json":
-        lines = []
-        for bad, rec in zip(malformed, df[names].itertuples(index=False, name=None), strict=True):
-            obj = {k: _plain(v) for k, v in zip(names, rec, strict=True) if _plain(v) is not None}
-            line = json.dumps(obj, ensure_ascii=False)
-            lines.append(line[: len(line) // 2] if bad else line)  # a record cut off mid-write
-        out[_LINE] = lines
+        out[_LINE] = _json_lines(df, names, malformed)
     elif fmt == "csv":
         for name in names:
-            out[name] = [None if _plain(v) is None else str(_plain(v)) for v in df[name]]
+            out[name] = _texts(df[name], str)
         if malformed.any():
             out.loc[malformed, S.EVENT_TIME] = "yesterday evening"  # a value no timestamp parser takes
     else:
@@ -124,12 +155,13 @@ def _with_labels(df: pd.DataFrame, labels: pd.DataFrame, keys: pd.Series[Any]) -
     if _DEFECT_COL not in df:
         df[_ROW_KEY_COL] = None
         df[_DEFECT_COL] = None
-    key_values = keys.to_numpy()
-    for row_key, defect in labels.itertuples(index=False, name=None):
-        hits = np.flatnonzero(key_values == row_key)
-        if len(hits):
-            df.at[df.index[hits[-1]], _ROW_KEY_COL] = row_key
-            df.at[df.index[hits[-1]], _DEFECT_COL] = defect
+    last = pd.Series(np.arange(len(df)), index=keys.to_numpy())
+    last = last[~last.index.duplicated(keep="last")]
+    position = last.reindex(labels[S.ROW_KEY].to_numpy())
+    found = position.notna().to_numpy()
+    rows = position.to_numpy()[found].astype(np.int64)
+    df.iloc[rows, df.columns.get_indexer([_ROW_KEY_COL])[0]] = labels[S.ROW_KEY].to_numpy()[found]
+    df.iloc[rows, df.columns.get_indexer([_DEFECT_COL])[0]] = labels[S.DEFECT].to_numpy()[found]
     return df
 
 
