@@ -13,7 +13,16 @@ from pyspark.sql import functions as F
 
 from shoprec import schemas as S
 from shoprec.evaluation import metrics as M
-from shoprec.modeling.retrieval import VECTOR, ItemMatrix, score_pairs, top_k, top_k_block, vectors_of
+from shoprec.modeling.retrieval import (
+    VECTOR,
+    ItemMatrix,
+    score_pairs,
+    sharded_top_k,
+    top_k,
+    top_k_block,
+    top_k_from,
+    vectors_of,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -204,3 +213,35 @@ def test_top_k_in_spark_excludes_and_ranks(spark: SparkSession) -> None:
     pairs = spark.createDataFrame([("u1", "a"), ("u2", "zz")], f"{S.USER_KEY} string, {S.ITEM_ID} string")
     scores = {r[S.USER_KEY]: r[S.SCORE] for r in score_pairs(pairs, users, items).collect()}
     assert scores == {"u1": 3.0, "u2": 0.0}
+
+
+def test_sharded_retrieval_returns_the_broadcast_lists(spark: SparkSession) -> None:
+    """A catalog over the broadcast bound is scored shard by shard and merged per user: the same
+    (user, rank, item) rows as one broadcast, exclusions included, at the demo's catalog size."""
+    rng = np.random.default_rng(5)
+    n_users, n_items, dim, k = 120, 2400, 32, 50
+    item_rows = [(f"i{j:05d}", rng.normal(size=dim).astype(float).tolist()) for j in range(n_items)]
+    user_rows = [(f"u{j:04d}", rng.normal(size=dim).astype(float).tolist()) for j in range(n_users)]
+    items = spark.createDataFrame(item_rows, f"{S.ITEM_ID} string, {VECTOR} array<float>")
+    users = spark.createDataFrame(user_rows, f"{S.USER_KEY} string, {VECTOR} array<float>")
+    seen = [(u, f"i{j:05d}") for u, _ in user_rows[::3] for j in rng.choice(n_items, 20, replace=False)]
+    exclude = spark.createDataFrame(seen, f"{S.USER_KEY} string, {S.ITEM_ID} string")
+
+    def rows(frame: DataFrame) -> tuple[list[tuple[str, int, str]], dict[tuple[str, int], float]]:
+        got = frame.collect()
+        return (
+            sorted((r[S.USER_KEY], r[S.RANK], r[S.ITEM_ID]) for r in got),
+            {(r[S.USER_KEY], r[S.RANK]): r[S.SCORE] for r in got},
+        )
+
+    want, want_scores = rows(top_k(spark, users, ItemMatrix.from_frame(items), k, exclude, 64, 500))
+    assert len(want) == n_users * k
+    assert not {(u, i) for u, _, i in want} & set(seen)
+    mib = n_items * dim * 4 / 2**20
+    for frame in (
+        sharded_top_k(spark, users, items, k, 3, exclude, 64, 500),
+        top_k_from(spark, users, items, k, exclude, 64, 500, broadcast_mib=mib / 4),  # 4 shards
+    ):
+        got, scores = rows(frame)
+        assert got == want
+        assert scores == pytest.approx(want_scores, rel=1e-5)

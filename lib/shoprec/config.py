@@ -372,6 +372,10 @@ class EvaluationConfig:
     #: Retrieval: users scored together in one matrix multiply; a few hundred keep the block's
     #: scores in cache for the top-K pass that follows.
     user_block: int = Field(default=256, ge=1)
+    #: Retrieval: the largest item matrix (float32 MiB) broadcast whole; a larger catalog is cut
+    #: into shards of this size, scored one after another against every user block and merged
+    #: per user (the same lists; the driver holds one shard at a time).
+    broadcast_mib: float = Field(default=1024.0, gt=0)
     als: AlsConfig = field(default_factory=AlsConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     sasrec: SasrecConfig = field(default_factory=SasrecConfig)

@@ -32,7 +32,7 @@ from shoprec.evaluation.baselines import BASELINES, Builder, Vectors
 from shoprec.evaluation.names import display_names, is_served
 from shoprec.modeling import candidates as C
 from shoprec.modeling import encoder, ltr
-from shoprec.modeling.retrieval import ItemMatrix, score_pairs, top_k
+from shoprec.modeling.retrieval import score_pairs, top_k_from
 from shoprec.recommendations import ensure_tables, write_recommendations
 from shoprec.serving import lists as served
 from shoprec.serving import rules
@@ -80,18 +80,18 @@ def evaluate_vectors(
     """Recommend with ``vectors``, write the lists, and return the model's metric rows."""
     ev = cfg.evaluation
     k_max = max(ev.ks)
-    items = ItemMatrix.from_frame(vectors.items)
     targets = data.truth.select(S.USER_KEY).distinct()
     users = vectors.users.join(targets, S.USER_KEY, "left_semi")
-    recs = top_k(
+    recs = top_k_from(
         spark,
         users,
-        items,
+        vectors.items,
         k_max,
         exclude=data.exclude,
         user_block=ev.user_block,
         item_block=ev.item_block,
         threads=ev.encoder.threads,
+        broadcast_mib=ev.broadcast_mib,
     )
     scenario = f"eval:{data.split}"
     write_recommendations(spark, cfg, recs, name, version, run_id, scenario, vectors.source)

@@ -39,7 +39,7 @@ from shoprec.errors import ShoprecError
 from shoprec.modeling import ltr
 from shoprec.modeling import sequence as seq
 from shoprec.modeling.als import fit_als
-from shoprec.modeling.retrieval import ItemMatrix, top_k
+from shoprec.modeling.retrieval import ItemMatrix, top_k, top_k_from
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +196,15 @@ def generate(
         als_users = common.als_users.join(users.select(S.USER_KEY), S.USER_KEY, "left_semi").localCheckpoint()
         parts.append(
             _tag(
-                top_k(
+                top_k_from(
                     spark,
                     als_users,
-                    ItemMatrix.from_frame(als_items),
+                    als_items,
                     sc.als_k,
                     None,
                     e.user_block,
                     e.item_block,
+                    broadcast_mib=e.broadcast_mib,
                 ),
                 ALS,
             )
@@ -274,8 +275,16 @@ def generate(
         seq_items = seq_items.localCheckpoint()
         seq_users = model.user_vectors(mine, str(sequence_dir)).localCheckpoint()
         if sc.sequence_k:
-            seq_matrix = ItemMatrix.from_frame(seq_items)
-            found = top_k(spark, seq_users, seq_matrix, sc.sequence_k, None, e.user_block, e.item_block)
+            found = top_k_from(
+                spark,
+                seq_users,
+                seq_items,
+                sc.sequence_k,
+                None,
+                e.user_block,
+                e.item_block,
+                broadcast_mib=e.broadcast_mib,
+            )
             parts.append(_tag(found, SEQUENCE))
     union = parts[0]
     for p in parts[1:]:

@@ -2,14 +2,17 @@
 
 Users stay distributed: a ``mapInArrow`` task takes Arrow batches of users and multiplies
 ``user_block`` of them at a time against the item matrix ``item_block`` items at a time, keeping a
-running top K. The item matrix is broadcast once (catalogs are far smaller than user bases: a
-million items of 128 floats is 512 MB). Peak memory per task is about
-``user_block x item_block`` scores, whatever the number of users or items.
+running top K. The item matrix is broadcast once when it fits a configured bound; a larger one
+(10 M items of 384 floats is 15 GB, which no driver broadcasts) is cut into shards of at most
+that size, each broadcast in turn against every user block, and each user's per-shard top K are
+merged. Peak memory per task is about ``user_block x item_block`` scores plus one shard, whatever
+the number of users or items.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, IntegerType, StringType, StructField, StructType
 
 from shoprec import schemas as S
+from shoprec.indexes import dense_index
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +182,22 @@ def top_k(
     buffer is the matrix the multiply reads, and the output is already one row per (user, rank)
     with the item id, so Spark neither converts arrays row by row nor joins ids back.
     """
+    return _broadcast_top_k(spark, users, items, k, exclude, user_block, item_block, threads)[0]
+
+
+def _broadcast_top_k(
+    spark: SparkSession,
+    users: DataFrame,
+    items: ItemMatrix,
+    k: int,
+    exclude: DataFrame | None,
+    user_block: int,
+    item_block: int,
+    threads: int,
+) -> tuple[DataFrame, list[Any]]:
+    """:func:`top_k` and the broadcasts it reads (destroyed by a caller that is done with them)."""
     if len(items.ids) == 0:
-        return spark.createDataFrame([], TOPK_SCHEMA)
+        return spark.createDataFrame([], TOPK_SCHEMA), []
     bc_matrix = spark.sparkContext.broadcast(items.matrix)
     bc_ids = spark.sparkContext.broadcast(items.ids)
     frame = users.select(S.USER_KEY, VECTOR)
@@ -223,10 +241,90 @@ def top_k(
                 )
 
     # by user, sorted: the same blocks on every run, so the same floating-point results
-    return (
+    out = (
         frame.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY)
         .sortWithinPartitions(S.USER_KEY)
         .mapInArrow(score, TOPK_SCHEMA)
+    )
+    return out, [bc_matrix, bc_ids]
+
+
+def matrix_mib(items: DataFrame) -> tuple[int, float]:
+    """(rows, MiB as float32) of an ``(item_id, vector)`` frame, without collecting it."""
+    row = items.agg(F.count(F.lit(1)).alias("n"), F.max(F.size(VECTOR)).alias("d")).first()
+    n = int(row["n"]) if row else 0
+    d = int(row["d"] or 0) if row else 0
+    return n, n * max(d, 0) * 4 / 2**20
+
+
+def top_k_from(
+    spark: SparkSession,
+    users: DataFrame,
+    items: DataFrame,
+    k: int,
+    exclude: DataFrame | None = None,
+    user_block: int = 256,
+    item_block: int = 32768,
+    threads: int = 1,
+    broadcast_mib: float = 1024.0,
+) -> DataFrame:
+    """:func:`top_k` over an ``(item_id, vector)`` frame: one broadcast when the item matrix fits
+    ``broadcast_mib``, else :func:`sharded_top_k` with shards of at most that size."""
+    n, mib = matrix_mib(items)
+    if mib <= broadcast_mib:
+        return top_k(spark, users, ItemMatrix.from_frame(items), k, exclude, user_block, item_block, threads)
+    shards = math.ceil(mib / broadcast_mib)
+    log.info("retrieval: %d items (%.0f MiB) in %d shards of at most %.0f MiB", n, mib, shards, broadcast_mib)
+    return sharded_top_k(spark, users, items, k, shards, exclude, user_block, item_block, threads)
+
+
+def sharded_top_k(
+    spark: SparkSession,
+    users: DataFrame,
+    items: DataFrame,
+    k: int,
+    shards: int,
+    exclude: DataFrame | None = None,
+    user_block: int = 256,
+    item_block: int = 32768,
+    threads: int = 1,
+) -> DataFrame:
+    """:func:`top_k` with the catalog cut into ``shards`` ranges of item ids.
+
+    Each shard in turn is collected (the driver holds one shard at a time), broadcast, and scored
+    against every user block as Spark tasks; its per-user top ``k`` is checkpointed and its
+    broadcast destroyed. Each user's candidates from all shards are then merged into one top ``k``
+    by score (ties by item id). Exact: every item is scored against every user, as in one
+    broadcast, so the lists are the same.
+    """
+    n, _ = matrix_mib(items)
+    if n == 0:
+        return spark.createDataFrame([], TOPK_SCHEMA)
+    per_shard = math.ceil(n / max(1, shards))
+    numbered = (
+        items.select(S.ITEM_ID, VECTOR)
+        .join(dense_index(items, S.ITEM_ID, "_pos"), S.ITEM_ID)
+        .withColumn("_shard", (F.col("_pos") / F.lit(per_shard)).cast("int"))
+        .drop("_pos")
+        .localCheckpoint()
+    )
+    users = users.select(S.USER_KEY, VECTOR).localCheckpoint()  # read once per shard
+    if exclude is not None:
+        exclude = exclude.select(S.USER_KEY, S.ITEM_ID).localCheckpoint()
+    found: DataFrame | None = None
+    for shard in range(math.ceil(n / per_shard)):
+        matrix = ItemMatrix.from_frame(numbered.where(F.col("_shard") == shard))
+        part, broadcasts = _broadcast_top_k(spark, users, matrix, k, exclude, user_block, item_block, threads)
+        part = part.localCheckpoint()  # computed while this shard's broadcast lives
+        for bc in broadcasts:
+            bc.destroy()
+        found = part if found is None else found.unionByName(part)
+    assert found is not None
+    best = Window.partitionBy(S.USER_KEY).orderBy(F.desc(S.SCORE), S.ITEM_ID)
+    return (
+        found.withColumn(S.RANK, F.row_number().over(best))
+        .where(F.col(S.RANK) <= k)
+        .select(*TOPK_SCHEMA.fieldNames())
     )
 
 

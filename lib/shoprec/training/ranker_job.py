@@ -138,12 +138,12 @@ def hard_pairs(
     others too teaches the opposite of what scoring needs: their positive sits below every hard
     negative by cosine, so the head learns to push the retriever's best items down (on Office
     that halved Recall@10 of the scored lists)."""
-    from shoprec.modeling.retrieval import VECTOR, ItemMatrix, top_k
+    from shoprec.modeling.retrieval import VECTOR, top_k_from
 
-    matrix = ItemMatrix.from_frame(item_vectors.select(S.ITEM_ID, F.col(rk.ITEM_VECTOR).alias(VECTOR)))
+    matrix = item_vectors.select(S.ITEM_ID, F.col(rk.ITEM_VECTOR).alias(VECTOR))
     queries = users.select(F.col(ROW).alias(S.USER_KEY), F.col(rk.USER_VECTOR).alias(VECTOR))
     positives = examples.select(F.col(ROW).alias(S.USER_KEY), F.col(S.POSITIVE_ITEM).alias(S.ITEM_ID))
-    top = top_k(spark, queries, matrix, cfg.hard_pool)
+    top = top_k_from(spark, queries, matrix, cfg.hard_pool)
     found = top.join(positives, [S.USER_KEY, S.ITEM_ID], "left_semi").select(S.USER_KEY)
     pool = top.join(found, S.USER_KEY, "left_semi").join(positives, [S.USER_KEY, S.ITEM_ID], "left_anti")
     draw = Window.partitionBy(S.USER_KEY).orderBy(F.xxhash64(S.USER_KEY, S.ITEM_ID, F.lit(seed)))
