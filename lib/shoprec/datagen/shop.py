@@ -450,6 +450,8 @@ def events_block(cfg: GeneratorConfig, block: int) -> pd.DataFrame:
         )
     df = pd.concat(frames, ignore_index=True)
     df["_t"] = df["_t"].round(3)
+    # the span ends at midnight after its last day: a late session stops there, as a review does
+    df = df[df["_t"] < cfg.days * 86400]
     df = df.sort_values(["_t", "_order"], kind="stable").reset_index(drop=True)
     ids = ids_rng.integers(0, 2**63, size=(len(df), 2), dtype=np.int64)
     df.insert(0, S.EVENT_ID, hex_ids(ids))
