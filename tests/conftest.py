@@ -52,8 +52,12 @@ def build_tiny_bert(path: Path, words: list[str] | None = None) -> tuple[Any, An
 
     words = words or WORDS
     path.mkdir(parents=True, exist_ok=True)
-    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (path / "vocab.txt").write_text("\n".join(tokens) + "\n")
+    # the vocabulary as a mapping: transformers 5 ignores ``vocab_file`` here and builds a tokenizer
+    # of the five special tokens alone, which turned every test text into [UNK] (nothing to learn)
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
+    assert len(tokenizer) == len(tokens), f"tiny tokenizer holds {len(tokenizer)} of {len(tokens)} tokens"
     config = BertConfig(
         vocab_size=len(words) + 5,
         hidden_size=32,
