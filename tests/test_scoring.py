@@ -252,6 +252,44 @@ def test_the_ranker_loads_once_per_worker_process_however_many_batches(
     np.testing.assert_allclose([[r[rk.P_CLICK], r[rk.P_PURCHASE]] for r in got], want, rtol=1e-4, atol=1e-6)
 
 
+def test_a_catalog_over_the_broadcast_bound_is_retrieved_and_ranked_in_item_shards(
+    spark: SparkSession, shop: ShoprecConfig
+) -> None:
+    """With ``evaluation.broadcast_mib`` under the item matrix's size, candidates come from item-id
+    shards and the ranker scores each shard's pairs under that shard's broadcast alone: the same
+    candidates and the same scores as one broadcast of the whole catalog."""
+    from shoprec.modeling import retrieval
+    from shoprec.serving.lists import AsOf, resolve_model, score_view, user_candidates
+
+    model_dir, version = resolve_model(shop)
+    embeddings.refresh(spark, shop, str(model_dir), version, incremental=True)
+    items = delta.read(spark, shop.table("gold_item_features")).where(F.col(S.SPLIT) == S.SERVING)
+    vectors = embeddings.vectors(spark, shop, version).localCheckpoint()
+    _, mib = retrieval.matrix_mib(vectors)
+    only = delta.read(spark, shop.table("gold_sequences")).select(S.USER_KEY).distinct().limit(40)
+    view = AsOf(
+        items.localCheckpoint(),
+        delta.read(spark, shop.table("gold_user_profiles")).where(F.col(S.SPLIT) == S.SERVING),
+        delta.read(spark, shop.table("gold_sequences")).where(F.col(S.SPLIT) == S.SERVING),
+        delta.read(spark, shop.table("gold_interactions")),
+        vectors,
+        only.localCheckpoint(),
+    )
+
+    def scored(cfg: ShoprecConfig) -> dict[tuple[str, str], tuple[str, float, float]]:
+        pool = user_candidates(spark, cfg, model_dir, view)
+        rows = score_view(spark, cfg, model_dir, view, pool, head="torch").collect()
+        return {(r[S.USER_KEY], r[S.ITEM_ID]): (r[S.SOURCE], r["p_click"], r["p_purchase"]) for r in rows}
+
+    whole = scored(shop)
+    assert len({u for u, _ in whole}) >= 20
+    sharded = scored(replace(shop, evaluation=replace(shop.evaluation, broadcast_mib=mib / 3)))
+    assert sharded.keys() == whole.keys()
+    for pair, (source, click, purchase) in whole.items():
+        assert sharded[pair][0] == source, pair
+        assert sharded[pair][1:] == pytest.approx((click, purchase), rel=1e-4, abs=1e-6), pair
+
+
 def test_a_candidate_list_out_of_step_with_its_codes_or_shares_names_the_user(
     spark: SparkSession, shop: ShoprecConfig
 ) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -39,7 +38,7 @@ from shoprec.errors import ShoprecError
 from shoprec.modeling import ltr
 from shoprec.modeling import sequence as seq
 from shoprec.modeling.als import fit_als
-from shoprec.modeling.retrieval import ItemMatrix, top_k, top_k_from
+from shoprec.modeling.retrieval import top_k_from
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +165,7 @@ def generate(
     spark: SparkSession,
     cfg: ShoprecConfig,
     users: DataFrame,
-    matrix: ItemMatrix,
+    item_vectors: DataFrame,
     items: DataFrame,
     profiles: DataFrame,
     interactions: DataFrame,
@@ -175,20 +174,20 @@ def generate(
 ) -> tuple[DataFrame, Signals]:
     """``(user_key, item_id, source)`` for every user in ``users`` (``user_key, vector``) with each
     source's ``<source>_score`` and ``<source>_rank`` (null where the source did not propose the
-    item), and the signals the ranker reuses. ``matrix`` holds the items' vectors (collected once
-    by the caller, which scores with it too); ``sequence_dir`` is a trained model's directory,
+    item), and the signals the ranker reuses. ``item_vectors`` (``item_id, vector``) are what the
+    embedding source retrieves from, one broadcast or item-id shards (``evaluation.broadcast_mib``);
+    ``sequence_dir`` is a trained model's directory,
     whose sequence retriever (when it has one) is a source and a signal too; ``common`` is
     :func:`shared`'s result when the caller keeps one, else it is computed here."""
     sc = cfg.scoring
     threads = cfg.evaluation.encoder.threads
     e = cfg.evaluation
-    if len(matrix.ids) == 0:
+    if not item_vectors.take(1):
         raise ShoprecError("no item embeddings to retrieve from: is the serving catalog empty?")
-    parts = [
-        _tag(
-            top_k(spark, users, matrix, sc.retrieval_k, None, e.user_block, e.item_block, threads), EMBEDDING
-        )
-    ]
+    found = top_k_from(
+        spark, users, item_vectors, sc.retrieval_k, None, e.user_block, e.item_block, threads, e.broadcast_mib
+    )
+    parts = [_tag(found, EMBEDDING)]
     common = common or shared(spark, cfg, items, interactions)
     als_users: DataFrame | None = None
     als_items = common.als_items
@@ -218,10 +217,10 @@ def generate(
             fresh = items.where(F.col(S.LAUNCH_DATE) > F.date_sub(F.lit(last[0]), sc.new_item_days)).select(
                 S.ITEM_ID
             )
-            new = np.isin(matrix.ids, [r[0] for r in fresh.collect()])
-            new_matrix = ItemMatrix(matrix.ids[new], matrix.matrix[new])
-            if len(new_matrix.ids):
-                parts.append(_tag(top_k(spark, users, new_matrix, sc.new_item_k, None), NEW_ITEM))
+            new = item_vectors.join(fresh, S.ITEM_ID, "left_semi").localCheckpoint()
+            if new.take(1):
+                found = top_k_from(spark, users, new, sc.new_item_k, None, broadcast_mib=e.broadcast_mib)
+                parts.append(_tag(found, NEW_ITEM))
     mine = interactions.join(users.select(S.USER_KEY), S.USER_KEY, "left_semi")
     recent = ltr.recent_items(mine, max(sc.cooc_recent, sc.recent_k))
     pairs = common.pairs

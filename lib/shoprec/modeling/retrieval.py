@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -270,12 +270,45 @@ def top_k_from(
 ) -> DataFrame:
     """:func:`top_k` over an ``(item_id, vector)`` frame: one broadcast when the item matrix fits
     ``broadcast_mib``, else :func:`sharded_top_k` with shards of at most that size."""
+    shards = shard_count(items, broadcast_mib, "retrieval")
+    if shards <= 1:
+        return top_k(spark, users, ItemMatrix.from_frame(items), k, exclude, user_block, item_block, threads)
+    return sharded_top_k(spark, users, items, k, shards, exclude, user_block, item_block, threads)
+
+
+def shard_count(items: DataFrame, broadcast_mib: float, purpose: str) -> int:
+    """How many item-id shards an ``(item_id, vector)`` frame needs so that no broadcast of its
+    matrix is over ``broadcast_mib`` (1: broadcast it whole); logged when it is more than one."""
     n, mib = matrix_mib(items)
     if mib <= broadcast_mib:
-        return top_k(spark, users, ItemMatrix.from_frame(items), k, exclude, user_block, item_block, threads)
+        return 1
     shards = math.ceil(mib / broadcast_mib)
-    log.info("retrieval: %d items (%.0f MiB) in %d shards of at most %.0f MiB", n, mib, shards, broadcast_mib)
-    return sharded_top_k(spark, users, items, k, shards, exclude, user_block, item_block, threads)
+    log.info(
+        "%s: %d items (%.0f MiB) in %d shards of at most %.0f MiB", purpose, n, mib, shards, broadcast_mib
+    )
+    return shards
+
+
+def item_shards(items: DataFrame, shards: int) -> Iterator[ItemMatrix]:
+    """``items`` (``item_id, vector``) as ``shards`` matrices of consecutive item-id ranges of
+    near-equal size, collected one at a time as the caller asks for the next: the driver holds one
+    shard, never the catalog. One shard is :meth:`ItemMatrix.from_frame` itself."""
+    if shards <= 1:
+        yield ItemMatrix.from_frame(items)
+        return
+    n, _ = matrix_mib(items)
+    if n == 0:
+        return
+    per_shard = math.ceil(n / shards)
+    numbered = (
+        items.select(S.ITEM_ID, VECTOR)
+        .join(dense_index(items, S.ITEM_ID, "_pos"), S.ITEM_ID)
+        .withColumn("_shard", (F.col("_pos") / F.lit(per_shard)).cast("int"))
+        .drop("_pos")
+        .localCheckpoint()
+    )
+    for shard in range(math.ceil(n / per_shard)):
+        yield ItemMatrix.from_frame(numbered.where(F.col("_shard") == shard))
 
 
 def sharded_top_k(
@@ -297,29 +330,18 @@ def sharded_top_k(
     by score (ties by item id). Exact: every item is scored against every user, as in one
     broadcast, so the lists are the same.
     """
-    n, _ = matrix_mib(items)
-    if n == 0:
-        return spark.createDataFrame([], TOPK_SCHEMA)
-    per_shard = math.ceil(n / max(1, shards))
-    numbered = (
-        items.select(S.ITEM_ID, VECTOR)
-        .join(dense_index(items, S.ITEM_ID, "_pos"), S.ITEM_ID)
-        .withColumn("_shard", (F.col("_pos") / F.lit(per_shard)).cast("int"))
-        .drop("_pos")
-        .localCheckpoint()
-    )
     users = users.select(S.USER_KEY, VECTOR).localCheckpoint()  # read once per shard
     if exclude is not None:
         exclude = exclude.select(S.USER_KEY, S.ITEM_ID).localCheckpoint()
     found: DataFrame | None = None
-    for shard in range(math.ceil(n / per_shard)):
-        matrix = ItemMatrix.from_frame(numbered.where(F.col("_shard") == shard))
+    for matrix in item_shards(items, max(2, shards)):
         part, broadcasts = _broadcast_top_k(spark, users, matrix, k, exclude, user_block, item_block, threads)
         part = part.localCheckpoint()  # computed while this shard's broadcast lives
         for bc in broadcasts:
             bc.destroy()
         found = part if found is None else found.unionByName(part)
-    assert found is not None
+    if found is None:  # no items
+        return spark.createDataFrame([], TOPK_SCHEMA)
     best = Window.partitionBy(S.USER_KEY).orderBy(F.desc(S.SCORE), S.ITEM_ID)
     return (
         found.withColumn(S.RANK, F.row_number().over(best))

@@ -8,6 +8,7 @@ this layer, neither imports the other.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from shoprec import registry
 from shoprec import schemas as S
 from shoprec.config import ScenarioConfig, ShoprecConfig
 from shoprec.errors import ShoprecError
-from shoprec.modeling import candidates, encoder, ltr
+from shoprec.modeling import candidates, encoder, ltr, retrieval
 from shoprec.modeling import ranker as rk
 from shoprec.modeling.retrieval import ItemMatrix
 from shoprec.modeling.text import history_texts
@@ -111,7 +112,7 @@ def score_candidates(
     cfg: ShoprecConfig,
     cands: DataFrame,
     users: DataFrame,
-    matrix: ItemMatrix,
+    item_vectors: DataFrame,
     items: DataFrame,
     profiles: DataFrame,
     purchases: DataFrame,
@@ -121,14 +122,48 @@ def score_candidates(
     """``cands`` (user_key, item_id, source) with the ranker's heads and the rules' inputs.
 
     Pairs travel grouped by user (:func:`shoprec.serving.model.score`): the user's vector and
-    taste shares once, each candidate as its item's row in the broadcast item matrix plus one int
-    coding its pair features and flags; the item's own features are broadcast with the matrix."""
+    taste shares once, each candidate as its item's row in a broadcast item matrix plus one int
+    coding its pair features and flags; the item's own features are broadcast with the matrix.
+    A catalog whose vectors are over ``evaluation.broadcast_mib`` is scored in item-id shards, one
+    broadcast at a time, each shard's pairs checkpointed before its broadcast is destroyed: the
+    driver and every executor hold one shard, never the catalog."""
+    shards = retrieval.shard_count(item_vectors, cfg.evaluation.broadcast_mib, "ranker")
+    pairs = rk.pair_codes(cands, items, profiles)  # item features: by row, in the task
+    if shards > 1:
+        pairs = pairs.localCheckpoint()  # read once per shard
+        users = users.localCheckpoint()
+    parts = []
+    for matrix in retrieval.item_shards(item_vectors, shards):
+        part, broadcasts = _score_shard(
+            spark, cfg, pairs, users, matrix, items, profiles, purchases, model_dir, loads
+        )
+        if shards > 1:
+            part = part.localCheckpoint()  # scored while this shard's broadcasts live
+            for bc in broadcasts:
+                bc.destroy()
+        parts.append(part)
+    if not parts:
+        raise ShoprecError("no item embeddings to score candidates with: is the serving catalog empty?")
+    return functools.reduce(DataFrame.unionByName, parts)
+
+
+def _score_shard(
+    spark: SparkSession,
+    cfg: ShoprecConfig,
+    pairs: DataFrame,
+    users: DataFrame,
+    matrix: ItemMatrix,
+    items: DataFrame,
+    profiles: DataFrame,
+    purchases: DataFrame,
+    model_dir: Path,
+    loads: Any,
+) -> tuple[DataFrame, list[Any]]:
+    """:func:`score_candidates` for the pairs whose item is in ``matrix``, and its broadcasts."""
     sc = cfg.scoring
     index = F.broadcast(matrix.index(spark).withColumnRenamed("_idx", scoring_model.ITEM_INDEX))
-    pairs = (
-        rk.pair_codes(cands, items, profiles)  # item features: by row, in the task
-        .join(index, S.ITEM_ID)
-        .join(purchases.withColumn(rules.BOUGHT, F.lit(True)), [S.USER_KEY, S.ITEM_ID], "left")
+    pairs = pairs.join(index, S.ITEM_ID).join(
+        purchases.withColumn(rules.BOUGHT, F.lit(True)), [S.USER_KEY, S.ITEM_ID], "left"
     )
     # what belongs to the pair alone rides in the low bits of its code: its sources and whether
     # it was bought; the band gap comes back from the code's features
@@ -142,8 +177,9 @@ def score_candidates(
     grouped = grouped.repartition(2 * spark.sparkContext.defaultParallelism, S.USER_KEY).sortWithinPartitions(
         S.USER_KEY
     )
+    mine = items.join(index.select(S.ITEM_ID), S.ITEM_ID, "left_semi")
     bc = spark.sparkContext.broadcast(matrix.matrix)
-    item_feats = spark.sparkContext.broadcast(scoring_model.item_feature_matrix(items, matrix.ids))
+    item_feats = spark.sparkContext.broadcast(scoring_model.item_feature_matrix(mine, matrix.ids))
     ranker_dir = str(model_dir / rk.RANKER_DIR)
     scored = scoring_model.score(
         grouped,
@@ -163,7 +199,7 @@ def score_candidates(
         S.TOP_CATEGORY,
         rk.item_feature("discount").alias(rules.DISCOUNT),
     )
-    return scored.join(F.broadcast(item_side), scoring_model.ITEM_INDEX).select(
+    out = scored.join(F.broadcast(item_side), scoring_model.ITEM_INDEX).select(
         S.USER_KEY,
         S.ITEM_ID,
         candidates.source_name(F.col(rk.PAIR_CODE).bitwiseAND(BOUGHT_BIT - 1)).alias(S.SOURCE),
@@ -176,6 +212,7 @@ def score_candidates(
         rk.band_gap_of(F.col(rk.PAIR_CODE)).alias(rules.BAND_GAP),
         rules.DISCOUNT,
     )
+    return out, [bc, item_feats]
 
 
 def rerank(staged: DataFrame, sc: ScenarioConfig, item_vectors: DataFrame | None) -> DataFrame:
@@ -211,8 +248,7 @@ class Pool:
 
     users: DataFrame  # (user_key, vector): the retriever's user vectors
     cands: DataFrame  # (user_key, item_id, source)
-    item_vectors: DataFrame  # (item_id, vector), checkpointed: MMR joins them
-    matrix: ItemMatrix  # the same vectors, collected once for retrieval and the ranker
+    item_vectors: DataFrame  # (item_id, vector), checkpointed: retrieval, the ranker and MMR read them
     scored: DataFrame  # cands with each source's score and rank (the learning-to-rank inputs)
     signals: candidates.Signals
 
@@ -233,13 +269,12 @@ def user_candidates(
     users = encoder.embed(texts, S.USER_KEY, "text", cfg.evaluation.encoder, "user", str(model_dir))
     users = users.localCheckpoint()
     item_vectors = view.item_vectors.localCheckpoint()
-    matrix = ItemMatrix.from_frame(item_vectors)
     scored, signals = candidates.generate(
-        spark, cfg, users, matrix, view.items, view.profiles, view.interactions, str(model_dir), common
+        spark, cfg, users, item_vectors, view.items, view.profiles, view.interactions, str(model_dir), common
     )
     scored = scored.localCheckpoint()
     cands = scored.select(S.USER_KEY, S.ITEM_ID, S.SOURCE)
-    return Pool(users, cands, item_vectors, matrix, scored, signals)
+    return Pool(users, cands, item_vectors, scored, signals)
 
 
 def score_view(
@@ -273,7 +308,7 @@ def score_view(
         cfg,
         pool.cands,
         pool.users,
-        pool.matrix,
+        pool.item_vectors,
         view.items,
         view.profiles,
         purchases,

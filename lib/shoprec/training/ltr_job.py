@@ -27,7 +27,6 @@ from shoprec.config import ShoprecConfig
 from shoprec.errors import ShoprecError
 from shoprec.modeling import candidates, encoder, ltr
 from shoprec.modeling import ranker as rk
-from shoprec.modeling.retrieval import ItemMatrix
 from shoprec.modeling.text import history_texts
 from shoprec.modeling.towers import load_meta
 
@@ -127,8 +126,9 @@ def validation_lists(spark: SparkSession, cfg: ShoprecConfig, model_dir: Path) -
     item_vectors = encoder.embed(
         items.select(S.ITEM_ID, S.ITEM_TEXT), S.ITEM_ID, S.ITEM_TEXT, enc, "item", str(model_dir)
     ).localCheckpoint()
-    matrix = ItemMatrix.from_frame(item_vectors)
-    wide, sig = candidates.generate(spark, cfg, user_vectors, matrix, items, profiles, seen, str(model_dir))
+    wide, sig = candidates.generate(
+        spark, cfg, user_vectors, item_vectors, items, profiles, seen, str(model_dir)
+    )
     wide = wide.localCheckpoint()  # read by the outside draw, the given sets and the features
     capped = truth.join(users, S.USER_KEY, "left_semi")
     outside = _outside(wide, capped, items, seen, cfg)
