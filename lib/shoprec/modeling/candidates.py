@@ -219,7 +219,17 @@ def generate(
             )
             new = item_vectors.join(fresh, S.ITEM_ID, "left_semi").localCheckpoint()
             if new.take(1):
-                found = top_k_from(spark, users, new, sc.new_item_k, None, broadcast_mib=e.broadcast_mib)
+                found = top_k_from(
+                    spark,
+                    users,
+                    new,
+                    sc.new_item_k,
+                    None,
+                    e.user_block,
+                    e.item_block,
+                    threads,
+                    e.broadcast_mib,
+                )
                 parts.append(_tag(found, NEW_ITEM))
     mine = interactions.join(users.select(S.USER_KEY), S.USER_KEY, "left_semi")
     recent = ltr.recent_items(mine, max(sc.cooc_recent, sc.recent_k))

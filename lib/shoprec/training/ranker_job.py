@@ -128,6 +128,7 @@ def hard_pairs(
     item_vectors: DataFrame,
     cfg: RankerConfig,
     seed: int,
+    broadcast_mib: float = 1024.0,
 ) -> DataFrame:
     """Negatives like the ones scoring puts before the head: ``cfg.hard_negatives`` items drawn
     (by a seeded hash, so reproducibly) from the retriever's top ``cfg.hard_pool`` for each
@@ -143,7 +144,7 @@ def hard_pairs(
     matrix = item_vectors.select(S.ITEM_ID, F.col(rk.ITEM_VECTOR).alias(VECTOR))
     queries = users.select(F.col(ROW).alias(S.USER_KEY), F.col(rk.USER_VECTOR).alias(VECTOR))
     positives = examples.select(F.col(ROW).alias(S.USER_KEY), F.col(S.POSITIVE_ITEM).alias(S.ITEM_ID))
-    top = top_k_from(spark, queries, matrix, cfg.hard_pool)
+    top = top_k_from(spark, queries, matrix, cfg.hard_pool, broadcast_mib=broadcast_mib)
     found = top.join(positives, [S.USER_KEY, S.ITEM_ID], "left_semi").select(S.USER_KEY)
     pool = top.join(found, S.USER_KEY, "left_semi").join(positives, [S.USER_KEY, S.ITEM_ID], "left_anti")
     draw = Window.partitionBy(S.USER_KEY).orderBy(F.xxhash64(S.USER_KEY, S.ITEM_ID, F.lit(seed)))
@@ -238,7 +239,10 @@ def prepare_examples(spark: SparkSession, cfg: ShoprecConfig, retriever_dir: Pat
         users, item_vectors = users.localCheckpoint(), item_vectors.localCheckpoint()
         listed = pairs(examples, t.ranker.negatives)
         if t.ranker.hard_negatives:
-            listed = listed.unionByName(hard_pairs(spark, examples, users, item_vectors, t.ranker, t.seed))
+            hard = hard_pairs(
+                spark, examples, users, item_vectors, t.ranker, t.seed, cfg.evaluation.broadcast_mib
+            )
+            listed = listed.unionByName(hard)
         first = item_vectors.select(F.size(rk.ITEM_VECTOR)).first()
         dim = int(first[0]) if first else 0
         featured = rk.pair_features(listed, items, profiles).join(item_vectors, S.ITEM_ID)
