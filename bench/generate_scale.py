@@ -44,6 +44,7 @@ def block_peak_mib(gen: object) -> float:
 def per_core_rates(gen: GeneratorConfig, blocks: int = 4) -> tuple[float, float]:
     """Events per CPU-second of this process: (events alone, whole exported partitions)."""
     shop.item_core(gen)
+    blocks = min(blocks, shop.n_user_blocks(gen))  # the shop's own blocks, none past its users
     rates = []
     for fn in (shop.events_block, event_partition):
         rows, t0 = 0, time.process_time()

@@ -247,6 +247,8 @@ def test_hex_ids_write_what_a_format_call_writes() -> None:
         "s000000000000000a",
         "s3fffffffffffffff",
     ]
+    assert shop.hex_ids(np.array([], dtype=np.int64), prefix="s").tolist() == []
+    assert shop.hex_ids(np.zeros((0, 2), dtype=np.int64)).tolist() == []
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])

@@ -219,8 +219,10 @@ def hex_ids(values: NDArray[Any], prefix: str = "") -> NDArray[Any]:
     Negative numbers read as their two's complement. One bytes buffer is hex-encoded for the
     whole array instead of one format call per row.
     """
-    rows = np.ascontiguousarray(values.reshape(len(values), -1)).astype(">u8")
+    rows = np.ascontiguousarray(values if values.ndim == 2 else values.reshape(-1, 1)).astype(">u8")
     width = 16 * rows.shape[1]
+    if not len(rows):  # a block without sessions (a shop smaller than its blocks)
+        return np.array([], dtype=object)
     text = np.frombuffer(rows.tobytes().hex().encode("ascii"), dtype=f"S{width}").astype(str)
     out: NDArray[Any] = text.astype(object)
     return prefix + out if prefix else out
