@@ -292,9 +292,12 @@ def shard_count(items: DataFrame, broadcast_mib: float, purpose: str) -> int:
 def item_shards(items: DataFrame, shards: int) -> Iterator[ItemMatrix]:
     """``items`` (``item_id, vector``) as ``shards`` matrices of consecutive item-id ranges of
     near-equal size, collected one at a time as the caller asks for the next: the driver holds one
-    shard, never the catalog. One shard is :meth:`ItemMatrix.from_frame` itself."""
+    shard, never the catalog. One shard is :meth:`ItemMatrix.from_frame` itself; an empty frame
+    yields no matrix at all."""
     if shards <= 1:
-        yield ItemMatrix.from_frame(items)
+        whole = ItemMatrix.from_frame(items)
+        if len(whole.ids):
+            yield whole
         return
     n, _ = matrix_mib(items)
     if n == 0:
@@ -334,7 +337,7 @@ def sharded_top_k(
     if exclude is not None:
         exclude = exclude.select(S.USER_KEY, S.ITEM_ID).localCheckpoint()
     found: DataFrame | None = None
-    for matrix in item_shards(items, max(2, shards)):
+    for matrix in item_shards(items, shards):
         part, broadcasts = _broadcast_top_k(spark, users, matrix, k, exclude, user_block, item_block, threads)
         part = part.localCheckpoint()  # computed while this shard's broadcast lives
         for bc in broadcasts:
