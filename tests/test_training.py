@@ -415,8 +415,9 @@ def test_fixed_length_padding_is_trimmed_without_changing_any_vector(tmp_path: P
     model = tt.TwoTower(encoder).eval()
     texts = ["wireless earbuds", "recently: wireless earbuds; phone case; charger cable"]
     fixed = tokenizer(texts, padding="max_length", max_length=48, truncation=True, return_tensors="pt")
-    ids, mask = tt.trim_padding(fixed["input_ids"], fixed["attention_mask"])
-    assert ids.shape[1] == int(fixed["attention_mask"].sum(1).max()) < 48  # the longest text's width
+    ids, kept = tt.trim_padding(fixed["input_ids"], fixed["attention_mask"])
+    # as wide as the longest text
+    assert ids.shape[1] == int(fixed["attention_mask"].sum(1).max()) == kept.shape[1] < 48
     with torch.no_grad():
         trimmed = model.users(fixed["input_ids"], fixed["attention_mask"])
         full = tt.nn.functional.normalize(
