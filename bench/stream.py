@@ -121,7 +121,8 @@ def run_rate(
     users, items, day = _population(spark, cfg)
     (scratch / "root" / "incoming" / "events").mkdir(parents=True)
     replay = Replayer(Path(cfg.path("raw")) / "events", users, items, day, rate, int(minutes * 60))
-    query = stream.start(spark, cfg)
+    done = stream.StreamRun()
+    query = stream.start(spark, cfg, done)
     started = time.monotonic()
     replay.start()
     replay.join()
@@ -155,10 +156,25 @@ def run_rate(
         "lag_p95_last_third": _percentile(late, 95),
         "taken_per_second": replay.events / drained,
         "writer_behind_s": replay.behind,
+        "steps": _steps(done.batches),
         "cfg": cfg,
         "scratch": scratch,
     }
     return out
+
+
+def _steps(batches: list[stream.BatchResult]) -> dict[str, tuple[float, float, float]]:
+    """Per step of a micro-batch: its p50 and max seconds over the run's batches, and the first
+    batch's (which also computes the shared signals)."""
+    names = dict.fromkeys(k for b in batches for k in b.steps)
+    return {
+        k: (
+            _percentile([b.steps.get(k, 0.0) for b in batches], 50),
+            max(b.steps.get(k, 0.0) for b in batches),
+            batches[0].steps.get(k, 0.0),
+        )
+        for k in names
+    }
 
 
 def batch_baseline(spark: SparkSession, base: ShoprecConfig, streamed: ShoprecConfig, scratch: Path) -> float:
@@ -205,6 +221,11 @@ def main() -> None:
             f"p95 {r['lag_p95']:.1f}s, max {r['lag_max']:.1f}s; p95 first third "
             f"{r['lag_p95_first_third']:.1f}s, last third {r['lag_p95_last_third']:.1f}s; taken in "
             f"{r['taken_per_second']:.0f} events/s (writer behind at most {r['writer_behind_s']:.2f}s)",
+            flush=True,
+        )
+        print(
+            "  per step, p50 / max / first batch (s): "
+            + ", ".join(f"{k} {a:.1f}/{b:.1f}/{c:.1f}" for k, (a, b, c) in r["steps"].items()),
             flush=True,
         )
     last = results[-1]

@@ -163,6 +163,9 @@ def test_a_stream_killed_mid_batch_and_restarted_equals_an_uninterrupted_one(
     assert len(done.batches) == 2, [b.batch for b in done.batches]
     assert all(b.input_rows == 11 and b.silver_rows == 9 and b.quarantined_rows == 2 for b in done.batches)
     assert all(b.users == 3 and len(b.lags) == 3 for b in done.batches)
+    # where each batch's time went, step by step (bench/stream.py prints it)
+    every = {"bronze", "silver", "gold", "arrivals", "shared", "score", "metrics"}
+    assert all(every <= b.steps.keys() and sum(b.steps.values()) > 0 for b in done.batches)
 
     silver = {r[0] for r in delta.read(spark, whole.table("silver_events")).select(S.EVENT_ID).collect()}
     assert {e for e, fate in expected.items() if fate == "silver"} <= silver

@@ -111,6 +111,9 @@ class BatchResult:
     run_id: str | None = None
     lags: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    #: Wall seconds per step (bronze, silver, gold, arrivals, shared, score, metrics): where a
+    #: batch's time goes, for the log and ``bench/stream.py``.
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 def batch_name(query_id: str, epoch: int) -> str:
@@ -329,6 +332,7 @@ def process_batch(
         fold_batch(spark, cfg, batch)
         steps["gold"] = time.perf_counter() - mark
     if update == "recommendations" and silver.silver_rows:
+        mark = time.perf_counter()
         events = delta.read(spark, cfg.table("silver_events")).where(F.col(S.INGEST_BATCH) == batch)
         raw = delta.read(spark, cfg.table("bronze_events")).where(F.col(S.INGEST_BATCH) == batch)
         newest = (
@@ -339,10 +343,13 @@ def process_batch(
             .agg(F.max(ARRIVED).alias(ARRIVED))
             .localCheckpoint()
         )
+        steps["arrivals"] = time.perf_counter() - mark
         shared = None
         if common is not None:
+            mark = time.perf_counter()
             shared = common.get(spark, cfg, _pinned(spark, cfg, query_id) if common.value is None else None)
             versions = common.versions
+            steps["shared"] = time.perf_counter() - mark
         mark = time.perf_counter()
         scored = score(spark, cfg, users=newest.select(S.USER_KEY), common=shared)
         steps["score"] = time.perf_counter() - mark
@@ -354,6 +361,7 @@ def process_batch(
             (finished_at - r[0].astimezone(UTC)).total_seconds() for r in newest.select(ARRIVED).collect()
         ]
     result.seconds = time.perf_counter() - t0
+    mark = time.perf_counter()
     _ensure_metrics(spark, cfg)
     row = (
         batch,
@@ -373,6 +381,8 @@ def process_batch(
     )
     metrics = spark.createDataFrame([row], STREAM_METRICS_SCHEMA)
     delta.merge_upsert(spark, metrics, cfg.table("stream_metrics"), [S.INGEST_BATCH])
+    steps["metrics"] = time.perf_counter() - mark
+    result.steps = steps
     lags = sorted(result.lags)
     lag = f", newest event to list p50 {lags[len(lags) // 2]:.1f}s" if lags else ""
     log.info(
