@@ -30,6 +30,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from pyspark.sql import functions as F
 
@@ -113,8 +114,8 @@ def _step_only(tokens: str, model_dir: str | None, size: int) -> None:
     spark = get_spark(cfg.spark)
     rows = delta.read(spark, tokens).where(F.col(S.SPLIT) == S.TRAIN).select(*LOADER_FIELDS)
     pdf = rows.orderBy(F.rand(7)).limit(10 * size).toPandas()
-    tensors = [torch.tensor(list(pdf[c])) for c in LOADER_FIELDS]
-    widths = {c: float(torch.tensor(list(pdf[c])).sum(1).float().mean()) for c in (USER_MASK, ITEM_MASK)}
+    tensors = [torch.from_numpy(np.stack(pdf[c].to_numpy())) for c in LOADER_FIELDS]
+    widths = {c: float(np.stack(pdf[c].to_numpy()).sum(1).mean()) for c in (USER_MASK, ITEM_MASK)}
     _, encoder = load_encoder(model_path(cfg))
     model = tt.TwoTower(encoder)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -171,7 +172,7 @@ def main() -> None:
         with make_reader(files, LOADER_FIELDS, num_epochs=None, shuffle=True) as reader:
             loader_rate = _rate(make_loader(reader, args.batch), n_batches)
 
-        tensors = [torch.tensor(list(pdf[c])) for c in LOADER_FIELDS]
+        tensors = [torch.from_numpy(np.stack(pdf[c].to_numpy())) for c in LOADER_FIELDS]
         dataset = torch.utils.data.TensorDataset(*tensors)
         memory_rate = _rate(
             torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True), n_batches
