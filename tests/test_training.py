@@ -408,32 +408,6 @@ def test_lora_and_freezing_train_fewer_weights_and_save_a_plain_encoder(tmp_path
     torch.testing.assert_close(a, b)
 
 
-def test_fixed_length_padding_is_trimmed_without_changing_any_vector(tmp_path: Path) -> None:
-    from conftest import build_tiny_bert
-
-    tokenizer, encoder = build_tiny_bert(tmp_path / "src")
-    model = tt.TwoTower(encoder).eval()
-    texts = ["wireless earbuds", "recently: wireless earbuds; phone case; charger cable"]
-    fixed = tokenizer(texts, padding="max_length", max_length=48, truncation=True, return_tensors="pt")
-    ids, kept = tt.trim_padding(fixed["input_ids"], fixed["attention_mask"])
-    # as wide as the longest text
-    assert ids.shape[1] == int(fixed["attention_mask"].sum(1).max()) == kept.shape[1] < 48
-    with torch.no_grad():
-        trimmed = model.users(fixed["input_ids"], fixed["attention_mask"])
-        full = tt.nn.functional.normalize(
-            model.user_proj(
-                tt.mean_pool(
-                    model.encoder(
-                        input_ids=fixed["input_ids"], attention_mask=fixed["attention_mask"]
-                    ).last_hidden_state,
-                    fixed["attention_mask"],
-                )
-            ),
-            dim=-1,
-        )
-    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)
-
-
 def _small_state(width: int = 4) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
     model = torch.nn.Linear(width, 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)

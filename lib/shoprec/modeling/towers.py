@@ -33,16 +33,6 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-def trim_padding(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop the trailing columns that are padding in every row. The training tokens are padded to
-    a fixed length (Petastorm batches fixed-size arrays) and most texts are shorter: the encoder's
-    cost grows with the columns it reads, and masked columns change no real token's state (keys
-    at padding are masked; positions count from the left), so the vectors are the same."""
-    used = mask.any(dim=0).nonzero()
-    width = int(used.max()) + 1 if len(used) else 1
-    return ids[:, :width], mask[:, :width]
-
-
 class TwoTower(nn.Module):
     def __init__(self, encoder: Any, temperature: float = 0.05) -> None:
         super().__init__()
@@ -56,7 +46,6 @@ class TwoTower(nn.Module):
         self.temperature = temperature
 
     def _embed(self, ids: torch.Tensor, mask: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
-        ids, mask = trim_padding(ids, mask)
         hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         return nn.functional.normalize(proj(mean_pool(hidden, mask)), dim=-1)
 
