@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from pyspark.sql import SparkSession
 
 from conftest import build_tiny_bert
 from shoprec.modeling.pretrained import ModelNotFoundError, load_encoder, packaged_model_dir
@@ -52,3 +54,28 @@ def test_demo_model_ships_in_a_package_and_embeds_offline() -> None:
     assert emb.shape == (3, 384)
     # a real pretrained model: the two headphones are closer to each other than to the skillet
     assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2]) + 0.1
+
+
+def test_a_fine_tuned_towers_vectors_read_only_the_tokens_each_tower_was_trained_on(
+    spark: SparkSession, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Serving a tower more tokens than training showed it is a train/serve skew: ``embed`` cuts
+    each text at the tower's training width, and a plain pretrained encoder at the configured one."""
+    from shoprec.config import EncoderConfig
+    from shoprec.modeling import encoder
+    from shoprec.modeling import towers as tt
+
+    tokenizer, bert = load_encoder(tiny_model_dir)
+    saved = tmp_path / "tuned"
+    tt.save(tt.TwoTower(bert).eval(), tokenizer, saved, {"user_max_length": 12, "item_max_length": 8})
+    long = " ".join(["sock", "shoe", "boot", "lamp", "desk", "pen"] * 6)
+    rows = spark.createDataFrame([("u", long)], "id string, text string")
+    cfg = EncoderConfig(max_length=128)
+    for tower, width in (("user", 12), ("item", 8)):
+        assert encoder.tower_width(str(saved), tower, 128) == width
+        got = np.asarray(encoder.embed(rows, "id", "text", cfg, tower, str(saved)).first()["vector"])
+        cut = encoder.encode([long], str(saved), width, 4, tower)[0]
+        whole = encoder.encode([long], str(saved), 128, 4, tower)[0]
+        np.testing.assert_allclose(got, cut, atol=1e-5)
+        assert np.abs(whole - cut).max() > 1e-3  # the cut changes the vector: the test can tell
+    assert encoder.tower_width(str(tiny_model_dir), "user", 128) == 128

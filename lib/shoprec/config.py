@@ -289,6 +289,8 @@ class EncoderConfig:
 
     #: A saved transformers model directory; unset means the packaged all-MiniLM-L6-v2.
     model_path: str | None = None
+    #: Tokens per text for a plain pretrained encoder; a fine-tuned model's towers read the widths
+    #: they were trained at (``training.user_max_length``/``item_max_length``).
     max_length: int = Field(default=128, ge=8)
     batch_size: int = Field(default=64, ge=1)
     #: How many of the user's most recent items the user text names.

@@ -47,7 +47,12 @@ class Refresh:
 
 
 def _property(version: str) -> str:
-    return f"shoprec.embeddings.{version}.items_version"
+    """The table property holding the items version ``version``'s vectors are up to date with.
+    It names how vectors are computed (:data:`shoprec.modeling.encoder.VECTORS`): vectors an older
+    shoprec computed otherwise are all embedded again, never mixed with new ones."""
+    from shoprec.modeling.encoder import VECTORS
+
+    return f"shoprec.embeddings.{version}.v{VECTORS}.items_version"
 
 
 def _serving(items: DataFrame) -> DataFrame:

@@ -33,6 +33,7 @@ import shoprec
 from shoprec import delta, splits
 from shoprec import schemas as S
 from shoprec.config import ShoprecConfig
+from shoprec.modeling import encoder
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def data_fingerprint(spark: SparkSession, cfg: ShoprecConfig) -> str:
         "features": dataclasses.asdict(cfg.features),
         "scoring": dataclasses.asdict(cfg.scoring),
         "encoder": dataclasses.asdict(cfg.evaluation.encoder),
+        "vectors": encoder.VECTORS,
     }
     text = json.dumps([parts, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
