@@ -177,6 +177,23 @@ def test_blocked_top_k_equals_brute_force_with_exclusions() -> None:
     np.testing.assert_allclose(scores, np.take_along_axis(full, want, 1), rtol=1e-5)
 
 
+def test_items_with_one_vector_are_taken_in_item_order_however_the_catalog_is_blocked() -> None:
+    """Variants whose text differs only past the tower's width share a vector: at the cut, the
+    lower item row wins, in every block size (``torch.topk`` alone picks among equals
+    arbitrarily, and sharded retrieval would then disagree with one broadcast)."""
+    rng = np.random.default_rng(1)
+    items = rng.normal(size=(60, 8)).astype(np.float32)
+    items[[17, 33, 34, 58]] = items[5]
+    users = np.vstack([items[5], rng.normal(size=(4, 8)).astype(np.float32)])
+    full = users @ items.T
+    for k in (1, 2, 3, 6):
+        want = [sorted(range(60), key=lambda j, r=r: (-full[r, j], j))[:k] for r in range(len(users))]
+        for block in (60, 16, 7, 1):
+            idx, _ = top_k_block(users, items, k, item_block=block)
+            assert idx[0].tolist() == want[0], (k, block)  # the tied user: exact, by item row
+            assert idx[1:].tolist() == want[1:], (k, block)
+
+
 def test_arrow_vectors_become_one_matrix_and_a_bad_row_is_named() -> None:
     import pyarrow as pa
 

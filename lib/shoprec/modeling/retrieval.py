@@ -125,13 +125,43 @@ def top_k_block(
         if rows is not None and cols is not None and len(cols):
             inside = (cols >= start) & (cols < start + block.shape[0])
             scores[torch.from_numpy(rows[inside]), torch.from_numpy(cols[inside] - start)] = float("-inf")
-        s, i = torch.topk(scores, min(k, block.shape[0]), dim=1)
+        rows_of = torch.arange(start, start + block.shape[0]).expand(scores.shape[0], -1)
+        s, i = _best(scores, rows_of, k)
         if best_s.shape[1] == 0:
-            best_s, best_i = s, i + start
+            best_s, best_i = s, i
             continue
-        best_s, order = torch.topk(torch.cat([best_s, s], 1), min(k, best_s.shape[1] + s.shape[1]), dim=1)
-        best_i = torch.gather(torch.cat([best_i, i + start], 1), 1, order)
+        best_s, best_i = _best(torch.cat([best_s, s], 1), torch.cat([best_i, i], 1), k)
     return best_i.numpy(), best_s.numpy()
+
+
+def _best(scores: Any, rows: Any, k: int) -> tuple[Any, Any]:
+    """Each user's top ``k`` of ``scores`` (users × candidates; ``rows``: each candidate's item
+    row) by score, ties by item row, lower first. Items with one vector score alike (variants
+    whose text differs only past the tower's width): ``torch.topk`` would pick among them
+    arbitrarily, and the lists would depend on how the catalog is cut into blocks and shards."""
+    import torch
+
+    k = min(k, scores.shape[1])
+    top_s, pos = torch.topk(scores, k, dim=1)
+    top_i = torch.gather(rows, 1, pos)
+    if k == 0:
+        return top_s, top_i
+    tied = (scores >= top_s[:, -1:]).sum(1) > k  # equal scores on both sides of the cut
+    if bool(tied.any()):
+        at = tied.nonzero().squeeze(1)
+        s_t, r_t = _ordered(scores[at], rows[at])
+        top_s[at], top_i[at] = s_t[:, :k], r_t[:, :k]
+    return _ordered(top_s, top_i)
+
+
+def _ordered(scores: Any, rows: Any) -> tuple[Any, Any]:
+    """``scores`` and ``rows`` with each user's entries ordered by score, ties by item row."""
+    import torch
+
+    by_row = torch.argsort(rows, dim=1, stable=True)
+    scores, rows = torch.gather(scores, 1, by_row), torch.gather(rows, 1, by_row)
+    by_score = torch.argsort(scores, dim=1, descending=True, stable=True)
+    return torch.gather(scores, 1, by_score), torch.gather(rows, 1, by_score)
 
 
 def vectors_of(column: Any, what: str) -> NDArray[Any]:
