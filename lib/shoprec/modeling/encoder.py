@@ -24,7 +24,8 @@ from shoprec.config import EncoderConfig
 from shoprec.modeling.pretrained import packaged_model_dir
 
 log = logging.getLogger(__name__)
-_MODELS: dict[str, tuple[Any, Any]] = {}
+#: Per process, by model directory: (tokenizer, model, metadata).
+_MODELS: dict[str, tuple[Any, Any, dict[str, Any]]] = {}
 
 
 def model_dir(cfg: EncoderConfig) -> Path:
@@ -32,12 +33,13 @@ def model_dir(cfg: EncoderConfig) -> Path:
     return Path(cfg.model_path) if cfg.model_path else packaged_model_dir()
 
 
-def _cached(path: str) -> tuple[Any, Any]:
+def _cached(path: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The model at ``path`` with its metadata, loaded once per process (every Spark task of an
+    executor embeds with the same one)."""
     if path not in _MODELS:
         from shoprec.modeling.towers import load
 
-        tokenizer, model, _ = load(path)
-        _MODELS[path] = (tokenizer, model)
+        _MODELS[path] = load(path)
     return _MODELS[path]
 
 
@@ -54,9 +56,7 @@ def tower_width(path: str, tower: str, default: int) -> int:
     validation split the fine-tuned two-tower ranked better at its training widths (96 user and
     64 item tokens: R@10 .0718, N@10 .0391) than at 128 for both (.0681, .0381); fewer tokens
     are also faster to encode."""
-    from shoprec.modeling.towers import load_meta
-
-    width = load_meta(path).get(f"{tower}_max_length")
+    width = _cached(path)[2].get(f"{tower}_max_length")
     return int(width) if width else default
 
 
@@ -70,7 +70,7 @@ def encode(
     """
     import torch
 
-    tokenizer, model = _cached(path)
+    tokenizer, model, _ = _cached(path)
     embed_fn = model.users if tower == "user" else model.items
     out = []
     with torch.inference_mode():
