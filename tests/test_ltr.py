@@ -337,6 +337,11 @@ def test_training_fits_lightgbm_on_the_validation_lists_and_scoring_serves_its_o
     )
     given = meta["given"]
     assert given is not None and given["lists"] > 0
+    # one model per tree shape, the best on the held-out lists kept (the first of equals)
+    shapes = given["shapes_held_out_ndcg_at_10"]
+    assert list(shapes) == [f"{a}/{b}" for a, b in cfg.training.ranker.lightgbm.given_shapes]
+    assert len(shapes) == 2 and given["held_out_ndcg_at_10"] == max(shapes.values()) == shapes[given["shape"]]
+    assert given["shape"] == next(k for k, v in shapes.items() if v == max(shapes.values()))
     assert given["kept"] == (given["held_out_ndcg_at_10"] > given["served_model_held_out_ndcg_at_10"])
     assert ltr.exists(trained.ranker_dir / ltr.GIVEN_DIR) == given["kept"]
     loads = spark.sparkContext.accumulator(0)

@@ -385,10 +385,11 @@ def _fit_given(
     ranker_dir: Path,
     cfg: ShoprecConfig,
 ) -> dict[str, Any] | None:
-    """Fit the given-set model (:func:`_given`'s lists, ``objective``) and keep it in
-    ``ranker_dir/given`` only when its held-out NDCG@10 on those lists beats the served model's on
-    the same lists; a model from an earlier run that is not beaten now is removed. None when
-    there were no given-set lists or none held out to choose on."""
+    """Fit the given-set model (:func:`_given`'s lists, ``objective``) in each of
+    ``given_shapes``, take the one that orders the held-out users' lists best, and keep it in
+    ``ranker_dir/given`` only when it beats the served model on the same lists; a model from an
+    earlier run that is not beaten now is removed. None when there were no given-set lists or
+    none held out to choose on."""
     import shutil
 
     out = ranker_dir / ltr.GIVEN_DIR
@@ -406,15 +407,26 @@ def _fit_given(
     if not hold.any() or not fit_rows.any():
         log.warning("learning to rank: too few given-set lists to hold any out; no given-set model")
         return None
-    # every row early-stops: the given sets are mostly pairs no source proposed
-    fitted, oof, _ = _fit_members(
-        x, y, users, fit_rows, hold, None, names, {**base, "objective": objective}, cfg
-    )
-    mine = ltr.ndcg_at(fitted.predict(x[hold]), y[hold], users[hold], 10)
+    tried: dict[str, tuple[float, ltr.Fitted, np.ndarray[Any, Any]]] = {}
+    for leaves, rows in g.given_shapes:
+        params = {**base, "objective": objective, "num_leaves": leaves, "min_child_samples": rows}
+        # every row early-stops: the given sets are mostly pairs no source proposed
+        fitted, oof, _ = _fit_members(x, y, users, fit_rows, hold, None, names, params, cfg)
+        shape = f"{leaves}/{rows}"
+        tried[shape] = (ltr.ndcg_at(fitted.predict(x[hold]), y[hold], users[hold], 10), fitted, oof)
+        log.info(
+            "learning to rank: given-set model, %s leaves/rows per leaf, held-out NDCG@10 %.4f",
+            shape,
+            tried[shape][0],
+        )
+    shape = max(tried, key=lambda k: tried[k][0])  # the first of equals: the order of given_shapes
+    mine, fitted, oof = tried[shape]
     theirs = ltr.ndcg_at(served.predict(x[hold]), y[hold], users[hold], 10)
     kept = mine > theirs
     info = {
         "kept": kept,
+        "shape": shape,
+        "shapes_held_out_ndcg_at_10": {k: t[0] for k, t in tried.items()},
         "held_out_ndcg_at_10": mine,
         "served_model_held_out_ndcg_at_10": theirs,
         "lists": len(np.unique(users[fit_rows])),
@@ -425,11 +437,12 @@ def _fit_given(
         calibration = ltr.calibrate(oof, y[fit_rows])
         ltr.save(fitted, out, {"calibration": calibration, **info})
     log.info(
-        "learning to rank: given-set lists (%d, %d rows), held-out NDCG@10 %.4f against %.4f for the "
+        "learning to rank: given-set lists (%d, %d rows), held-out NDCG@10 %.4f (%s) against %.4f for the "
         "served model: %s",
         info["lists"],
         info["rows"],
         mine,
+        shape,
         theirs,
         "kept for given sets" if kept else "not kept",
     )
