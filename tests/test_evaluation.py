@@ -119,6 +119,14 @@ def test_rerun_replaces_its_run_and_the_report_draws(
     page = write_report(spark, gold_cfg, first.run_id, tmp_path / "r3.html", ranker={**meta, "given": given})
     ranker = page.read_text()[page.read_text().index("<h2>The ranker</h2>") :]
     assert "given-set model" in ranker and "0.4100, against 0.2500" in ranker
+    # the tree shape taken, beside every shape tried
+    given |= {"shape": "15/200", "shapes_held_out_ndcg_at_10": {"7/100": 0.4, "15/200": 0.41}}
+    page = write_report(spark, gold_cfg, first.run_id, tmp_path / "r4.html", ranker={**meta, "given": given})
+    ranker = page.read_text()[page.read_text().index("<h2>The ranker</h2>") :]
+    assert (
+        "0.4100 with trees of 15/200 leaves/rows per leaf, the best of 7/100 0.4000, 15/200 0.4100, against"
+        in ranker
+    )
 
 
 def test_sasrec_and_the_sequence_retriever_run_through_the_same_evaluation(

@@ -333,10 +333,18 @@ def _ranker(meta: Mapping[str, Any] | None, top: int = 15) -> str:
     figures = ", ".join(f"{html.escape(str(k))} {float(v):.4f}" for k, v in valid.items() if v is not None)
     chosen, objective = html.escape(str(meta.get("chosen", "?"))), html.escape(str(meta.get("objective", "")))
     given = meta.get("given") or {}
+    shapes = given.get("shapes_held_out_ndcg_at_10") or {}
+    shape_note = (
+        f" with trees of {html.escape(str(given.get('shape')))} leaves/rows per leaf, the best of "
+        + ", ".join(f"{html.escape(str(k))} {float(v):.4f}" for k, v in shapes.items())
+        if len(shapes) > 1
+        else ""
+    )
     given_note = (
         f" Sampled ranking orders its given sets with the <b>given-set model</b>, fitted on "
         f"{int(given.get('lists', 0)):,} lists of each user's positives and {int(given.get('negatives', 0))} "
-        f"drawn items (held-out NDCG@10 on such lists {float(given['held_out_ndcg_at_10']):.4f}, against "
+        f"drawn items (held-out NDCG@10 on such lists {float(given['held_out_ndcg_at_10']):.4f}"
+        f"{shape_note}, against "
         f"{float(given['served_model_held_out_ndcg_at_10']):.4f} for the model that serves); full ranking "
         "measures the served lists, ordered by the model above."
         if given.get("kept")
