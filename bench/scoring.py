@@ -246,7 +246,7 @@ def scale(spark, root: Path, users: int, candidates: int, dim: int, batch: int) 
             F.lit(0.0).cast("float").alias(rules.DISCOUNT),
         )
         lists = rerank(scored, sc, None)  # the scoring job's re-ranking (no MMR: no item vectors)
-        merge_lists(spark, cfg, lists, sc, "bench", "bench-run")  # the scoring job's MERGE
+        merge_lists(spark, cfg, [(sc, lists)], "bench", "bench-run")  # the scoring job's MERGE
         seconds = time.perf_counter() - t0
     rows = spark.read.format("delta").load(cfg.table("recommendations")).count()
     print(f"scale: {users:,} users x {candidates} candidates = {n:,} pairs scored, re-ranked, written")

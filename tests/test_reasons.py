@@ -182,15 +182,15 @@ def test_reasons_reach_a_recommendations_table_an_older_shoprec_made_and_a_chang
         return spark.createDataFrame([("u", "x", 1, 0.5, C.EMBEDDING, [], (R.SIMILAR, "a", text))], schema)
 
     app = ScenarioConfig(name="app", k=2)
-    merge_lists(spark, cfg, lists("Because you viewed A"), app, "v1", "run-1")
-    merge_lists(spark, cfg, lists("Because you viewed A"), app, "v1", "run-1")
+    merge_lists(spark, cfg, [(app, lists("Because you viewed A"))], "v1", "run-1")
+    merge_lists(spark, cfg, [(app, lists("Because you viewed A"))], "v1", "run-1")
     table = delta.for_location(spark, location)
     again = table.history(1).select("operationMetrics").first()
     assert again is not None and again[0]["numTargetRowsUpdated"] == again[0]["numTargetRowsInserted"] == "0"
     stored = delta.read(spark, location).first()
     assert stored is not None and stored[S.REASON][S.REASON_TEXT] == "Because you viewed A"
     assert stored[S.REASON][S.REASON_ITEM] == "a"
-    merge_lists(spark, cfg, lists("Because you viewed A, again"), app, "v1", "run-1")
+    merge_lists(spark, cfg, [(app, lists("Because you viewed A, again"))], "v1", "run-1")
     stored = delta.read(spark, location).first()
     assert stored is not None and stored[S.REASON][S.REASON_TEXT] == "Because you viewed A, again"
     metrics = table.history(1).select("operationMetrics").first()

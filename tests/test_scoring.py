@@ -552,24 +552,43 @@ def test_training_registers_the_model_and_promote_moves_the_champion_only_when_b
         registry.resolve(shop, "models:/nobody@champion")
 
 
-def test_merge_lists_counts_the_users_each_scenario_lists(spark: SparkSession, tmp_path: Path) -> None:
-    """A scenario's rules can leave a user without a list: its count is its own, not the users scored."""
+def test_merge_lists_counts_the_users_each_scenario_lists_in_one_commit(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """A scenario's rules can leave a user without a list: its count is its own, not the users
+    scored. Every scenario's lists go in with one MERGE (one commit), and a later run whose lists
+    are shorter deletes the ranks it no longer fills, in each scenario alone."""
     from shoprec.config import ScenarioConfig, from_dict
     from shoprec.scoring.job import merge_lists
     from shoprec.serving.lists import LIST_SCHEMA
 
     cfg = from_dict({"paths": {"root": str(tmp_path)}})
 
-    def lists(users: list[str]) -> DataFrame:
+    def lists(users: list[str], ranks: tuple[int, ...] = (1, 2)) -> DataFrame:
         rows: list[tuple[Any, ...]] = [
-            (u, f"i{r}", r, 1.0 / r, "embedding", []) for u in users for r in (1, 2)
+            (u, f"i{r}", r, 1.0 / r, "embedding", []) for u in users for r in ranks
         ]
         return spark.createDataFrame(rows, LIST_SCHEMA)
 
-    counts = {
-        name: merge_lists(spark, cfg, lists(users), ScenarioConfig(name=name, k=2), "v1", "run-1")
-        for name, users in (("app", ["u1", "u2", "u3"]), ("web", ["u1", "u2"]))
-    }
-    recs = delta.read(spark, cfg.table("recommendations"))
+    app, web = ScenarioConfig(name="app", k=2), ScenarioConfig(name="web", k=2)
+    counts = merge_lists(
+        spark, cfg, [(app, lists(["u1", "u2", "u3"])), (web, lists(["u1", "u2"]))], "v1", "r1"
+    )
+    location = cfg.table("recommendations")
+    recs = delta.read(spark, location)
     stored = {r[0]: r[1] for r in recs.groupBy(S.SCENARIO).agg(F.countDistinct(S.USER_KEY)).collect()}
     assert counts == stored == {"app": 3, "web": 2}
+    before = delta.for_location(spark, location).history(1).select("version").first()
+    counts = merge_lists(spark, cfg, [(app, lists(["u1"], (1,))), (web, lists([]))], "v1", "r2")
+    after = delta.for_location(spark, location).history(1).select("version").first()
+    assert before is not None and after is not None and after[0] == before[0] + 1
+    assert counts == {"app": 1, "web": 0}
+    rows = {(r[S.SCENARIO], r[S.USER_KEY], r[S.RANK]) for r in delta.read(spark, location).collect()}
+    # u1's app list lost rank 2; every other list, web's too, is as the first run left it
+    assert rows == {
+        ("app", "u1", 1),
+        ("app", "u2", 1),
+        ("app", "u2", 2),
+        ("app", "u3", 1),
+        ("app", "u3", 2),
+    } | {("web", u, r) for u in ("u1", "u2") for r in (1, 2)}

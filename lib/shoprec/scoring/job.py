@@ -4,7 +4,7 @@ model (the registry's champion, or ``scoring.model_uri`` / ``scoring.model_path`
 embeddings (incremental by Change Data Feed) → user vectors → candidates (embedding, ALS,
 popular, new items) → pair features → the ranker in an Arrow UDF (scored candidates staged in
 Delta) → business rules per scenario → each listed row's reason (:mod:`shoprec.serving.reasons`)
-→ one MERGE per scenario into the recommendations table.
+→ one MERGE of every scenario's lists into the recommendations table.
 
 The MERGE replaces each scored user's whole list atomically: its source holds every rank from 1 to
 the longest list already stored, empty ranks deleting what a longer old list had. Rows whose
@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,32 +107,50 @@ def ensure_recommendations(spark: SparkSession, cfg: ShoprecConfig) -> str:
 def merge_lists(
     spark: SparkSession,
     cfg: ShoprecConfig,
-    lists: DataFrame,
-    scenario: ScenarioConfig,
+    lists: Sequence[tuple[ScenarioConfig, DataFrame]],
     version: str,
     run_id: str,
-) -> int:
-    """Replace each listed user's ``scenario`` list atomically (one MERGE), unchanged rows kept.
-    Returns how many users got a list: a scenario's rules can leave a user without one."""
+) -> dict[str, int]:
+    """Replace each listed user's list of every scenario in ``lists`` atomically, unchanged rows
+    kept, in one MERGE: one commit for all scenarios, so a reader never sees one scenario's new
+    lists beside another's old ones, and the stream pays one commit per micro-batch, not one per
+    scenario. Returns how many users each scenario listed: its rules can leave a user without one.
+    """
+    if not lists:
+        return {}
     location = ensure_recommendations(spark, cfg)
-    lists = lists.localCheckpoint()  # re-ranked once: counted here, then merged
     model = cfg.scoring.model_name
-    stored = (
-        delta.read(spark, location)
-        .where((F.col(S.MODEL) == model) & (F.col(S.SCENARIO) == scenario.name))
+    names = [sc.name for sc, _ in lists]
+    tagged = functools.reduce(
+        lambda a, b: a.unionByName(b, allowMissingColumns=True),
+        [df.withColumn(S.SCENARIO, F.lit(sc.name)) for sc, df in lists],
+    ).localCheckpoint()  # re-ranked once: counted here, then merged
+    stored = {
+        r[0]: r[1]
+        for r in delta.read(spark, location)
+        .where((F.col(S.MODEL) == model) & F.col(S.SCENARIO).isin(*names))
+        .groupBy(S.SCENARIO)
         .agg(F.max(S.RANK))
-        .first()
+        .collect()
+    }
+    # every rank from 1 to the longest list stored: an empty rank deletes what a longer old list had
+    ranks = spark.createDataFrame(
+        [
+            (sc.name, rank)
+            for sc, _ in lists
+            for rank in range(1, max(sc.k, int(stored.get(sc.name) or 0)) + 1)
+        ],
+        f"{S.SCENARIO} string, {S.RANK} int",
     )
-    longest = max(scenario.k, int(stored[0]) if stored and stored[0] is not None else 0)
-    ranks = spark.range(1, longest + 1).select(F.col("id").cast("int").alias(S.RANK))
-    users = lists.select(S.USER_KEY).distinct()
-    listed = users.count()
+    users = tagged.select(S.SCENARIO, S.USER_KEY).distinct()
+    listed = {name: 0 for name in names}
+    listed.update({r[0]: int(r[1]) for r in users.groupBy(S.SCENARIO).count().collect()})
     source = (
-        users.crossJoin(F.broadcast(ranks))
-        .join(lists, [S.USER_KEY, S.RANK], "left")
+        users.join(F.broadcast(ranks), S.SCENARIO)
+        .join(tagged, [S.SCENARIO, S.USER_KEY, S.RANK], "left")
         .select(
             S.USER_KEY,
-            F.lit(scenario.name).alias(S.SCENARIO),
+            S.SCENARIO,
             S.RANK,
             S.ITEM_ID,
             S.SCORE,
@@ -142,12 +161,12 @@ def merge_lists(
             F.current_timestamp().alias(S.GENERATED_AT),
             F.col(rules.RULES).alias(S.RULES),
             F.col(S.REASON)
-            if S.REASON in lists.columns
+            if S.REASON in tagged.columns
             else F.lit(None).cast(S.REASON_SCHEMA).alias(S.REASON),
         )
     )
     on = (
-        f"t.{S.MODEL} = '{model}' AND t.{S.SCENARIO} = '{scenario.name}' "
+        f"t.{S.MODEL} = '{model}' AND t.{S.SCENARIO} = s.{S.SCENARIO} "
         f"AND t.{S.USER_KEY} = s.{S.USER_KEY} AND t.{S.RANK} = s.{S.RANK}"
     )
     changed = " OR ".join(
@@ -200,9 +219,9 @@ def score(
     profiles = _serving(spark, cfg, "gold_user_profiles")
     sequences = _serving(spark, cfg, "gold_sequences")
     interactions = delta.read(spark, cfg.table("gold_interactions"))
-    ensure_recommendations(spark, cfg)
     only: DataFrame | None = users
     if users is None and incremental and refreshed.changed_items is not None:
+        ensure_recommendations(spark, cfg)  # read for the users whose lists hold a changed item
         only = _affected_users(spark, cfg, refreshed.changed_items, items)
     view = AsOf(items, profiles, sequences, interactions, embeddings.vectors(spark, cfg, version), only)
     pool = user_candidates(spark, cfg, model_dir, view, common)
@@ -230,18 +249,23 @@ def score(
         staged.select(S.USER_KEY, S.ITEM_ID).limit(0),
     )
     credited = credited_kinds(model_dir, view, pool, listed).localCheckpoint()
-    for sc in cfg.scoring.scenarios:
-        lists = reasons.explain(
-            every[sc.name],
-            credited,
-            items,
-            pool.signals.recent,
-            pool.item_vectors,
-            pool.signals.pairs,
-            pool.signals.linked,
-            cfg.scoring.cooc_decay,
+    explained = [
+        (
+            sc,
+            reasons.explain(
+                every[sc.name],
+                credited,
+                items,
+                pool.signals.recent,
+                pool.item_vectors,
+                pool.signals.pairs,
+                pool.signals.linked,
+                cfg.scoring.cooc_decay,
+            ),
         )
-        result.lists[sc.name] = merge_lists(spark, cfg, lists, sc, version, run_id)
+        for sc in cfg.scoring.scenarios
+    ]
+    result.lists = merge_lists(spark, cfg, explained, version, run_id)
     if users is None:
         # keep only this run's staged candidates (the table is a work area, not a history)
         delta.for_location(spark, cfg.table("score_candidates")).delete(F.col(S.RUN_ID) != run_id)
