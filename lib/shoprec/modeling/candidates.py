@@ -121,6 +121,8 @@ class Shared:
     pairs: DataFrame
     popularity: DataFrame
     linked: DataFrame
+    shares: DataFrame | None = None  # ltr.item_shares: each item's share of its category
+    cut: DataFrame | None = None  # ltr.latest: the newest interaction's time
 
 
 def shared(spark: SparkSession, cfg: ShoprecConfig, items: DataFrame, interactions: DataFrame) -> Shared:
@@ -133,7 +135,9 @@ def shared(spark: SparkSession, cfg: ShoprecConfig, items: DataFrame, interactio
         als_users, als_items = als_users.localCheckpoint(), als_items.localCheckpoint()
     pairs = ltr.cooccurrence(interactions, sc.cooc_window, sc.cooc_neighbours).localCheckpoint()
     popularity = ltr.item_popularity(interactions, cfg.evaluation.recent_days).localCheckpoint()
-    return Shared(als_users, als_items, pairs, popularity, ltr.links(items).localCheckpoint())
+    shares = ltr.item_shares(interactions, items).localCheckpoint()
+    cut = ltr.latest(interactions).localCheckpoint()
+    return Shared(als_users, als_items, pairs, popularity, ltr.links(items).localCheckpoint(), shares, cut)
 
 
 def popular_for(users: DataFrame, items: DataFrame, profiles: DataFrame, k: int) -> DataFrame:
@@ -247,7 +251,7 @@ def generate(
                 (F.col("recency") + 1).cast("int").alias(S.RANK),
             )
         )
-    taste = ltr.tastes(mine, interactions, items).checkpointed()
+    taste = ltr.tastes(mine, interactions, items, common.shares, common.cut).checkpointed()
     if sc.category_k:
         parts.append(_tag(taste.top(sc.category_k), CATEGORY))
     if sc.cooc_k:
@@ -279,7 +283,7 @@ def generate(
     seq_users: DataFrame | None = None
     seq_items: DataFrame | None = None
     if sequence_dir is not None and seq.exists(sequence_dir):
-        model = seq.load(sequence_dir)
+        model = seq.loaded(sequence_dir)
         seq_items = model.item_vectors(spark).join(items.select(S.ITEM_ID), S.ITEM_ID, "left_semi")
         seq_items = seq_items.localCheckpoint()
         seq_users = model.user_vectors(mine, str(sequence_dir)).localCheckpoint()

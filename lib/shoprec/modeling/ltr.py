@@ -210,11 +210,45 @@ class Tastes:
         return scored.withColumn(S.RANK, F.row_number().over(order)).where(F.col(S.RANK) <= k)
 
 
-def tastes(mine: DataFrame, interactions: DataFrame, items: DataFrame) -> Tastes:
-    """:class:`Tastes` from the users' own interactions (``mine``), everyone's (``interactions``,
-    for the items' shares) and the catalog (``items``: item_id, category_path, brand)."""
+def item_shares(interactions: DataFrame, items: DataFrame) -> DataFrame:
+    """``(item_id, category_path, brand, leaf_item_share)``: each item's share of its category's
+    interaction weight, over every user's ``interactions`` (catalog-wide, the same for every user:
+    a caller scoring a few users at a time computes it once, :class:`shoprec.modeling.candidates.Shared`)."""
     catalog = items.select(S.ITEM_ID, S.CATEGORY_PATH, S.BRAND)
-    cut = interactions.agg(F.max(S.EVENT_TIME).alias("_cut"))
+    weight = interactions.groupBy(S.ITEM_ID).agg(F.sum(S.WEIGHT).alias("_w"))
+    in_leaf = Window.partitionBy(S.CATEGORY_PATH)
+    return catalog.join(weight, S.ITEM_ID, "left").select(
+        S.ITEM_ID,
+        S.CATEGORY_PATH,
+        S.BRAND,
+        F.coalesce(F.col("_w") / F.sum("_w").over(in_leaf), F.lit(0.0)).alias(LEAF_ITEM_SHARE),
+    )
+
+
+def latest(interactions: DataFrame) -> DataFrame:
+    """One row, ``_cut``: the newest interaction's time, what recency is counted back from."""
+    return interactions.agg(F.max(S.EVENT_TIME).alias("_cut"))
+
+
+def tastes(
+    mine: DataFrame,
+    interactions: DataFrame,
+    items: DataFrame,
+    shares: DataFrame | None = None,
+    cut: DataFrame | None = None,
+) -> Tastes:
+    """:class:`Tastes` from the users' own interactions (``mine``), everyone's (``interactions``,
+    for the items' shares) and the catalog (``items``: item_id, category_path, brand).
+    ``shares`` (:func:`item_shares`) and ``cut`` (:func:`latest`), when a caller keeps them,
+    spare two scans of every interaction; a kept cut older than the users' own newest event
+    gives way to it, so a category touched just now is 0 days old, never less."""
+    catalog = items.select(S.ITEM_ID, S.CATEGORY_PATH, S.BRAND)
+    if cut is None:
+        cut = latest(interactions)
+    else:
+        cut = cut.crossJoin(latest(mine).withColumnRenamed("_cut", "_mine")).select(
+            F.greatest("_cut", "_mine").alias("_cut")
+        )
     own = mine.join(catalog, S.ITEM_ID).select(S.USER_KEY, S.CATEGORY_PATH, S.BRAND, S.WEIGHT, S.EVENT_TIME)
     total = Window.partitionBy(S.USER_KEY)
     leaves = (
@@ -234,14 +268,8 @@ def tastes(mine: DataFrame, interactions: DataFrame, items: DataFrame) -> Tastes
         .agg(F.sum(S.WEIGHT).alias("_w"))
         .select(S.USER_KEY, S.BRAND, (F.col("_w") / F.sum("_w").over(total)).alias(BRAND_SHARE))
     )
-    weight = interactions.groupBy(S.ITEM_ID).agg(F.sum(S.WEIGHT).alias("_w"))
-    in_leaf = Window.partitionBy(S.CATEGORY_PATH)
-    shares = catalog.join(weight, S.ITEM_ID, "left").select(
-        S.ITEM_ID,
-        S.CATEGORY_PATH,
-        S.BRAND,
-        F.coalesce(F.col("_w") / F.sum("_w").over(in_leaf), F.lit(0.0)).alias(LEAF_ITEM_SHARE),
-    )
+    if shares is None:
+        shares = item_shares(interactions, items)
     return Tastes(leaves, brands, shares)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class SequenceModel:
     model: Any  # shoprec.modeling.sasrec.SASRec
     ids: list[str]  # index i + 1 is ids[i]
     spec: dict[str, Any]
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def index(self) -> dict[str, int]:
@@ -70,13 +71,18 @@ class SequenceModel:
 
     def item_vectors(self, spark: SparkSession) -> DataFrame:
         """``(item_id, vector)``: what a user's state is scored against."""
-        from shoprec.modeling import sasrec as sr
+        return spark.createDataFrame(self.item_table(), f"{S.ITEM_ID} string, {VECTOR} array<float>")
 
-        vectors = sr.item_vectors(self.model)
-        return spark.createDataFrame(
-            pd.DataFrame({S.ITEM_ID: self.ids, VECTOR: [v.tolist() for v in vectors]}),
-            f"{S.ITEM_ID} string, {VECTOR} array<float>",
-        )
+    def item_table(self) -> pd.DataFrame:
+        """:meth:`item_vectors` as pandas, computed once per model object (:func:`loaded` keeps
+        one per saved model, so a caller that scores often embeds the catalog once)."""
+        if "table" not in self.memo:
+            from shoprec.modeling import sasrec as sr
+
+            vectors = sr.item_vectors(self.model)
+            self.memo["table"] = pd.DataFrame({S.ITEM_ID: self.ids, VECTOR: [v.tolist() for v in vectors]})
+        table: pd.DataFrame = self.memo["table"]
+        return table
 
     def user_vectors(self, interactions: DataFrame, path: str) -> DataFrame:
         """``(user_key, vector)`` for every user in ``interactions`` with an item the model knows,
@@ -183,6 +189,19 @@ def load(model_dir: str | Path) -> SequenceModel:
 
 
 _MODELS: dict[str, SequenceModel] = {}
+_LOADED: dict[tuple[str, int], SequenceModel] = {}
+
+
+def loaded(model_dir: str | Path) -> SequenceModel:
+    """:func:`load`, once per process per saved model (its weights file's path and modification
+    time): the stream scores every micro-batch with the same model, and loading it and embedding
+    the catalog each time was work the same for every batch."""
+    weights = Path(model_dir) / SEQUENCE_DIR / WEIGHTS
+    key = (str(weights.resolve()), weights.stat().st_mtime_ns)
+    if key not in _LOADED:
+        _LOADED.clear()  # one model at a time: a new champion replaces the old one
+        _LOADED[key] = load(model_dir)
+    return _LOADED[key]
 
 
 def _cached(model_dir: str) -> SequenceModel:

@@ -263,9 +263,10 @@ def user_candidates(
     """User vectors, their candidates from every source, and the item vectors they came from
     (``common``: the signals every user shares, when the caller keeps them between calls)."""
     history = int(load_meta(model_dir).get("history_items", cfg.training.history_items))
-    texts = history_texts(view.items, view.sequences, None, history)
-    if view.only is not None:
-        texts = texts.join(view.only, S.USER_KEY, "left_semi")
+    sequences = view.sequences
+    if view.only is not None:  # before the texts are built: a micro-batch's users, not everyone's
+        sequences = sequences.join(view.only, S.USER_KEY, "left_semi")
+    texts = history_texts(view.items, sequences, None, history)
     users = encoder.embed(texts, S.USER_KEY, "text", cfg.evaluation.encoder, "user", str(model_dir))
     users = users.localCheckpoint()
     item_vectors = view.item_vectors.localCheckpoint()
