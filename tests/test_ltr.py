@@ -485,7 +485,8 @@ def test_candidate_recall_counts_the_positives_each_source_and_the_union_reach(s
 @pytest.mark.spark
 def test_tastes_share_the_users_categories_and_rank_each_categorys_items(spark: SparkSession) -> None:
     """Leaf affinity is the user's share of each full category path, the item share is the item's
-    share of its category's weight, and ``top`` proposes the product, best first, k per user."""
+    share of its category's weight, and ``top`` proposes the product, best first, k per user. Kept
+    shares and cut (the stream's shared signals) give the same tastes."""
     catalog = spark.createDataFrame(
         [("a", "x > ink", "b1"), ("b", "x > ink", "b2"), ("c", "x > paper", "b1"), ("d", "x > paper", None)],
         f"{S.ITEM_ID} string, {S.CATEGORY_PATH} string, {S.BRAND} string",
@@ -518,6 +519,17 @@ def test_tastes_share_the_users_categories_and_rank_each_categorys_items(spark: 
     # a .75*.75, b .75*.25, d .25*.75 (tie with b: item id order), c .25*.25 cut by k
     assert top == [("a", 1), ("b", 2), ("d", 3)]
     assert [r[S.ITEM_ID] for r in t.top(1).collect()] == ["a"]
+    # a caller that keeps the shares and the cut (the stream) gets the same tastes from them
+    kept = ltr.tastes(mine, everyone, catalog, ltr.item_shares(everyone, catalog), ltr.latest(everyone))
+    assert sorted(map(tuple, kept.leaves.collect())) == sorted(map(tuple, t.leaves.collect()))
+    assert {r[S.ITEM_ID]: r[ltr.LEAF_ITEM_SHARE] for r in kept.items.collect()} == shares
+    # a kept cut older than the user's own newest event gives way to it: never a negative age
+    old_cut = ltr.latest(everyone.where(F.col(S.EVENT_TIME) <= T0))
+    stale = {
+        r[S.CATEGORY_PATH]: r[ltr.LEAF_RECENCY]
+        for r in ltr.tastes(mine, everyone, catalog, None, old_cut).leaves.collect()
+    }
+    assert stale == {"x > ink": pytest.approx(2.0), "x > paper": pytest.approx(0.0)}
 
 
 @pytest.mark.spark
