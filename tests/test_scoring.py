@@ -422,7 +422,7 @@ def test_a_score_job_killed_after_a_commit_and_rerun_equals_an_uninterrupted_one
     spark: SparkSession, shop: ShoprecConfig, tmp_path: Path
 ) -> None:
     """Kill a real ``shoprec score`` right after the N-th Delta commit it makes (any table: item
-    embeddings, staging, each scenario's MERGE), run it again, and compare the recommendations and
+    embeddings, staging, the lists' MERGE), run it again, and compare the recommendations and
     item embeddings with the same run on an untouched copy of the lake. The default tier kills
     after the first MERGE into ``recommendations`` (one scenario new, one old);
     ``SHOPREC_KILL_SWEEP=all`` kills after every commit in turn."""
