@@ -11,10 +11,11 @@ in Spark tasks from their interactions (one copy of the network per Python worke
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,6 @@ class SequenceModel:
     model: Any  # shoprec.modeling.sasrec.SASRec
     ids: list[str]  # index i + 1 is ids[i]
     spec: dict[str, Any]
-    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def index(self) -> dict[str, int]:
@@ -71,18 +71,16 @@ class SequenceModel:
 
     def item_vectors(self, spark: SparkSession) -> DataFrame:
         """``(item_id, vector)``: what a user's state is scored against."""
-        return spark.createDataFrame(self.item_table(), f"{S.ITEM_ID} string, {VECTOR} array<float>")
+        return spark.createDataFrame(self.item_table, f"{S.ITEM_ID} string, {VECTOR} array<float>")
 
+    @functools.cached_property
     def item_table(self) -> pd.DataFrame:
         """:meth:`item_vectors` as pandas, computed once per model object (:func:`loaded` keeps
         one per saved model, so a caller that scores often embeds the catalog once)."""
-        if "table" not in self.memo:
-            from shoprec.modeling import sasrec as sr
+        from shoprec.modeling import sasrec as sr
 
-            vectors = sr.item_vectors(self.model)
-            self.memo["table"] = pd.DataFrame({S.ITEM_ID: self.ids, VECTOR: [v.tolist() for v in vectors]})
-        table: pd.DataFrame = self.memo["table"]
-        return table
+        vectors = sr.item_vectors(self.model)
+        return pd.DataFrame({S.ITEM_ID: self.ids, VECTOR: [v.tolist() for v in vectors]})
 
     def user_vectors(self, interactions: DataFrame, path: str) -> DataFrame:
         """``(user_key, vector)`` for every user in ``interactions`` with an item the model knows,
@@ -188,26 +186,26 @@ def load(model_dir: str | Path) -> SequenceModel:
     return SequenceModel(model.eval(), list(meta["ids"]), meta["spec"])
 
 
-_MODELS: dict[str, SequenceModel] = {}
-_LOADED: dict[tuple[str, int], SequenceModel] = {}
+_LOADED: dict[str, tuple[int, SequenceModel]] = {}
 
 
 def loaded(model_dir: str | Path) -> SequenceModel:
-    """:func:`load`, once per process per saved model (its weights file's path and modification
-    time): the stream scores every micro-batch with the same model, and loading it and embedding
-    the catalog each time was work the same for every batch."""
+    """:func:`load`, once per process per saved model: keyed by its weights file's path, and
+    loaded again when that file's modification time changes (a model retrained in place). The
+    stream scores every micro-batch with the same model, and loading it and embedding the catalog
+    each time was work the same for every batch."""
     weights = Path(model_dir) / SEQUENCE_DIR / WEIGHTS
-    key = (str(weights.resolve()), weights.stat().st_mtime_ns)
-    if key not in _LOADED:
-        _LOADED.clear()  # one model at a time: a new champion replaces the old one
-        _LOADED[key] = load(model_dir)
-    return _LOADED[key]
+    path, stamp = str(weights.resolve()), weights.stat().st_mtime_ns
+    hit = _LOADED.get(path)
+    if hit is None or hit[0] != stamp:
+        hit = _LOADED[path] = (stamp, load(model_dir))
+    return hit[1]
 
 
 def _cached(model_dir: str) -> SequenceModel:
-    if model_dir not in _MODELS:
-        _MODELS[model_dir] = load(model_dir)
-        import torch
+    """:func:`loaded`, in a Spark task: one torch thread per task (one task per core)."""
+    import torch
 
-        torch.set_num_threads(1)  # one task per core
-    return _MODELS[model_dir]
+    model = loaded(model_dir)
+    torch.set_num_threads(1)
+    return model

@@ -55,7 +55,7 @@ from shoprec.errors import ShoprecError
 from shoprec.etl import bronze
 from shoprec.etl.bronze import EVENTS, RawFile
 from shoprec.etl.silver import clean_batch
-from shoprec.features.job import fold_batch
+from shoprec.features.job import ensure_gold, fold_batch
 from shoprec.modeling import candidates
 from shoprec.scoring.job import score
 
@@ -256,9 +256,6 @@ class Common:
         self.made = -float("inf")
         self.value: candidates.Shared | None = None
         self.versions: tuple[int, int] | None = None
-        #: The query's first batch made sure the gold and metrics tables exist; later ones skip
-        #: those checks (about four seconds a batch on 2 cores).
-        self.ensured = False
 
     def get(
         self, spark: SparkSession, cfg: ShoprecConfig, pinned: tuple[int, int] | None
@@ -309,8 +306,11 @@ def process_batch(
     epoch: int,
     query_id: str,
     common: Common | None = None,
+    ensured: bool = False,
 ) -> BatchResult | None:
-    """One micro-batch, from raw rows to re-scored lists (see the module's docstring)."""
+    """One micro-batch, from raw rows to re-scored lists (see the module's docstring).
+    ``ensured``: the caller made sure the gold and metrics tables exist (:func:`start`, once per
+    query: the checks cost a micro-batch about four seconds on 2 cores)."""
     started_at = datetime.now(tz=UTC)
     t0 = time.perf_counter()
     batch = batch_name(query_id, epoch)
@@ -330,7 +330,6 @@ def process_batch(
     run_id = None
     versions: tuple[int, int] | None = None
     newest = None
-    ensured = common is not None and common.ensured
     if update in ("gold", "recommendations") and silver.silver_rows:
         mark = time.perf_counter()
         fold_batch(spark, cfg, batch, ensured=ensured)
@@ -388,8 +387,6 @@ def process_batch(
     delta.merge_upsert(spark, metrics, cfg.table("stream_metrics"), [S.INGEST_BATCH])
     steps["metrics"] = time.perf_counter() - mark
     result.steps = steps
-    if common is not None and (silver.silver_rows or update not in ("gold", "recommendations")):
-        common.ensured = True  # this batch checked every table the next ones write
     lags = sorted(result.lags)
     lag = f", newest event to list p50 {lags[len(lags) // 2]:.1f}s" if lags else ""
     log.info(
@@ -425,6 +422,8 @@ def start(spark: SparkSession, cfg: ShoprecConfig, done: StreamRun | None = None
 
         resolve_model(cfg)
     _ensure_metrics(spark, cfg)
+    if st.update in ("gold", "recommendations"):
+        ensure_gold(spark, cfg)
     source = _kafka_source(spark, cfg) if st.source == "kafka" else _files_source(spark, cfg)
     ids: dict[str, str] = {}
     common = Common(st.refresh_minutes)
@@ -432,7 +431,7 @@ def start(spark: SparkSession, cfg: ShoprecConfig, done: StreamRun | None = None
     def each(df: DataFrame, epoch: int) -> None:
         if "id" not in ids:
             ids["id"] = _query_id(spark, checkpoint)
-        out = process_batch(spark, cfg, df, epoch, ids["id"], common)
+        out = process_batch(spark, cfg, df, epoch, ids["id"], common, ensured=True)
         if out is not None and done is not None:
             done.batches.append(out)
 
